@@ -1,0 +1,130 @@
+"""`gpubatch`: run a manifest locally, check the GPU, generate the CRDs.
+
+    gpubatch run FILE.yaml [--mount CLAIM=DIR] [--device auto|gpu|cpu] [--shard i/N]
+    gpubatch doctor [--json] [--require-gpu]
+    gpubatch crds [--check] [--dir DIR]
+
+`run` prints a progress bar on stderr and the summary JSON (the same object
+the operator stores in `status.result`) as the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from gpubatch_jobs.errors import EXIT_BAD_INPUT
+from gpubatch_jobs.runtime import RunContext, stderr_progress_bar
+from gpubatch_jobs.spec import SpecError, load_manifest
+
+
+def _mount(text: str) -> tuple[str, Path]:
+    claim, sep, folder = text.partition("=")
+    if not sep or not claim or not folder:
+        raise argparse.ArgumentTypeError(f"--mount {text!r}: expected CLAIM=DIR, e.g. --mount data=./data")
+    return claim, Path(folder).expanduser().resolve()
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not sep or n < 1 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected i/N with 0 <= i < N, e.g. --shard 0/4")
+    return i, n
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gpubatch_jobs.execute import execute
+
+    try:
+        resource = load_manifest(args.file)
+    except SpecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    kind = type(resource).__name__
+    spec = resource.spec  # type: ignore[attr-defined]
+    ctx = RunContext(
+        name=resource.metadata.name,
+        base_dir=Path(args.file).resolve().parent,
+        mounts=dict(args.mount or []),
+        device_override=args.device,
+        progress_sinks=[] if args.quiet else [stderr_progress_bar],
+        progress_interval_s=0.5,
+    )
+    if args.shard is not None:
+        index, count = args.shard
+        if kind != "RenderJob" or count != spec.shards:
+            print(f"error: --shard {index}/{count}: the manifest's spec.shards is "
+                  f"{getattr(spec, 'shards', 1)}; --shard applies to a RenderJob with that many shards",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+        ctx.shard_index = index
+    return execute(kind, spec, ctx, termination_log=False)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from gpubatch_jobs.devices.doctor import run_doctor
+
+    return run_doctor(as_json=args.json, require_gpu=args.require_gpu, policy=args.policy)
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    from gpubatch_jobs import crds
+
+    directory = Path(args.dir)
+    if args.check:
+        stale = crds.check_crds(directory)
+        if stale:
+            print("CRD YAML differs from the models (run `gpubatch crds` and commit):", file=sys.stderr)
+            for path in stale:
+                print(f"  {path}", file=sys.stderr)
+            return 1
+        print(f"CRDs in {directory} match the models")
+        return 0
+    for path in crds.write_crds(directory):
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpubatch", description="GPU batch work: run locally, check the GPU, make CRDs.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a TrainJob, PredictJob or RenderJob manifest here")
+    run.add_argument("file", help="manifest YAML")
+    run.add_argument("--mount", action="append", type=_mount, metavar="CLAIM=DIR",
+                     help="map pvc://CLAIM/... to a local folder (repeatable)")
+    run.add_argument("--device", choices=["auto", "gpu", "cpu"], help="override spec.device.policy")
+    run.add_argument("--shard", type=_shard, metavar="i/N", help="RenderJob: render only shard i of N")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+
+    doctor = sub.add_parser("doctor", help="what the device layer sees: GPUs, drivers, frameworks")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--require-gpu", action="store_true", help="exit 75 unless a GPU is usable")
+    doctor.add_argument("--policy", choices=["auto", "gpu", "cpu"], default=None,
+                        help="the policy to check (default: GPUBATCH_DEVICE or auto)")
+    doctor.set_defaults(func=cmd_doctor)
+
+    crd = sub.add_parser("crds", help="write (or --check) charts/gpubatch/crds from the models")
+    crd.add_argument("--check", action="store_true", help="exit 1 if the committed YAML is stale")
+    crd.add_argument("--dir", default="charts/gpubatch/crds", help="folder of the CRD YAML")
+    crd.set_defaults(func=cmd_crds)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

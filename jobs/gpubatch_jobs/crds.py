@@ -1,0 +1,227 @@
+"""Generate the CustomResourceDefinitions from the pydantic models.
+
+The models are the single source of truth; this module turns their JSON
+schema into the structural OpenAPI v3 schema Kubernetes wants: references
+inlined, `Optional[X]` reduced to `X`, `auto | N` fields made int-or-string
+with a CEL rule, numeric exclusive bounds rewritten in OpenAPI 3.0 form, and
+pydantic-only keys (titles) dropped. `gpubatch crds --check` compares the
+result with the committed YAML so the two never drift.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpubatch_jobs.spec import API_GROUP, API_VERSION
+from gpubatch_jobs.spec.kinds import KINDS, NAMES, JobStatus, spec_class
+
+CATEGORY = "gpubatch"
+DEFAULT_DIR = Path("charts/gpubatch/crds")
+
+_DROP_KEYS = {"title"}
+_KEEP_KEYS = {
+    "type", "properties", "required", "items", "additionalProperties", "enum", "default",
+    "description", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength",
+    "maxLength", "pattern", "minItems", "maxItems", "format", "nullable",
+    "x-kubernetes-validations", "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields",
+    "anyOf", "x-kubernetes-list-type", "x-kubernetes-map-type",
+}
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            target = copy.deepcopy(defs[node["$ref"].split("/")[-1]])
+            extra = {k: v for k, v in node.items() if k != "$ref"}
+            target.update(extra)
+            return _resolve(target, defs)
+        return {k: _resolve(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(v, defs) for v in node]
+    return node
+
+
+def _int_or_auto(branches: list[dict[str, Any]], outer: dict[str, Any]) -> dict[str, Any]:
+    words = [b.get("const") or (b.get("enum") or [None])[0] for b in branches if b.get("type") == "string"]
+    number = next(b for b in branches if b.get("type") == "integer")
+    checks = []
+    if "minimum" in number:
+        checks.append(f"self >= {number['minimum']}")
+    if "maximum" in number:
+        checks.append(f"self <= {number['maximum']}")
+    allowed = " || ".join(f"self == '{w}'" for w in words)
+    rule = f"type(self) == string ? ({allowed}) : ({' && '.join(checks) or 'true'})"
+    bounds = f"between {number.get('minimum', '-inf')} and {number.get('maximum', 'inf')}"
+    schema: dict[str, Any] = {
+        "x-kubernetes-int-or-string": True,
+        "x-kubernetes-validations": [
+            {"rule": rule, "message": f"must be {' or '.join(repr(w) for w in words)} or an integer {bounds}"}
+        ],
+    }
+    for key in ("description", "default"):
+        if key in outer:
+            schema[key] = outer[key]
+    return schema
+
+
+def _quantity(branches: list[dict[str, Any]], outer: dict[str, Any]) -> dict[str, Any]:
+    pattern = next(b["pattern"] for b in branches if b.get("type") == "string")
+    return {
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "pattern": pattern,
+        "x-kubernetes-int-or-string": True,
+    }
+
+
+def _structural(node: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite one resolved JSON-schema node into a structural OpenAPI schema."""
+    node = {k: v for k, v in node.items() if k not in _DROP_KEYS}
+    if "anyOf" in node and "x-kubernetes-int-or-string" not in node:
+        branches = [b for b in node["anyOf"] if b.get("type") != "null"]
+        outer = {k: v for k, v in node.items() if k != "anyOf"}
+        if len(branches) == 1:
+            merged = {**branches[0], **{k: v for k, v in outer.items() if k != "default" or v is not None}}
+            return _structural(merged)
+        else:
+            types = {b.get("type") for b in branches}
+            if types == {"string", "integer"} and any("pattern" in b for b in branches):
+                return _quantity(branches, outer)
+            if types == {"string", "integer"}:
+                return _int_or_auto(branches, outer)
+            raise ValueError(f"cannot express this union in a structural schema: {node}")
+    if node.get("default", 0) is None:
+        del node["default"]
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
+            node[plain] = node[bound]
+            node[bound] = True
+    if "properties" in node:
+        node["type"] = "object"
+        node["properties"] = {k: _structural(v) for k, v in node["properties"].items()}
+    if isinstance(node.get("additionalProperties"), dict):
+        node["additionalProperties"] = _structural(node["additionalProperties"])
+    elif node.get("additionalProperties") is True:
+        node.pop("additionalProperties")
+        node["x-kubernetes-preserve-unknown-fields"] = True
+        node.setdefault("type", "object")
+    elif node.get("additionalProperties") is False:
+        node.pop("additionalProperties")
+    if "items" in node:
+        node["items"] = _structural(node["items"])
+    if "enum" in node and "type" not in node:
+        node["type"] = "string"
+    if node.get("type") == "object" and "properties" not in node and "additionalProperties" not in node:
+        node["x-kubernetes-preserve-unknown-fields"] = True
+    unknown = set(node) - _KEEP_KEYS
+    if unknown:
+        raise ValueError(f"schema keys with no structural equivalent: {sorted(unknown)} in {node}")
+    return node
+
+
+def openapi_schema(model: type) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")  # type: ignore[attr-defined]
+    resolved = _resolve({k: v for k, v in raw.items() if k != "$defs"}, raw.get("$defs", {}))
+    return _structural(resolved)
+
+
+def _status_schema() -> dict[str, Any]:
+    schema = openapi_schema(JobStatus)
+    schema["x-kubernetes-preserve-unknown-fields"] = True
+    schema["properties"]["result"] = {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "description": "The engine's summary JSON (throughput, batch size used, device, metrics).",
+    }
+    schema["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
+    schema["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
+    return schema
+
+
+def crd_for(kind: str) -> dict[str, Any]:
+    names = NAMES[kind]
+    spec_schema = openapi_schema(spec_class(kind))
+    status_schema = _status_schema()
+    status_schema["properties"]["conditions"].pop("x-kubernetes-list-map-keys")
+    status_schema["properties"]["conditions"]["x-kubernetes-list-type"] = "atomic"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{names['plural']}.{API_GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "gpubatch"},
+        },
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": names["plural"],
+                "singular": names["singular"],
+                "shortNames": names["shortNames"],
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {"name": "Device", "type": "string", "jsonPath": ".status.device"},
+                        {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+                        {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": f"{kind}: {spec_class(kind).__doc__.strip().splitlines()[0]}",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+HEADER = "# Generated by `gpubatch crds` from gpubatch_jobs.spec; do not edit by hand.\n"
+
+
+def render_yaml(kind: str) -> str:
+    return HEADER + yaml.safe_dump(crd_for(kind), sort_keys=False, width=120)
+
+
+def write_crds(directory: Path = DEFAULT_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind in KINDS:
+        path = directory / f"{kind.lower()}.yaml"
+        path.write_text(render_yaml(kind))
+        written.append(path)
+    return written
+
+
+def check_crds(directory: Path = DEFAULT_DIR) -> list[str]:
+    """Names of the CRD files that are missing or differ from the models."""
+    stale = []
+    for kind in KINDS:
+        path = directory / f"{kind.lower()}.yaml"
+        if not path.exists() or path.read_text() != render_yaml(kind):
+            stale.append(str(path))
+    return stale

@@ -1,0 +1,119 @@
+"""What every engine gets from its caller: paths, progress, device policy, shard.
+
+The same engine code runs under `gpubatch run` on a laptop and under
+`gpubatch-job` in a pod; `RunContext` is the one place where the two differ
+(where `pvc://` paths live, where progress goes, which shard this is).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpubatch_jobs.errors import BadInput
+
+log = logging.getLogger("gpubatch")
+
+PVC_PREFIX = "pvc://"
+# Where the operator mounts claims inside a pod: /mnt/pvc/<claim>/...
+POD_PVC_ROOT = "/mnt/pvc"
+PROGRESS_INTERVAL_S = 5.0
+
+ProgressSink = Callable[[dict[str, Any]], None]
+
+
+def split_pvc(path: str) -> tuple[str, str] | None:
+    """(claim, sub/path) for `pvc://claim/sub/path`, else None."""
+    if not path.startswith(PVC_PREFIX):
+        return None
+    rest = path[len(PVC_PREFIX):]
+    claim, _, sub = rest.partition("/")
+    return claim, sub
+
+
+@dataclass
+class RunContext:
+    """Where an engine run happens: how to find files, report progress, pick a device."""
+
+    name: str = "job"
+    base_dir: Path = field(default_factory=Path.cwd)
+    mounts: dict[str, Path] = field(default_factory=dict)
+    pvc_root: Path | None = None
+    device_override: str | None = None  # auto|gpu|cpu from --device or GPUBATCH_DEVICE
+    # None: this process renders every shard; an int: only that one (Indexed Job pod).
+    shard_index: int | None = None
+    progress_sinks: list[ProgressSink] = field(default_factory=list)
+    progress_interval_s: float = PROGRESS_INTERVAL_S
+    _last_progress: float = field(default=0.0, repr=False)
+
+    def resolve(self, path: str, *, field_name: str = "path") -> Path:
+        """The local filesystem path for a spec path (local, relative or pvc://)."""
+        pvc = split_pvc(path)
+        if pvc is None:
+            local = Path(path).expanduser()
+            return local if local.is_absolute() else self.base_dir / local
+        claim, sub = pvc
+        if claim in self.mounts:
+            return self.mounts[claim] / sub
+        if self.pvc_root is not None:
+            return self.pvc_root / claim / sub
+        raise BadInput(
+            f"{path} names the PersistentVolumeClaim {claim!r}, which is not mounted here; "
+            f"run with --mount {claim}=./some/folder",
+            field=field_name,
+        )
+
+    def effective_policy(self, spec_policy: str) -> str:
+        return self.device_override or spec_policy
+
+    def progress(self, done: int, total: int, *, stage: str = "", force: bool = False, **extra: Any) -> None:
+        """Report progress; sinks are called at most every `progress_interval_s` seconds."""
+        now = time.monotonic()
+        if not force and done < total and now - self._last_progress < self.progress_interval_s:
+            return
+        self._last_progress = now
+        event = {"done": int(done), "total": int(total), "stage": stage, **extra}
+        for sink in self.progress_sinks:
+            try:
+                sink(event)
+            except Exception as err:  # progress must never kill the job
+                log.debug("progress sink failed: %s", err)
+
+
+def format_progress(done: int, total: int) -> str:
+    """The short form shown in `kubectl get` (status.progress)."""
+    if total <= 0:
+        return "0%"
+    return f"{min(100, int(100 * done / total))}%"
+
+
+def stderr_progress_bar(event: dict[str, Any]) -> None:
+    done, total = event["done"], event["total"]
+    width = 30
+    filled = int(width * done / total) if total else 0
+    bar = "#" * filled + "-" * (width - filled)
+    stage = f" {event['stage']}" if event.get("stage") else ""
+    end = "\n" if done >= total else ""
+    sys.stderr.write(f"\r[{bar}] {done}/{total} {format_progress(done, total)}{stage}   {end}")
+    sys.stderr.flush()
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON so the final name only ever holds a complete file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def atomic_target(final: Path) -> Path:
+    """A temporary sibling of `final`, for writing before `os.replace` publishes it."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return final.with_name(f".{final.name}.partial-{os.getpid()}")

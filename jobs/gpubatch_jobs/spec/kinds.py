@@ -1,0 +1,236 @@
+"""The three kinds (RenderJob, TrainJob, PredictJob): spec, status and resource.
+
+Cross-field rules are written twice on purpose: as pydantic validators (for
+`gpubatch run` and the operator) and as CEL rules in `x-kubernetes-validations`
+(so the API server itself refuses the manifest). A test keeps both in step by
+feeding the same bad manifests to each.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from gpubatch_jobs.spec.common import (
+    API_GROUP,
+    API_VERSION,
+    ApiModel,
+    BatchSize,
+    CommonSpec,
+    Condition,
+    DataPath,
+    JobPhase,
+)
+
+
+def _cel(rule: str, message: str) -> dict[str, str]:
+    return {"rule": rule, "message": message}
+
+
+class RenderJobSpec(CommonSpec):
+    """Numeric sequences to line-chart images, written to HDF5."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                _cel("self.shards == oldSelf.shards", "spec.shards is immutable once the job exists"),
+            ]
+        }
+    }
+
+    seq_len: int = Field(100, ge=2, le=65_536, description="Points per image (window length of a 1-D series).")
+    stride: int = Field(1, ge=1, le=65_536, description="Step between windows cut from a 1-D series.")
+    width: int = Field(224, ge=8, le=8192, description="Image width in pixels.")
+    height: int = Field(224, ge=8, le=8192, description="Image height in pixels.")
+    line_width: float = Field(1.5, gt=0, le=64, description="Line width in pixels.")
+    batch_size: BatchSize = Field("auto", description="Images per GPU batch; auto: sized from free GPU memory.")
+    fallback_on_error: bool = Field(True, description="Finish on the CPU after a GPU error other than out-of-memory.")
+    shards: int = Field(1, ge=1, le=10_000, description="Parts rendered by an Indexed Job, one pod each.")
+    preview_images: int = Field(64, ge=0, le=4096, description="Images in the PNG preview grid (0: none).")
+
+
+class TrainModelSpec(ApiModel):
+    """The model to train: a type and its parameters (each type reads its own)."""
+
+    type: Literal["dnn", "rnn", "cnn"] = Field(..., description="dnn: tabular; rnn: sequence labelling; cnn: images.")
+    hidden_units: list[int] = Field(
+        default_factory=lambda: [64, 32], min_length=1, max_length=16, description="dnn: width of each hidden layer."
+    )
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout rate after each hidden layer.")
+    cell: Literal["lstm", "gru"] = Field("lstm", description="rnn: recurrent cell.")
+    layers: int = Field(2, ge=1, le=8, description="rnn: stacked recurrent layers.")
+    hidden_size: int = Field(128, ge=1, le=8192, description="rnn: units per recurrent layer.")
+    bidirectional: bool = Field(False, description="rnn: read each window both ways.")
+    window_size: int = Field(50, ge=1, le=100_000, description="rnn: lines per training window.")
+    window_stride: int | None = Field(None, ge=1, le=100_000, description="rnn: step between windows (default window/2).")
+    filters: list[int] = Field(
+        default_factory=lambda: [16, 32], min_length=1, max_length=8, description="cnn: filters per conv block."
+    )
+    kernel_size: int = Field(3, ge=1, le=31, description="cnn: convolution kernel size.")
+
+    @model_validator(mode="after")
+    def _layer_sizes(self) -> TrainModelSpec:
+        for i, units in enumerate(self.hidden_units):
+            if not 1 <= units <= 65_536:
+                raise ValueError(f"hiddenUnits[{i}] must be between 1 and 65536 (got {units})")
+        for i, count in enumerate(self.filters):
+            if not 1 <= count <= 4096:
+                raise ValueError(f"filters[{i}] must be between 1 and 4096 (got {count})")
+        return self
+
+
+class TrainJobSpec(CommonSpec):
+    """Train a Keras model; the output path is a folder of artifacts."""
+
+    model: TrainModelSpec
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: int = Field(64, ge=1, le=1_048_576)
+    learning_rate: float = Field(1e-3, gt=0, le=10)
+    validation_split: float = Field(0.2, ge=0, lt=1, description="Fraction held out for validation.")
+    class_weight: Literal["none", "balanced"] = Field("none", description="balanced: weight classes by inverse frequency.")
+    backend: Literal["tensorflow", "torch", "jax"] = Field("tensorflow", description="Keras backend.")
+    mixed_precision: Literal["auto", "on", "off"] = Field("auto", description="auto: on where the GPU supports it.")
+    checkpoints: bool = Field(True, description="Checkpoint every epoch; a restarted pod resumes from the last one.")
+    early_stopping_patience: int | None = Field(None, ge=1, le=10_000)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class SparkSpec(ApiModel):
+    master: str = Field("local[*]", min_length=1, max_length=1024, description="Spark master URL; local[*] runs inside the pod.")
+    gpu_in_udf: bool = Field(False, description="true: each executor uses the GPU Spark assigned it; false: GPUs hidden.")
+    executors: int = Field(2, ge=1, le=10_000, description="Executors when the master is a cluster.")
+    partitions: int | None = Field(None, ge=1, le=1_000_000, description="Input partitions (default: by document count).")
+    conf: dict[str, str] | None = Field(None, description="Extra Spark configuration.")
+
+
+class PredictJobSpec(CommonSpec):
+    """Sliding-window RNN inference with a TrainJob artifact."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.stride) || !has(self.windowSize) || self.stride <= self.windowSize",
+                    "spec.stride must be <= spec.windowSize, or rows between windows get no prediction",
+                ),
+                _cel(
+                    "self.engine == 'spark' || !has(self.spark)",
+                    "spec.spark is only used with spec.engine: spark",
+                ),
+            ]
+        }
+    }
+
+    model: DataPath = Field(..., description="Folder of a TrainJob artifact (model.keras + preprocessing.json).")
+    window_size: int | None = Field(None, ge=1, le=100_000, description="Rows per window (default: the model's).")
+    stride: int | None = Field(None, ge=1, le=100_000, description="Step between windows (default: windowSize/2).")
+    batch_size: BatchSize = Field("auto", description="Windows per model call; auto: the largest that fits.")
+    engine: Literal["local", "spark"] = "local"
+    spark: SparkSpec | None = None
+    verbosity: int = Field(1, ge=0, le=3)
+
+    @model_validator(mode="after")
+    def _cross_fields(self) -> PredictJobSpec:
+        if self.stride is not None and self.window_size is not None and self.stride > self.window_size:
+            raise ValueError(
+                f"stride ({self.stride}) must be <= windowSize ({self.window_size}), "
+                "or rows between windows get no prediction"
+            )
+        if self.spark is not None and self.engine != "spark":
+            raise ValueError("spark is only used with engine: spark; set engine: spark or remove spark")
+        return self
+
+
+class JobStatus(ApiModel):
+    """Written by the operator only (the spec is never written back)."""
+
+    model_config = {"extra": "allow"}
+
+    phase: JobPhase | None = None
+    device: Literal["gpu", "cpu"] | None = None
+    conditions: list[Condition] | None = None
+    progress: str | None = Field(None, description="e.g. 42% (processed/total).")
+    job_name: str | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    observed_generation: int | None = None
+    message: str | None = None
+    attempts: int | None = Field(None, description="Jobs created for this resource (a CPU fallback adds one).")
+    result: dict[str, Any] | None = Field(None, description="The engine's summary JSON.")
+
+
+class ObjectMeta(ApiModel):
+    model_config = {"extra": "allow"}
+    name: str = Field(..., min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    namespace: str | None = None
+
+
+class GpubatchResource(ApiModel):
+    """A whole manifest: apiVersion, kind, metadata, spec, status."""
+
+    model_config = {"extra": "forbid"}
+
+    api_version: Literal[f"{API_GROUP}/{API_VERSION}"] = Field(..., alias="apiVersion")
+    metadata: ObjectMeta
+    status: JobStatus | None = None
+
+
+class RenderJob(GpubatchResource):
+    kind: Literal["RenderJob"]
+    spec: RenderJobSpec
+
+
+class TrainJob(GpubatchResource):
+    kind: Literal["TrainJob"]
+    spec: TrainJobSpec
+
+
+class PredictJob(GpubatchResource):
+    kind: Literal["PredictJob"]
+    spec: PredictJobSpec
+
+
+KINDS: dict[str, type[GpubatchResource]] = {
+    "RenderJob": RenderJob,
+    "TrainJob": TrainJob,
+    "PredictJob": PredictJob,
+}
+
+# Names the CRDs use: plural, singular, short names (kubectl get rj ...).
+NAMES: dict[str, dict[str, Any]] = {
+    "RenderJob": {"plural": "renderjobs", "singular": "renderjob", "shortNames": ["rj"]},
+    "TrainJob": {"plural": "trainjobs", "singular": "trainjob", "shortNames": ["tj"]},
+    "PredictJob": {"plural": "predictjobs", "singular": "predictjob", "shortNames": ["pj"]},
+}
+
+
+def kind_for(name: str) -> type[GpubatchResource]:
+    """The model class for a kind name, accepting `render`, `renderjob` or `RenderJob`."""
+    wanted = name.lower().removesuffix("job")
+    for kind, model in KINDS.items():
+        if kind.lower().removesuffix("job") == wanted:
+            return model
+    raise KeyError(f"unknown kind {name!r}; expected one of {', '.join(KINDS)}")
+
+
+def spec_class(kind: str) -> type[CommonSpec]:
+    return kind_for(kind).model_fields["spec"].annotation  # type: ignore[return-value]
+
+
+__all__ = [
+    "DataPath",
+    "KINDS",
+    "NAMES",
+    "JobStatus",
+    "PredictJob",
+    "PredictJobSpec",
+    "RenderJob",
+    "RenderJobSpec",
+    "SparkSpec",
+    "TrainJob",
+    "TrainJobSpec",
+    "TrainModelSpec",
+    "kind_for",
+    "spec_class",
+]
