@@ -80,6 +80,8 @@ def _quantity(branches: list[dict[str, Any]], outer: dict[str, Any]) -> dict[str
 def _structural(node: dict[str, Any]) -> dict[str, Any]:
     """Rewrite one resolved JSON-schema node into a structural OpenAPI schema."""
     node = {k: v for k, v in node.items() if k not in _DROP_KEYS}
+    if node.pop("x-gpubatch-operator-default", False):
+        node.pop("default", None)
     if "anyOf" in node and "x-kubernetes-int-or-string" not in node:
         branches = [b for b in node["anyOf"] if b.get("type") != "null"]
         outer = {k: v for k, v in node.items() if k != "anyOf"}

@@ -27,6 +27,10 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # A path is either a local path or pvc://CLAIM/sub/path (CLAIM is a DNS label).
 PATH_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|[^:]+)$"
 
+# Fields whose default the operator supplies from its settings (Helm values), so the
+# CRD carries no schema default for them: an unset field stays unset in the cluster.
+OPERATOR_DEFAULT: dict[str, Any] = {"x-gpubatch-operator-default": True}
+
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -95,12 +99,20 @@ class DeviceSpec(ApiModel):
 
     policy: DevicePolicy = Field(
         DevicePolicy.auto,
-        description="auto: GPU when the cluster has one free, else CPU; gpu or cpu: as asked.",
+        description=(
+            "auto: GPU when the cluster has one free, else CPU; gpu or cpu: as asked. "
+            "Unset: the operator's default (Helm value defaults.devicePolicy), else auto."
+        ),
+        json_schema_extra=OPERATOR_DEFAULT,
     )
     gpus: int = Field(1, ge=1, le=16, description="nvidia.com/gpu limit of a GPU pod.")
     gpu_pending_timeout: Duration = Field(
         "5m",
-        description="auto only: how long a GPU pod may stay unschedulable before the job is re-created on CPU.",
+        description=(
+            "auto only: how long a GPU pod may stay unschedulable before the job is re-created on CPU. "
+            "Unset: the operator's default (Helm value defaults.gpuPendingTimeout), else 5m."
+        ),
+        json_schema_extra=OPERATOR_DEFAULT,
     )
     fallback_on_gpu_failure: bool = Field(
         True, description="Re-run on CPU when the GPU pod exits 75 (GPU requested but unusable)."
