@@ -1,0 +1,264 @@
+"""The TrainJob artifact: what TrainJob writes and PredictJob reads.
+
+A TrainJob's `output.path` is a folder:
+
+    model.keras            the trained Keras 3 model (backend-neutral file)
+    preprocessing.json     `Preprocessing`: feature columns, classes, scaler, windows
+    metrics.json           per-epoch history, final validation scores, device, samples/s
+    training_curves.png    loss and accuracy per epoch
+    summary.json           the summary the engine returned (also status.result)
+    checkpoints/           resume state: latest.json -> epoch-NNNN/ (weights, optimizer)
+
+`model.keras` is published last, by rename: its presence means every other
+file is complete, so a reader that finds it may trust the folder. A run that
+dies earlier leaves only `checkpoints/` and temporary `.name.partial-*` files,
+never a finished-looking model.
+
+Inputs by model type (`Preprocessing.transform` produces them):
+
+- dnn: (batch, nFeatures) float32, standard-scaled with the saved mean/scale.
+- cnn: (batch, H, W, 1) float32 in [0, 1] from (batch, H, W) uint8 images.
+- rnn: (batch, windowSize, nFeatures) float32, scaled; the output is
+  (batch, windowSize, nClasses), a softmax per time step (one class per row).
+  Rows are sorted by `positionColumn` within each `idColumn` document and cut
+  into windows of `windowSize` rows every `windowStride` rows, the last window
+  aligned to the document's end (`window_starts`). There is NO Masking layer:
+  masking knocks the LSTM/GRU off the cuDNN fast path. A document shorter than
+  the window is padded after scaling with `padValue` (0.0, i.e. the feature
+  mean); padded steps get sample weight 0 in training and the predictor drops
+  their outputs. Overlapping windows are merged per row by the predictor.
+
+Nothing heavy is imported at module level: `load_model` imports keras when
+called, after the caller has chosen KERAS_BACKEND.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpubatch_jobs.errors import BadInput
+
+FORMAT_VERSION = 1
+
+MODEL_FILE = "model.keras"
+PREPROCESSING_FILE = "preprocessing.json"
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "training_curves.png"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+
+MODEL_TYPES = ("dnn", "rnn", "cnn")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+@dataclass
+class Preprocessing:
+    """Everything needed to turn raw rows (or images) into model input, and back."""
+
+    model_type: str
+    backend: str = "tensorflow"
+    feature_columns: list[str] = field(default_factory=list)
+    label_column: str | None = None
+    classes: list[str] = field(default_factory=list)  # index = class id
+    mean: list[float] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)
+    id_column: str | None = None
+    position_column: str | None = None
+    window_size: int | None = None
+    window_stride: int | None = None
+    input_format: str = "auto"
+    image_shape: list[int] | None = None  # cnn: [H, W] of the training images
+    image_dataset: str | None = None  # cnn: HDF5 dataset of the images
+    pad_value: float = 0.0
+    format_version: int = FORMAT_VERSION
+
+    # -- serialisation -------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {_camel(key): value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any] | str) -> Preprocessing:
+        data = json.loads(payload) if isinstance(payload, str) else dict(payload)
+        known = {_camel(f.name): f.name for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}")
+        kwargs = {known[key]: value for key, value in data.items()}
+        prep = cls(**kwargs)
+        if prep.format_version > FORMAT_VERSION:
+            raise ValueError(
+                f"formatVersion {prep.format_version} is newer than this gpubatch understands ({FORMAT_VERSION})"
+            )
+        if prep.model_type not in MODEL_TYPES:
+            raise ValueError(f"modelType {prep.model_type!r} is not one of {', '.join(MODEL_TYPES)}")
+        if prep.model_type != "cnn" and len(prep.mean) != len(prep.feature_columns):
+            raise ValueError("mean and featureColumns differ in length")
+        return prep
+
+    def save(self, folder: Path) -> Path:
+        path = Path(folder) / PREPROCESSING_FILE
+        write_text_atomic(path, json.dumps(self.to_json(), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, folder: Path) -> Preprocessing:
+        path = Path(folder) / PREPROCESSING_FILE
+        if not path.is_file():
+            raise BadInput(
+                f"no {PREPROCESSING_FILE} here; is this the output folder of a finished TrainJob?",
+                path=str(path),
+            )
+        try:
+            return cls.from_json(path.read_text())
+        except (ValueError, TypeError) as err:
+            raise BadInput(f"corrupt {PREPROCESSING_FILE}: {err}", path=str(path)) from err
+
+    # -- model input ---------------------------------------------------
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_columns)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """Scale raw features (dnn/rnn: (..., nFeatures)) or images (cnn: (N, H, W)) to model input.
+
+        Raises BadInput naming the column when a value is NaN or infinite;
+        callers that know the file may re-raise with `path=`.
+        """
+        if self.model_type == "cnn":
+            return self._transform_images(features)
+        values = np.asarray(features, dtype=np.float64)
+        if values.shape[-1] != self.n_features:
+            raise BadInput(
+                f"expected {self.n_features} feature columns {self.feature_columns}, got {values.shape[-1]}",
+                field="spec.input.features",
+            )
+        bad = ~np.isfinite(values)
+        if bad.any():
+            per_column = bad.reshape(-1, self.n_features).sum(axis=0)
+            column = self.feature_columns[int(np.argmax(per_column > 0))]
+            raise BadInput(
+                f"column {column!r} has {int(per_column.max())} NaN or infinite values; "
+                "fill or drop those rows first",
+                field="spec.input.features",
+            )
+        mean = np.asarray(self.mean, dtype=np.float64)
+        scale = np.asarray(self.scale, dtype=np.float64)
+        return ((values - mean) / scale).astype(np.float32)
+
+    def _transform_images(self, images: np.ndarray) -> np.ndarray:
+        array = np.asarray(images)
+        if array.ndim == 4 and array.shape[-1] == 1:
+            array = array[..., 0]
+        if array.ndim != 3:
+            raise BadInput(f"images must be (N, height, width), got shape {array.shape}", field="spec.input.dataset")
+        if self.image_shape is not None and list(array.shape[1:]) != list(self.image_shape):
+            raise BadInput(
+                f"images are {array.shape[1]}x{array.shape[2]} but the model was trained on "
+                f"{self.image_shape[0]}x{self.image_shape[1]}",
+                field="spec.input.dataset",
+            )
+        scaled = array.astype(np.float32)
+        if array.dtype == np.uint8:
+            scaled /= 255.0
+        if not np.isfinite(scaled).all():
+            raise BadInput("images contain NaN or infinite values", field="spec.input.dataset")
+        return scaled[..., None]
+
+    def class_names(self, class_ids: np.ndarray) -> np.ndarray:
+        """Class ids (as the model's argmax gives them) to label strings."""
+        return np.asarray(self.classes, dtype=object)[np.asarray(class_ids, dtype=np.int64)]
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Start rows of the windows over a document of `length` rows.
+
+    Every `stride` rows, plus one window aligned to the end so the last rows
+    are covered; a document no longer than the window gets a single window at
+    0 (padded by the caller). Shared by training and prediction.
+    """
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def is_finished(folder: Path) -> bool:
+    """True when the folder holds a published model (model.keras is renamed in last)."""
+    return (Path(folder) / MODEL_FILE).is_file() and (Path(folder) / PREPROCESSING_FILE).is_file()
+
+
+def load_model(folder: Path) -> Any:
+    """Load `model.keras` from an artifact folder (inference only, not compiled).
+
+    Call after KERAS_BACKEND is set: this imports keras. Raises BadInput with
+    the path when the file is missing or cannot be read.
+    """
+    path = Path(folder) / MODEL_FILE
+    if not path.is_file():
+        raise BadInput(
+            f"no {MODEL_FILE}: the folder is not a finished TrainJob artifact "
+            "(training still running, failed, or the wrong path)",
+            path=str(path),
+        )
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as err:  # keras raises many kinds for a damaged zip/h5
+        raise BadInput(f"cannot load the model ({type(err).__name__}: {err})", path=str(path)) from err
+
+
+def load_artifact(folder: Path) -> tuple[Any, Preprocessing]:
+    """(model, preprocessing) from a finished TrainJob output folder."""
+    prep = Preprocessing.load(folder)
+    model = load_model(folder)
+    return model, prep
+
+
+def read_metrics(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / METRICS_FILE
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError) as err:
+        raise BadInput(f"cannot read {METRICS_FILE}: {err}", path=str(path)) from err
+
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CURVES_FILE",
+    "FORMAT_VERSION",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "PREPROCESSING_FILE",
+    "SUMMARY_FILE",
+    "Preprocessing",
+    "is_finished",
+    "load_artifact",
+    "load_model",
+    "read_metrics",
+    "window_starts",
+]
