@@ -71,7 +71,8 @@ class RunContext:
         )
 
     def effective_policy(self, spec_policy: str) -> str:
-        return self.device_override or spec_policy
+        """--device beats GPUBATCH_DEVICE (set by the operator in pods), which beats the spec."""
+        return self.device_override or os.environ.get("GPUBATCH_DEVICE") or spec_policy
 
     def progress(self, done: int, total: int, *, stage: str = "", force: bool = False, **extra: Any) -> None:
         """Report progress; sinks are called at most every `progress_interval_s` seconds."""

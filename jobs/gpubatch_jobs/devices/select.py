@@ -1,0 +1,107 @@
+"""The auto chain: which device an engine gets, and why.
+
+`select_device` probes the driver (cheap, no CUDA context), then asks each
+candidate framework to run its smoke operation on the GPU; the first that
+passes wins. A GPU is never trusted on the driver's word alone. With policy
+`auto` every failure ends on the CPU with the reason recorded; with policy
+`gpu` it raises GpuUnusable (exit 75) and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+from gpubatch_jobs.devices import cuda
+from gpubatch_jobs.devices.base import DeviceChoice
+from gpubatch_jobs.devices.frameworks import CPU, GPU_BACKENDS, Backend
+from gpubatch_jobs.errors import GpuUnusable
+
+log = logging.getLogger("gpubatch")
+
+POLICY_ENV = "GPUBATCH_DEVICE"
+POLICIES = ("auto", "gpu", "cpu")
+
+FIX_HINTS = (
+    "check that the NVIDIA driver is installed on the node (nvidia-smi works), "
+    "that the pod requests the GPU (resources.limits nvidia.com/gpu, or device.policy: gpu), "
+    "that the framework has CUDA (pip install cupy-cuda12x, tensorflow[and-cuda] or a CUDA build of torch), "
+    "and that CUDA_VISIBLE_DEVICES does not hide the GPU"
+)
+
+
+def requested_policy(policy: str | None = None) -> str:
+    """The policy in force: the explicit one, else GPUBATCH_DEVICE, else auto."""
+    chosen = policy or os.environ.get(POLICY_ENV) or "auto"
+    if chosen not in POLICIES:
+        raise ValueError(f"{POLICY_ENV}={chosen!r}: must be one of {', '.join(POLICIES)}")
+    return chosen
+
+
+def candidates(framework: str) -> list[Backend]:
+    if framework == "any":
+        return list(GPU_BACKENDS.values())
+    if framework not in GPU_BACKENDS:
+        raise ValueError(f"unknown framework {framework!r}; expected any, {', '.join(GPU_BACKENDS)}")
+    return [GPU_BACKENDS[framework]]
+
+
+@functools.cache
+def smoke_test(name: str) -> None:
+    """Raise unless framework `name` sees a GPU and computes correctly on it. Cached."""
+    fake = cuda.fake_mode()
+    if fake == "broken":
+        raise RuntimeError("CUDA error: unspecified launch failure (faked by GPUBATCH_FAKE_GPU=broken)")
+    if fake and fake.startswith("ok"):
+        return
+    backend = GPU_BACKENDS[name]
+    if not backend.sees_gpu():
+        raise RuntimeError(f"{name} is installed but sees no GPU (a CPU-only build?)")
+    backend.smoke()
+
+
+def select_device(policy: str | None = None, framework: str = "any") -> DeviceChoice:
+    """Pick the device for `framework` under `policy` (auto|gpu|cpu)."""
+    policy = requested_policy(policy)
+    if policy == "cpu":
+        return DeviceChoice("cpu", CPU.name, "device policy is cpu")
+    probe = cuda.probe()
+    problems: list[str] = []
+    if not probe.gpus:
+        problems.append(probe.error or "no NVIDIA GPU visible")
+    else:
+        for backend in candidates(framework):
+            if not backend.installed():
+                problems.append(f"{backend.name} is not installed")
+                continue
+            try:
+                smoke_test(backend.name)
+            except Exception as err:  # any failure means: don't trust this GPU with this framework
+                problems.append(f"{backend.name}: {type(err).__name__}: {err}")
+                continue
+            gpu = probe.gpus[0]
+            return DeviceChoice("gpu", backend.name, f"{gpu.name} passed the {backend.name} smoke test",
+                                gpus=tuple(probe.gpus))
+    summary = "; ".join(problems)
+    if policy == "gpu":
+        raise GpuUnusable(f"a GPU is required (device policy gpu) but none is usable: {summary}. To fix: {FIX_HINTS}")
+    log.info("using the CPU: %s", summary)
+    return DeviceChoice("cpu", CPU.name, f"no usable GPU: {summary}", fell_back=True)
+
+
+def setup_framework(framework: str, choice: DeviceChoice) -> None:
+    """Configure `framework` for the chosen device: memory growth, no preallocation, pool limit."""
+    if framework == "cpu":
+        return
+    if framework not in GPU_BACKENDS:
+        raise ValueError(f"unknown framework {framework!r}")
+    # For a CPU choice this hides the GPU from the framework (TensorFlow, JAX),
+    # so a CPU run never lands on a GPU the pod can still see.
+    GPU_BACKENDS[framework].setup(choice.is_gpu)
+
+
+def reset_cache() -> None:
+    """Forget probe and smoke results (tests, or after the environment changed)."""
+    cuda.reset_cache()
+    smoke_test.cache_clear()
