@@ -1,0 +1,74 @@
+"""Shared pytest fixtures: the local Kubernetes test cluster.
+
+The cluster (tests/cluster/harness.py) is started once per session, or the one
+`make cluster-up` already started is reused; only a cluster started here is
+torn down here. Where it cannot be had (no Go to build it) the cluster tests
+skip with the reason, except under CI=true, where they fail: CI must never
+pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from subprocess import CompletedProcess
+
+import pytest
+
+from tests.cluster import harness
+
+KubectlRunner = Callable[..., CompletedProcess[str]]
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(scope="session")
+def k8s_cluster() -> Iterator[harness.Cluster]:
+    try:
+        cluster = harness.start()
+    except harness.ClusterUnavailable as exc:
+        if _in_ci():
+            pytest.fail(f"CI=true but the test cluster is unavailable: {exc}", pytrace=False)
+        pytest.skip(f"test cluster unavailable: {exc}")
+    yield cluster
+    harness.stop(cluster)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(k8s_cluster: harness.Cluster) -> Path:
+    return k8s_cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def kubectl(k8s_cluster: harness.Cluster) -> KubectlRunner:
+    """`kubectl(*args, input=None, check=False)` -> CompletedProcess, aimed at the test cluster."""
+    return k8s_cluster.kubectl
+
+
+@pytest.fixture(scope="session")
+def helm(k8s_cluster: harness.Cluster) -> KubectlRunner:
+    """`helm(*args, input=None, check=False)` -> CompletedProcess, aimed at the test cluster."""
+    return k8s_cluster.helm
+
+
+@pytest.fixture
+def restricted_namespace(k8s_cluster: harness.Cluster) -> Iterator[str]:
+    """A fresh namespace enforcing PodSecurity `restricted`, deleted afterwards."""
+    name = k8s_cluster.create_namespace(
+        harness.unique_name("gpubatch-test"), pod_security="restricted"
+    )
+    yield name
+    k8s_cluster.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def module_restricted_namespace(k8s_cluster: harness.Cluster) -> Iterator[str]:
+    """Like `restricted_namespace`, shared by the tests of one module."""
+    name = k8s_cluster.create_namespace(
+        harness.unique_name("gpubatch-mod"), pod_security="restricted"
+    )
+    yield name
+    k8s_cluster.delete_namespace(name)
