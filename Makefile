@@ -1,0 +1,65 @@
+# gpubatch developer entry points. `make demo` and `make test` are the README's two commands.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= operator,render,train,spark,dev
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: help install demo test unit test-cluster lint bench crds crds-check k8s-binaries cluster-up cluster-down cluster-kubeconfig clean
+
+help:
+	@echo "make demo      run every manifest under examples/ with gpubatch run"
+	@echo "make test      unit, cluster and operator tests (GPU and kind tests skip without the hardware)"
+	@echo "make lint      ruff and mypy"
+	@echo "make bench     the benchmarks under bench/ (figures and ratios against their baselines)"
+	@echo "make cluster-up / cluster-down / -s cluster-kubeconfig   the local test control plane"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/run-all.sh
+
+k8s-binaries:
+	bash tests/cluster/k8s-binaries.sh
+
+test: install k8s-binaries
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-cluster: install k8s-binaries
+	$(PY) -m pytest tests/cluster tests/operator $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check jobs operator tests bench
+	$(VENV)/bin/mypy
+
+bench: install
+	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+crds: install
+	$(VENV)/bin/gpubatch crds
+
+crds-check: install
+	$(VENV)/bin/gpubatch crds --check
+
+cluster-up: k8s-binaries
+	bash tests/cluster/cluster.sh up
+
+cluster-down:
+	bash tests/cluster/cluster.sh down
+
+cluster-kubeconfig:
+	@bash tests/cluster/cluster.sh kubeconfig
+
+clean:
+	rm -rf examples/*/out examples/*/data .pytest_cache .mypy_cache .ruff_cache
