@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from gpubatch_jobs.render.geometry import RenderParams
 from numba import njit, prange
+
+from gpubatch_jobs.render.geometry import RenderParams
 
 
 @njit(nogil=True, cache=True, fastmath=False)
@@ -127,3 +128,39 @@ def render_batch_serial(seqs: np.ndarray, params: RenderParams, out: np.ndarray 
     if len(seqs):
         _draw_batch_serial(seqs, out, np.float32(params.line_width))
     return out
+
+
+class CpuRenderer:
+    """The engine's CPU path: renders on a worker thread (numba releases the GIL), all cores.
+
+    `submit` queues a batch and returns at once, so the engine writes the
+    previous batch to HDF5 while this one is drawn. Output buffers come from a
+    small ring, reused once the engine has written them.
+    """
+
+    device = "cpu"
+    backend = "cpu"
+    depth = 2
+
+    def __init__(self, params: RenderParams) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.params = params
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpubatch-render")
+        self.ring: list[np.ndarray | None] = [None] * (self.depth + 1)
+        self.turn = 0
+
+    def submit(self, seqs: np.ndarray):  # type: ignore[no-untyped-def]
+        n = len(seqs)
+        buffer = self.ring[self.turn]
+        if buffer is None or len(buffer) < n:
+            buffer = np.empty((n, self.params.height, self.params.width), dtype=np.uint8)
+            self.ring[self.turn] = buffer
+        self.turn = (self.turn + 1) % len(self.ring)
+        return self.pool.submit(render_batch, seqs, self.params, buffer[:n])
+
+    def collect(self, handle) -> np.ndarray:  # type: ignore[no-untyped-def]
+        return handle.result()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)

@@ -18,7 +18,7 @@ polyline, so they must agree on normalisation and geometry to the sub-pixel:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,8 @@ class RenderParams:
 
     def attrs(self) -> dict[str, Any]:
         """The HDF5 attributes describing how the images were drawn."""
-        return {**{k: v for k, v in asdict(self).items()}, "pad": self.pad, "ink": "0=background,255=line"}
+        return {"seqLen": self.seq_len, "width": self.width, "height": self.height,
+                "lineWidth": self.line_width, "pad": self.pad, "ink": "0=background,255=line"}
 
 
 def normalise(seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

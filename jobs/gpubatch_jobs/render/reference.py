@@ -13,6 +13,7 @@ import io
 from typing import Any
 
 import numpy as np
+
 from gpubatch_jobs.render.geometry import RenderParams, pixel_coords
 
 DPI = 100.0
