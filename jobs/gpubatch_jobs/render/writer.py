@@ -74,7 +74,7 @@ class ImageWriter:
         self.resumed_from = 0
         self.file = self._open_existing(fingerprint, count)
         if self.file is None:
-            self.file = h5py.File(self.partial, "w", libver="latest")
+            self.file = h5py.File(self.partial, "w")
             self._create(count, params, fingerprint, labels_dtype, attrs)
         self.images = self.file["images"]
         self.labels = self.file["labels"] if "labels" in self.file else None
