@@ -1,0 +1,93 @@
+"""The PredictJob pipeline: check everything that can be checked, predict, publish.
+
+Order matters for "no partial output": the output target, the artifact, the
+settings and the whole input are checked before any prediction starts, and
+the result is published by rename only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from gpubatch_jobs.predict.device import prepare_device
+from gpubatch_jobs.predict.model import load_sequence_model
+from gpubatch_jobs.predict.output import check_target, result_columns, write_predictions
+from gpubatch_jobs.predict.settings import PredictSettings, resolve_settings
+from gpubatch_jobs.predict.table import Documents, group_documents, read_columns, table_format
+from gpubatch_jobs.runtime import RunContext
+from gpubatch_jobs.spec.kinds import PredictJobSpec
+
+log = logging.getLogger("gpubatch.predict")
+
+
+def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
+    started = time.perf_counter()
+    output = ctx.resolve(spec.output.path, field_name="spec.output.path")
+    check_target(output, spec.output.overwrite)
+    model_dir = ctx.resolve(spec.model, field_name="spec.model")
+    input_path = ctx.resolve(spec.input.path, field_name="spec.input.path")
+    policy = ctx.effective_policy(spec.device.policy)
+    if spec.engine == "spark":
+        from gpubatch_jobs.predict.spark import run_spark
+
+        return run_spark(spec, ctx, model_dir=model_dir, input_path=input_path, output=output, policy=policy)
+
+    choice, backend = prepare_device(policy)
+    seq = load_sequence_model(model_dir)
+    settings = resolve_settings(spec, seq, output)
+    _configure_verbosity(settings.verbosity)
+    docs = read_documents(input_path, spec.input.format, spec.input.dataset, settings)
+
+    from gpubatch_jobs.predict.local import predict_documents
+
+    ctx.progress(0, 1, stage="predict", force=True)
+    probabilities, facts = predict_documents(docs, seq, settings, backend=backend, gpu=choice.is_gpu, ctx=ctx)
+    columns = result_columns(docs.ids, docs.positions, probabilities, seq.prep.classes, settings.id_column,
+                             settings.position_column or "position")
+    # Back to the input's row order.
+    inverse = docs.order.argsort()
+    columns = {name: values[inverse] for name, values in columns.items()}
+    write_predictions(columns, output, settings.output_format)
+    elapsed = time.perf_counter() - started
+    return {
+        "ok": True,
+        "engine": "local",
+        "device": choice.kind,
+        "backend": backend,
+        "deviceReason": choice.reason,
+        "fallbacks": [choice.reason] if choice.fell_back else [],
+        "batchSize": facts["batchSize"],
+        "batchSizeProbes": facts["batchSizeProbes"],
+        "windowSize": settings.window,
+        "stride": settings.stride,
+        "items": {"rows": docs.n_rows, "documents": docs.n_documents, "windows": facts["windows"]},
+        "throughput": facts["windowsPerSecond"],
+        "windowsPerSecond": facts["windowsPerSecond"],
+        "rowsPerSecond": round(docs.n_rows / elapsed, 1) if elapsed else None,
+        "traces": facts["traces"],
+        "oomBackoffs": facts["oomBackoffs"],
+        "classes": list(seq.prep.classes),
+        "output": str(output),
+        "outputFormat": settings.output_format,
+        "elapsedSeconds": round(elapsed, 3),
+    }
+
+
+def read_documents(path: Any, declared_format: str, dataset: str | None, settings: PredictSettings) -> Documents:
+    fmt = table_format(path, declared_format)
+    wanted = [settings.id_column] + ([settings.position_column] if settings.position_column else [])
+    wanted += [name for name in settings.features if name not in wanted]
+    columns = read_columns(path, fmt, wanted, dataset)
+    import numpy as np
+
+    features = np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in settings.features]) \
+        if settings.features else np.empty((len(columns[settings.id_column]), 0))
+    positions = columns[settings.position_column] if settings.position_column else None
+    return group_documents(columns[settings.id_column], positions, features)
+
+
+def _configure_verbosity(verbosity: int) -> None:
+    level = {0: logging.WARNING, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}[verbosity]
+    logging.getLogger("gpubatch.predict").setLevel(level)

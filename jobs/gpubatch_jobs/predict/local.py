@@ -1,0 +1,94 @@
+"""`engine: local`: read, window, predict and write in this process.
+
+Documents are processed in chunks of whole documents (at most `CHUNK_ROWS`
+rows) so memory stays bounded however large the input; every chunk reuses the
+one compiled model of the chosen batch size.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpubatch_jobs.predict.batching import ModelCache, RunStats, choose_batch_size, predict_plan
+from gpubatch_jobs.predict.model import SequenceModel
+from gpubatch_jobs.predict.runner import CompiledModel
+from gpubatch_jobs.predict.settings import PredictSettings
+from gpubatch_jobs.predict.table import Documents
+from gpubatch_jobs.predict.windows import plan_windows, window_counts
+from gpubatch_jobs.runtime import RunContext
+
+CHUNK_ROWS = 1 << 20
+
+
+def chunks(docs: Documents, max_rows: int = CHUNK_ROWS) -> list[tuple[int, int]]:
+    """(first document, end document) ranges of whole documents, about max_rows rows each."""
+    ends = np.cumsum(docs.doc_lengths)
+    out, first = [], 0
+    while first < docs.n_documents:
+        base = ends[first - 1] if first else 0
+        last = int(np.searchsorted(ends, base + max_rows, side="right"))
+        last = max(last, first + 1)
+        out.append((first, last))
+        first = last
+    return out
+
+
+def model_factory(seq: SequenceModel, settings: PredictSettings, backend: str, gpu: bool):  # type: ignore[no-untyped-def]
+    def build(batch: int) -> CompiledModel:
+        return CompiledModel(seq.model, batch=batch, window=settings.window, n_features=seq.n_features,
+                             backend=backend, gpu=gpu, pad_value=seq.prep.pad_value)
+
+    return build
+
+
+def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSettings, *, backend: str, gpu: bool,
+                      ctx: RunContext | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-row probabilities in grouped order, and run facts for the summary."""
+    total_windows = int(window_counts(docs.doc_lengths, settings.window, settings.stride).sum())
+    probabilities = np.empty((docs.n_rows, seq.n_classes), dtype=np.float32)
+    cache = ModelCache(model_factory(seq, settings, backend, gpu))
+    stats = RunStats()
+    probes: list[dict[str, Any]] = []
+    batch = settings.batch
+    done = 0
+    started = time.perf_counter()
+
+    def advance(windows: int) -> None:
+        nonlocal done
+        done += windows
+        if ctx is not None:
+            ctx.progress(done, total_windows, stage="predict")
+
+    for first, last in chunks(docs):
+        row_lo = int(docs.doc_starts[first])
+        row_hi = int(docs.doc_starts[last - 1] + docs.doc_lengths[last - 1])
+        plan = plan_windows(docs.doc_starts[first:last] - row_lo, docs.doc_lengths[first:last],
+                            settings.window, settings.stride)
+        features = seq.prep.transform(docs.features[row_lo:row_hi])
+        if batch == "auto":
+            choice = choose_batch_size(cache, plan, features, gpu=gpu)
+            batch, probes = choice.size, choice.probes
+        probabilities[row_lo:row_hi] = predict_plan(cache, int(batch), plan, features, seq.n_classes,
+                                                    on_batch=advance, stats=stats)
+        batch = stats.batch_size  # an OOM backoff sticks for the following chunks
+    elapsed = time.perf_counter() - started
+    traces = sum(model.traces for model in cache.models.values())
+    return probabilities, {
+        "batchSize": stats.batch_size,
+        "batchSizeProbes": probes,
+        "windows": stats.windows,
+        "batches": stats.batches,
+        "modelSeconds": round(stats.seconds, 3),
+        "predictSeconds": round(elapsed, 3),
+        "windowsPerSecond": round(stats.windows / stats.seconds, 1) if stats.seconds else None,
+        "oomBackoffs": stats.backoffs,
+        "traces": traces,
+    }
+
+
+def output_path(ctx: RunContext, path: str) -> Path:
+    return ctx.resolve(path, field_name="spec.output.path")

@@ -1,0 +1,204 @@
+"""Read the rows to label and check they form proper documents.
+
+Input is a table (Parquet, CSV, or HDF5 with one 1-D dataset per column under
+`input.dataset`, default the file's root): a document id column, a position
+column and the feature columns. Rows of one document may be spread over the
+file (they are grouped by id, documents keep the order of their first row),
+but within a document the positions must strictly increase in file order.
+
+Why unsorted positions are an error rather than silently sorted: the seed
+ordered rows by the order they arrived in, so a file whose positions run
+backwards was labelled wrongly without a word. An out-of-order or repeated
+position usually means two files were concatenated or a join duplicated rows;
+the error names the document, the position and the row so it can be fixed at
+the source (or the file sorted by id then position).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gpubatch_jobs.errors import BadInput
+
+TABLE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".h5": "hdf5", ".hdf5": "hdf5"}
+
+
+@dataclass
+class Documents:
+    """Rows grouped by document, ordered by position; `order[i]` is the file row of grouped row i."""
+
+    ids: np.ndarray  # per grouped row
+    positions: np.ndarray  # per grouped row
+    features: np.ndarray  # (n_rows, n_features) raw values, grouped order
+    order: np.ndarray  # int64 permutation: grouped row -> file row
+    doc_starts: np.ndarray
+    doc_lengths: np.ndarray
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.order.shape[0])
+
+    @property
+    def n_documents(self) -> int:
+        return int(self.doc_starts.shape[0])
+
+
+def table_format(path: Path, declared: str) -> str:
+    if declared != "auto":
+        if declared not in ("parquet", "csv", "hdf5"):
+            raise BadInput(f"PredictJob reads parquet, csv or hdf5 tables, not {declared}", field="spec.input.format")
+        return declared
+    fmt = TABLE_SUFFIXES.get(path.suffix.lower())
+    if fmt is None and path.is_dir():
+        fmt = "parquet"  # a folder of part files, as Spark writes them
+    if fmt is None:
+        raise BadInput(
+            f"cannot tell the format of {path.name}; name it .parquet, .csv or .h5, or set spec.input.format",
+            field="spec.input.format",
+        )
+    return fmt
+
+
+def read_columns(path: Path, fmt: str, columns: list[str], dataset: str | None = None) -> dict[str, np.ndarray]:
+    """The named columns as numpy arrays; BadInput naming any column the file lacks."""
+    if not path.exists():
+        raise BadInput("input file not found", path=str(path))
+    try:
+        if fmt == "parquet":
+            available, read = _parquet(path)
+        elif fmt == "csv":
+            available, read = _csv(path)
+        else:
+            available, read = _hdf5(path, dataset)
+    except BadInput:
+        raise
+    except Exception as err:
+        raise BadInput(f"cannot read the {fmt} file ({type(err).__name__}: {err})", path=str(path)) from err
+    missing = [name for name in columns if name not in available]
+    if missing:
+        raise BadInput(
+            f"columns {missing} are not in {path.name} (it has {sorted(available)[:20]})",
+            field="spec.input",
+        )
+    try:
+        return read(columns)
+    except Exception as err:
+        raise BadInput(f"cannot read columns from the {fmt} file ({type(err).__name__}: {err})", path=str(path)) from err
+
+
+def _parquet(path: Path):  # type: ignore[no-untyped-def]
+    import pyarrow.parquet as pq
+
+    dataset = pq.ParquetDataset(path)
+    available = set(dataset.schema.names)
+
+    def read(columns: list[str]) -> dict[str, np.ndarray]:
+        table = dataset.read(columns=columns)
+        return {name: table.column(name).to_numpy(zero_copy_only=False) for name in columns}
+
+    return available, read
+
+
+def _csv(path: Path):  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    available = set(pd.read_csv(path, nrows=0).columns)
+
+    def read(columns: list[str]) -> dict[str, np.ndarray]:
+        frame = pd.read_csv(path, usecols=columns)
+        return {name: frame[name].to_numpy() for name in columns}
+
+    return available, read
+
+
+def _hdf5(path: Path, dataset: str | None):  # type: ignore[no-untyped-def]
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        group = handle[dataset] if dataset else handle
+        if not isinstance(group, h5py.Group):
+            raise BadInput(f"{dataset} is not a group of column datasets", field="spec.input.dataset")
+        available = {name for name, item in group.items() if isinstance(item, h5py.Dataset) and item.ndim == 1}
+
+    def read(columns: list[str]) -> dict[str, np.ndarray]:
+        with h5py.File(path, "r") as handle:
+            group = handle[dataset] if dataset else handle
+            out = {}
+            for name in columns:
+                values = group[name][()]
+                if values.dtype.kind in "SO":
+                    values = np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
+                out[name] = values
+            return out
+
+    return available, read
+
+
+def group_documents(ids: np.ndarray, positions: np.ndarray | None, features: np.ndarray) -> Documents:
+    """Group rows by document and check the positions; BadInput on nulls, repeats, disorder."""
+    import pandas as pd
+
+    n_rows = int(ids.shape[0])
+    if n_rows == 0:
+        raise BadInput("the input has no rows: nothing to predict", field="spec.input.path")
+    if pd.isna(ids).any():
+        row = int(np.flatnonzero(pd.isna(ids))[0])
+        raise BadInput(f"row {row} has no document id; every row must belong to a document", field="spec.input.idColumn")
+    codes, _ = pd.factorize(ids)
+    order = np.argsort(codes, kind="stable").astype(np.int64)
+    grouped_codes = codes[order]
+    boundaries = np.flatnonzero(np.diff(grouped_codes)) + 1
+    doc_starts = np.concatenate([[0], boundaries]).astype(np.int64)
+    doc_lengths = np.diff(np.concatenate([doc_starts, [n_rows]])).astype(np.int64)
+    if positions is None:
+        grouped_positions = np.arange(n_rows, dtype=np.int64) - np.repeat(doc_starts, doc_lengths)
+    else:
+        grouped_positions = _check_positions(ids, positions, order, grouped_codes)
+    return Documents(
+        ids=ids[order],
+        positions=grouped_positions,
+        features=features[order],
+        order=order,
+        doc_starts=doc_starts,
+        doc_lengths=doc_lengths,
+    )
+
+
+def _check_positions(ids: np.ndarray, positions: np.ndarray, order: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    if positions.dtype.kind not in "iuf":
+        raise BadInput(f"positions must be numbers, got {positions.dtype}", field="spec.input.positionColumn")
+    if pd.isna(positions).any():
+        row = int(np.flatnonzero(pd.isna(positions))[0])
+        raise BadInput(f"row {row} (document {ids[row]!r}) has no position", field="spec.input.positionColumn")
+    grouped = positions[order]
+    same_doc = codes[1:] == codes[:-1]
+    # Repeats first (the more specific cause), found whatever the order.
+    by_position = np.lexsort((grouped, codes))
+    repeat = (codes[by_position][1:] == codes[by_position][:-1]) & (grouped[by_position][1:] == grouped[by_position][:-1])
+    if repeat.any():
+        at = order[by_position[int(np.flatnonzero(repeat)[0]) + 1]]
+        raise BadInput(
+            f"document {ids[at]!r} has position {_num(positions[at])} more than once (again at row {int(at)}); "
+            "each row of a document needs its own position",
+            field="spec.input.positionColumn",
+        )
+    backwards = same_doc & (grouped[1:] < grouped[:-1])
+    if backwards.any():
+        i = int(np.flatnonzero(backwards)[0]) + 1
+        at = order[i]
+        raise BadInput(
+            f"document {ids[at]!r}: position {_num(grouped[i])} (row {int(at)}) comes after position "
+            f"{_num(grouped[i - 1])}; positions must increase within a document: sort the input by id, then position",
+            field="spec.input.positionColumn",
+        )
+    return grouped
+
+
+def _num(value: object) -> object:
+    number = float(value)  # type: ignore[arg-type]
+    return int(number) if number.is_integer() else number
