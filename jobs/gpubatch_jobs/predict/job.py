@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.predict.device import prepare_device
 from gpubatch_jobs.predict.model import load_sequence_model
 from gpubatch_jobs.predict.output import check_target, result_columns, write_predictions
@@ -82,8 +83,13 @@ def read_documents(path: Any, declared_format: str, dataset: str | None, setting
     columns = read_columns(path, fmt, wanted, dataset)
     import numpy as np
 
-    features = np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in settings.features]) \
-        if settings.features else np.empty((len(columns[settings.id_column]), 0))
+    numeric = []
+    for name in settings.features:
+        try:
+            numeric.append(np.asarray(columns[name], dtype=np.float64))
+        except (TypeError, ValueError) as err:
+            raise BadInput(f"feature column {name!r} is not numeric ({err})", field="spec.input.features") from err
+    features = np.column_stack(numeric)
     positions = columns[settings.position_column] if settings.position_column else None
     return group_documents(columns[settings.id_column], positions, features)
 
