@@ -1,0 +1,184 @@
+"""The batch/v1 Job for one attempt of a gpubatch resource, on the GPU or the CPU image.
+
+`build_job(JobRequest(...), settings)` is pure: the tests build requests with
+the fluent helper in tests/unit and assert on the dict. The Job ends at once
+on exit 1 (bad input: retrying cannot help) and exit 75 (GPU unusable: the
+operator decides whether to re-run on the CPU); other failures are retried
+up to spec.backoffLimit, and pod disruptions (eviction, preemption) are not
+counted against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpubatch_jobs.spec.common import CommonSpec
+
+from gpubatch_operator.builders.pod import (
+    CONTAINER_NAME,
+    CONTAINER_SECURITY_CONTEXT,
+    POD_SECURITY_CONTEXT,
+    container_env,
+    pvc_volumes,
+    resources,
+    tolerations,
+)
+from gpubatch_operator.kinds import API, JobKind
+from gpubatch_operator.naming import (
+    ATTEMPT_LABEL,
+    DEVICE_LABEL,
+    KUEUE_QUEUE_LABEL,
+    TEST_ANNOTATION_PREFIX,
+    owner_labels,
+)
+from gpubatch_operator.settings import Settings
+
+FAIL_AT_ONCE_EXIT_CODES = [1, 75]
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """Everything that decides the Job: the resource, its spec and this attempt's device."""
+
+    kind: JobKind
+    name: str
+    namespace: str
+    uid: str
+    spec: CommonSpec
+    job_name: str
+    device: str  # gpu | cpu
+    policy: str  # the effective device policy (spec's, else the operator's default)
+    attempt: int = 1
+    annotations: dict[str, str] = field(default_factory=dict)  # the resource's metadata.annotations
+
+
+def test_annotations(annotations: dict[str, str], device: str) -> dict[str, str]:
+    """The test hook: `gpubatch.dev/test-X` goes to every pod, `gpubatch.dev/test-gpu-X`
+    (or `-cpu-X`) only to that device's pods, renamed `gpubatch.dev/test-X`."""
+    hooks: dict[str, str] = {}
+    scoped: dict[str, str] = {}
+    for key, value in annotations.items():
+        if not key.startswith(TEST_ANNOTATION_PREFIX):
+            continue
+        rest = key[len(TEST_ANNOTATION_PREFIX):]
+        for scope in ("gpu-", "cpu-"):
+            if rest.startswith(scope):
+                if scope == f"{device}-":
+                    scoped[TEST_ANNOTATION_PREFIX + rest[len(scope):]] = value
+                break
+        else:
+            hooks[key] = value
+    return {**hooks, **scoped}
+
+
+def spec_for_pod(request: JobRequest) -> dict[str, Any]:
+    """The spec as the engine receives it: wire form, effective policy filled in."""
+    wire = request.spec.wire()
+    wire.setdefault("device", {})["policy"] = request.policy
+    return wire
+
+
+def image_for(request: JobRequest, settings: Settings) -> tuple[str, str]:
+    override = request.spec.image
+    if request.device == "gpu":
+        image = (override.gpu if override else None) or settings.gpu_image
+    else:
+        image = (override.cpu if override else None) or settings.cpu_image
+    pull = (override.pull_policy if override else None) or settings.image_pull_policy
+    return image, pull
+
+
+def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
+    spec = request.spec
+    labels = {
+        **owner_labels(request.kind.kind, request.name, request.uid),
+        DEVICE_LABEL: request.device,
+        ATTEMPT_LABEL: str(request.attempt),
+    }
+    job_labels = dict(labels)
+    if spec.queue_name:
+        job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+    test_hooks = test_annotations(request.annotations, request.device)
+    image, pull_policy = image_for(request, settings)
+    volumes, mounts = pvc_volumes(request.kind.data_paths(spec))
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": pull_policy,
+        "command": ["gpubatch-job", request.kind.command],
+        "env": container_env(spec_for_pod(request), request.device, request.name),
+        "securityContext": CONTAINER_SECURITY_CONTEXT,
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if mounts:
+        container["volumeMounts"] = mounts
+    wanted = resources(spec, request.device, settings.gpu_resource)
+    if wanted:
+        container["resources"] = wanted
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": settings.job_service_account,
+        # The token is there for one thing: patching this pod's progress annotation.
+        "automountServiceAccountToken": True,
+        "securityContext": POD_SECURITY_CONTEXT,
+        "containers": [container],
+    }
+    if volumes:
+        pod_spec["volumes"] = volumes
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    tolerated = tolerations(spec, request.device, settings.gpu_resource)
+    if tolerated:
+        pod_spec["tolerations"] = tolerated
+    template_meta: dict[str, Any] = {"labels": labels}
+    if test_hooks:
+        template_meta["annotations"] = test_hooks
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.backoff_limit,
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER_NAME,
+                        "operator": "In",
+                        "values": FAIL_AT_ONCE_EXIT_CODES,
+                    },
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": {"metadata": template_meta, "spec": pod_spec},
+    }
+    shards = request.kind.shards(spec)
+    if shards > 1:
+        job_spec.update(completions=shards, parallelism=shards, completionMode="Indexed")
+    if spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if spec.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    if spec.queue_name:
+        # Kueue admits the Job by un-suspending it once the queue has quota.
+        job_spec["suspend"] = True
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": request.job_name,
+            "namespace": request.namespace,
+            "labels": job_labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": API,
+                    "kind": request.kind.kind,
+                    "name": request.name,
+                    "uid": request.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": job_spec,
+    }

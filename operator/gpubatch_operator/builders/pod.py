@@ -1,0 +1,86 @@
+"""The job pod: container, environment, mounts and a security context that
+passes PodSecurity `restricted`.
+
+The pod runs `gpubatch-job KIND` with the validated spec as JSON in
+GPUBATCH_SPEC and the effective device in GPUBATCH_DEVICE; the engine writes
+its summary to /dev/termination-log (copied into status.result) and patches
+its own `gpubatch.dev/progress` annotation (copied into status.progress).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gpubatch_jobs.runtime import POD_PVC_ROOT, split_pvc
+from gpubatch_jobs.spec.common import CommonSpec
+
+from gpubatch_operator.naming import volume_name
+
+CONTAINER_NAME = "main"
+JOB_USER_ID = 1000
+
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": JOB_USER_ID,
+    "runAsGroup": JOB_USER_ID,
+    "fsGroup": JOB_USER_ID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": JOB_USER_ID,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def claims(paths: list[str]) -> list[str]:
+    """Claims named by pvc:// paths, in first-seen order, without duplicates."""
+    found = (split_pvc(p) for p in paths)
+    return list(dict.fromkeys(pvc[0] for pvc in found if pvc is not None))
+
+
+def pvc_volumes(paths: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, volumeMounts) mounting each claim at /mnt/pvc/CLAIM."""
+    names = claims(paths)
+    volumes = [{"name": volume_name(c), "persistentVolumeClaim": {"claimName": c}} for c in names]
+    mounts = [{"name": volume_name(c), "mountPath": f"{POD_PVC_ROOT}/{c}"} for c in names]
+    return volumes, mounts
+
+
+def container_env(spec_json: dict[str, Any], device: str, resource_name: str) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "GPUBATCH_SPEC", "value": json.dumps(spec_json, separators=(",", ":"), sort_keys=True)},
+        {"name": "GPUBATCH_DEVICE", "value": device},
+        {"name": "GPUBATCH_NAME", "value": resource_name},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    if device == "cpu":
+        # A CUDA base image sets NVIDIA_VISIBLE_DEVICES=all; on a node whose
+        # default runtime is nvidia, a CPU pod would otherwise see every GPU.
+        env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
+    return env
+
+
+def resources(spec: CommonSpec, device: str, gpu_resource: str) -> dict[str, Any]:
+    wanted = spec.resources.wire() if spec.resources is not None else {}
+    out: dict[str, Any] = {k: {n: str(q) for n, q in v.items()} for k, v in wanted.items() if v}
+    limits = out.setdefault("limits", {})
+    if device == "gpu":
+        limits[gpu_resource] = str(spec.device.gpus)
+    else:
+        limits.pop(gpu_resource, None)
+        out.get("requests", {}).pop(gpu_resource, None)
+    if not limits:
+        del out["limits"]
+    return out
+
+
+def tolerations(spec: CommonSpec, device: str, gpu_resource: str) -> list[dict[str, Any]]:
+    listed = [t.wire() for t in spec.tolerations or []]
+    if device == "gpu":
+        listed.append({"key": gpu_resource, "operator": "Exists", "effect": "NoSchedule"})
+    return listed

@@ -1,0 +1,38 @@
+"""The job pods' ServiceAccount, Role and RoleBinding for one namespace.
+
+A job pod reports progress by merge-patching the `gpubatch.dev/progress`
+annotation on its own Pod, so its ServiceAccount may `get` and `patch` pods in
+its namespace and nothing else. The operator creates these three objects in
+each namespace where it launches a Job (the chart pre-creates them where it
+can); existing ones are left as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpubatch_operator.naming import MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL
+
+JOB_POD_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]},
+]
+
+
+def job_rbac_objects(namespace: str, service_account: str) -> list[dict[str, Any]]:
+    """[ServiceAccount, Role, RoleBinding], all named `service_account`."""
+    meta = {
+        "name": service_account,
+        "namespace": namespace,
+        "labels": {MANAGED_BY_LABEL: MANAGED_BY, NAME_LABEL: "gpubatch"},
+    }
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": JOB_POD_RULES},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": service_account},
+            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+        },
+    ]

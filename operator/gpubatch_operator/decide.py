@@ -1,0 +1,242 @@
+"""What to do about one resource, decided from what is observed: pure and level-based.
+
+The reconciler hands `decide()` a `World` (the resource, its Jobs and Pods as
+cached from the watches, whether any node offers a GPU, the time) and gets a
+`Plan`: Jobs to create or delete, the `Outcome` for the state machine, and
+when to look again. Because the answer depends only on the world and not on
+which event arrived, an operator killed at any point decides the same thing
+after a restart, and the deterministic Job names make repeating an action
+harmless.
+
+Device choice (policy `auto`): no node with allocatable GPUs -> CPU Job at
+once; else a GPU Job, replaced by the CPU Job when one of its pods stays
+unschedulable longer than gpuPendingTimeout (GpuUnschedulable). Any GPU Job
+whose pod exits 75 is re-run on the CPU when fallbackOnGpuFailure allows
+(GpuUnusable). Exit 1 fails the resource at once with the engine's message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from gpubatch_jobs.runtime import format_progress
+from gpubatch_jobs.spec import parse_duration
+from gpubatch_jobs.spec.common import CommonSpec
+
+from gpubatch_operator.kinds import JobKind
+from gpubatch_operator.naming import job_name
+from gpubatch_operator.observe import JobView, PodView, parse_summary
+from gpubatch_operator.state import FAILED, FINAL, PENDING, RUNNING, SUCCEEDED, Outcome
+
+EXIT_BAD_INPUT, EXIT_GPU_UNUSABLE = 1, 75
+NO_GPU_NODES, GPU_UNSCHEDULABLE, GPU_UNUSABLE = "NoGpuNodes", "GpuUnschedulable", "GpuUnusable"
+
+
+@dataclass(frozen=True)
+class World:
+    kind: JobKind
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: CommonSpec | None
+    spec_error: str | None
+    status: dict[str, Any]
+    jobs: list[JobView]
+    pods: list[PodView]
+    gpu_nodes: int | None  # None: the node list is not known yet
+    now: float
+    default_policy: str = "auto"
+    default_pending_timeout: str = "5m"
+    gpu_resource: str = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    job_name: str
+    device: str
+    attempt: int
+    fallback_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    job_name: str
+
+
+@dataclass
+class Plan:
+    outcome: Outcome | None
+    actions: list[CreateJob | DeleteJob] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def effective_policy(spec: CommonSpec, default: str) -> str:
+    return str(spec.device.policy) if "policy" in spec.device.model_fields_set else default
+
+
+def pending_timeout_s(spec: CommonSpec, default: str) -> float:
+    given = "gpu_pending_timeout" in spec.device.model_fields_set
+    return parse_duration(spec.device.gpu_pending_timeout if given else default)
+
+
+def decide(world: World) -> Plan:
+    status = world.status
+    if status.get("phase") in FINAL:
+        return Plan(outcome=None)
+    if world.spec is None:
+        return Plan(Outcome(FAILED, "InvalidSpec", world.spec_error or "the spec does not validate"))
+    spec = world.spec
+    first = job_name(world.name, world.kind.command)
+    rerun = job_name(world.name, world.kind.command, cpu_rerun=True)
+    mine = {j.name: j for j in world.jobs if j.owner_uid == world.uid}
+    fallback = _stored_fallback(status)
+
+    if rerun in mine or status.get("jobName") == rerun:
+        plan = _follow(world, spec, mine.get(rerun), rerun, "cpu", 2, fallback)
+        if first in mine and not mine[first].deleting:
+            plan.actions.append(DeleteJob(first))
+        return plan
+    if first in mine or status.get("jobName") == first:
+        device = mine[first].device if first in mine else status.get("device", "cpu")
+        return _follow(world, spec, mine.get(first), first, device, 1, fallback)
+    return _start(world, spec, first)
+
+
+def _stored_fallback(status: dict[str, Any]) -> tuple[str, str] | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "FellBackToCPU" and condition.get("status") == "True":
+            return condition.get("reason", ""), condition.get("message", "")
+    return None
+
+
+def _start(world: World, spec: CommonSpec, first: str) -> Plan:
+    policy = effective_policy(spec, world.default_policy)
+    fallback = None
+    if policy == "auto":
+        if world.gpu_nodes is None:
+            return Plan(outcome=None, requeue_after=1.0)
+        if world.gpu_nodes == 0:
+            fallback = (NO_GPU_NODES, f"no node offers allocatable {world.gpu_resource}; running on the CPU image")
+    device = "gpu" if policy == "gpu" or (policy == "auto" and fallback is None) else "cpu"
+    outcome = Outcome(
+        PENDING, "JobCreated", f"Job {first} created on the {device} image",
+        device=device, job_name=first, attempts=1, fallback=fallback,
+    )
+    return Plan(outcome, [CreateJob(first, device, 1, fallback[0] if fallback else None)])
+
+
+def _fall_back(world: World, current: str, reason: str, message: str) -> Plan:
+    rerun = job_name(world.name, world.kind.command, cpu_rerun=True)
+    outcome = Outcome(
+        PENDING, "FellBackToCPU", f"{message}; re-running as Job {rerun} on the CPU image",
+        device="cpu", job_name=rerun, attempts=2, fallback=(reason, message),
+    )
+    # Create before delete: a crash in between leaves both Jobs, and the next
+    # reconcile (which sees the re-run) deletes the GPU one.
+    return Plan(outcome, [CreateJob(rerun, "cpu", 2, reason), DeleteJob(current)])
+
+
+def _follow(
+    world: World, spec: CommonSpec, job: JobView | None, name: str, device: str, attempt: int,
+    fallback: tuple[str, str] | None,
+) -> Plan:
+    def outcome(phase: str, reason: str, message: str, **extra: Any) -> Outcome:
+        return Outcome(phase, reason, message, device=device, job_name=name, attempts=attempt,
+                       fallback=fallback, **extra)
+
+    if job is None:
+        # Recorded in status but not seen: not in the cache yet, or deleted by
+        # someone. Creating it again under the same name is harmless either way.
+        created = outcome(PENDING, "JobCreated", f"Job {name} created on the {device} image")
+        return Plan(created, [CreateJob(name, device, attempt)], requeue_after=5.0)
+    if job.deleting:
+        return Plan(outcome=None, requeue_after=2.0)
+    pods = [p for p in world.pods if p.job_name == name and p.owner_uid == world.uid]
+    progress = _progress(pods)
+    if job.complete:
+        return Plan(outcome(
+            SUCCEEDED, "Completed", f"Job {name} completed on the {device} image",
+            progress="100%", result=_result(pods), start_time=job.start_time,
+            completion_time=job.completion_time or iso(world.now),
+        ))
+    if job.failed:
+        return _failed(world, spec, job, pods, device, attempt, outcome)
+    if job.suspended:
+        queue = spec.queue_name or "its queue"
+        return Plan(outcome(PENDING, "Queued", f"Job {name} is suspended until Kueue admits it from {queue}"))
+    policy = effective_policy(spec, world.default_policy)
+    if device == "gpu" and attempt == 1 and policy == "auto":
+        # Only a shortage of GPUs is cured by the CPU image; a missing claim is not.
+        stuck = [p for p in pods if p.unschedulable_since is not None
+                 and (world.gpu_resource in p.unschedulable_message or not p.unschedulable_message)]
+        since = [p.unschedulable_since for p in stuck if p.unschedulable_since is not None]
+        if since:
+            timeout = pending_timeout_s(spec, world.default_pending_timeout)
+            waited = world.now - min(since)
+            if waited >= timeout:
+                why = stuck[0].unschedulable_message
+                message = f"the GPU pod stayed unschedulable for {waited:.0f}s (gpuPendingTimeout {timeout:g}s)"
+                return _fall_back(world, name, GPU_UNSCHEDULABLE, f"{message}: {why}" if why else message)
+            pending = outcome(PENDING, "Unschedulable", f"Job {name} waits for a GPU node")
+            return Plan(pending, requeue_after=timeout - waited + 0.05)
+    blocked = next((p for p in pods if p.unschedulable_since is not None), None)
+    if blocked is not None:
+        return Plan(outcome(PENDING, "Unschedulable", f"Job {name}: {blocked.unschedulable_message}"))
+    if any(p.phase == "Running" for p in pods):
+        return Plan(outcome(
+            RUNNING, "Started", f"Job {name} is running on the {device} image",
+            progress=progress, start_time=job.start_time,
+        ))
+    return Plan(outcome(PENDING, "JobCreated", f"Job {name} created on the {device} image", progress=progress))
+
+
+def _failed(world: World, spec: CommonSpec, job: JobView, pods: list[PodView], device: str,
+            attempt: int, outcome: Any) -> Plan:
+    failed_pods = [p for p in pods if p.exit_code not in (None, 0)]
+    code = failed_pods[-1].exit_code if failed_pods else _exit_code_from(job.failed_message)
+    summary = next((s for p in failed_pods if (s := parse_summary(p.termination_message))), None)
+    detail = (summary or {}).get("message") or (failed_pods[-1].termination_message.strip() if failed_pods else "")
+    if code == EXIT_GPU_UNUSABLE and device == "gpu" and attempt == 1 and spec.device.fallback_on_gpu_failure:
+        message = "the GPU pod exited 75 (GPU requested but unusable)" + (f": {detail}" if detail else "")
+        return _fall_back(world, job.name, GPU_UNUSABLE, message)
+    reason = {EXIT_BAD_INPUT: "BadInput", EXIT_GPU_UNUSABLE: GPU_UNUSABLE}.get(code or -1, job.failed_reason or "Failed")
+    message = detail or job.failed_message or f"Job {job.name} failed"
+    if code is not None and not detail and f"exit code {code}" not in message:
+        message = f"{message} (exit code {code})"
+    return Plan(outcome(
+        FAILED, reason, message, result=summary, start_time=job.start_time, completion_time=iso(world.now),
+    ))
+
+
+def _exit_code_from(message: str) -> int | None:
+    """The exit code in a podFailurePolicy message ("... failed with exit code 75 matching ...")."""
+    marker = "exit code "
+    if marker not in message:
+        return None
+    digits = message.split(marker, 1)[1].split(" ", 1)[0]
+    return int(digits) if digits.isdigit() else None
+
+
+def _progress(pods: list[PodView]) -> str | None:
+    reports = [p.progress for p in pods if p.progress is not None]
+    if not reports:
+        return None
+    return format_progress(sum(d for d, _ in reports), sum(t for _, t in reports))
+
+
+def _result(pods: list[PodView]) -> dict[str, Any] | None:
+    summaries = [(p.completion_index, s) for p in pods if p.phase == "Succeeded"
+                 if (s := parse_summary(p.termination_message)) is not None]
+    if not summaries:
+        return None
+    if len(summaries) == 1 and summaries[0][0] is None:
+        return summaries[0][1]
+    ordered = sorted(summaries, key=lambda item: item[0] or 0)
+    return {"shards": [s for _, s in ordered]}

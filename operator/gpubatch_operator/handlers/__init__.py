@@ -1,0 +1,1 @@
+"""What the kopf registrations in main.py delegate to: keep the store current, enqueue reconciles."""

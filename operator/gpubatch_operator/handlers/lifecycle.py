@@ -1,0 +1,101 @@
+"""Startup and cleanup: settings, kopf tuning, the store primed, the workers started.
+
+kopf persists nothing on our objects: only event-watching handlers are
+registered, so there is no handler progress or last-handled-configuration
+annotation to write, no finalizer, and the status belongs to the state
+machine alone. The per-object state lives in `status` (what a restarted
+operator needs) and in the store (rebuilt from the watches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import kopf
+
+from gpubatch_operator import metrics
+from gpubatch_operator.client import ApiError, KubeClient, cluster_path
+from gpubatch_operator.naming import MANAGED_SELECTOR
+from gpubatch_operator.reconciler import Reconciler
+from gpubatch_operator.settings import Settings
+from gpubatch_operator.store import Store
+
+log = logging.getLogger("gpubatch.operator")
+
+
+@dataclass
+class Runtime:
+    """Everything the handlers share, kept in kopf's `memo`."""
+
+    settings: Settings
+    store: Store
+    reconciler: Reconciler
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def tune_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
+    # Our Events are posted by the reconciler, one per transition; kopf posts only its own trouble.
+    kopf_settings.posting.level = logging.WARNING
+    # Server-side filters: only our Jobs and their pods travel over the watch.
+    kopf_settings.watching.label_selectors["batch", "jobs"] = MANAGED_SELECTOR
+    kopf_settings.watching.label_selectors["pods"] = MANAGED_SELECTOR
+    kopf_settings.watching.server_timeout = 300
+    kopf_settings.watching.client_timeout = 330
+    kopf_settings.watching.connect_timeout = 10
+    kopf_settings.networking.request_timeout = 30
+    kopf_settings.persistence.finalizer = "gpubatch.dev/finalizer"
+    if settings.peering:
+        kopf_settings.peering.name = settings.peering
+    kopf_settings.peering.standalone = settings.standalone
+
+
+async def prime(store: Store, client: KubeClient, settings: Settings) -> None:
+    """Load nodes, Jobs and pods once so the first reconciles see what exists already."""
+    for node in await client.list_all(cluster_path("v1", "nodes")):
+        store.put_node(node, settings.gpu_resource)
+    store.nodes_known = True
+    for namespace in settings.watch_namespaces or (None,):
+        for job in await client.list_all(cluster_path("batch/v1", "jobs", namespace), label_selector=MANAGED_SELECTOR):
+            store.put_job(job)
+        for pod in await client.list_all(cluster_path("v1", "pods", namespace), label_selector=MANAGED_SELECTOR):
+            store.put_pod(pod)
+
+
+async def startup(kopf_settings: kopf.OperatorSettings, memo: kopf.Memo, settings: Settings | None = None) -> Runtime:
+    settings = settings or Settings.from_env()
+    logging.getLogger("gpubatch").setLevel(settings.log_level)
+    # kopf logs every handled event at INFO: thousands of lines per burst, and CPU.
+    if settings.log_level != "DEBUG":
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    tune_kopf(kopf_settings, settings)
+    store = Store()
+    client = KubeClient()
+    reconciler = Reconciler(settings=settings, store=store, client=client)
+    try:
+        await prime(store, client, settings)
+    except ApiError as err:
+        await client.close()
+        raise kopf.TemporaryError(f"cannot list nodes, Jobs and pods yet: {err}", delay=5) from err
+    runtime = Runtime(settings, store, reconciler)
+    runtime.tasks = [asyncio.create_task(reconciler.worker()) for _ in range(settings.reconcile_workers)]
+    metrics.serve(settings.metrics_port, store, lambda: len(reconciler.queue))
+    memo["runtime"] = runtime
+    log.info(
+        "gpubatch operator started: %s, %d GPU node(s), %d Job(s) known",
+        "all namespaces" if settings.clusterwide else ", ".join(settings.watch_namespaces),
+        len(store.gpu_nodes), sum(len(j) for j in store.jobs.values()),
+    )
+    return runtime
+
+
+async def cleanup(memo: kopf.Memo) -> None:
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is None:
+        return
+    for task in runtime.tasks:
+        task.cancel()
+    await asyncio.gather(*runtime.tasks, return_exceptions=True)
+    runtime.reconciler.queue.close()
+    await runtime.reconciler.client.close()

@@ -1,0 +1,90 @@
+"""The small interface through which each kind plugs into the one reconciler.
+
+RenderJob, TrainJob and PredictJob differ in three things only: the word the
+pod's entrypoint takes (`gpubatch-job render`), which spec fields name data
+locations (so their claims get mounted), and how many pods the Job runs
+(RenderJob `shards` makes an Indexed Job). Everything else — device choice,
+fallback, status, events — is shared and lives in the generic reconciler.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gpubatch_jobs.spec import API_GROUP, API_VERSION
+from gpubatch_jobs.spec.common import CommonSpec
+from gpubatch_jobs.spec.kinds import NAMES, PredictJobSpec, RenderJobSpec
+
+
+class JobKind(Protocol):
+    """What the reconciler needs to know about one kind."""
+
+    @property
+    def kind(self) -> str:
+        """RenderJob"""
+        ...
+
+    @property
+    def plural(self) -> str:
+        """renderjobs"""
+        ...
+
+    @property
+    def command(self) -> str:
+        """render, as in `gpubatch-job render`"""
+        ...
+
+    def data_paths(self, spec: CommonSpec) -> list[str]:
+        """Every path in the spec that may name a pvc:// claim."""
+        ...
+
+    def shards(self, spec: CommonSpec) -> int:
+        """Pods of the Job; more than one makes an Indexed Job."""
+        ...
+
+
+class _Kind:
+    kind: str = ""
+    command: str = ""
+
+    @property
+    def plural(self) -> str:
+        return str(NAMES[self.kind]["plural"])
+
+    def data_paths(self, spec: CommonSpec) -> list[str]:
+        return [spec.input.path, spec.output.path]
+
+    def shards(self, spec: CommonSpec) -> int:
+        return 1
+
+
+class RenderKind(_Kind):
+    kind, command = "RenderJob", "render"
+
+    def shards(self, spec: CommonSpec) -> int:
+        assert isinstance(spec, RenderJobSpec)
+        return spec.shards
+
+
+class TrainKind(_Kind):
+    kind, command = "TrainJob", "train"
+
+
+class PredictKind(_Kind):
+    kind, command = "PredictJob", "predict"
+
+    def data_paths(self, spec: CommonSpec) -> list[str]:
+        assert isinstance(spec, PredictJobSpec)
+        return [spec.input.path, spec.output.path, spec.model]
+
+
+_ALL: tuple[JobKind, ...] = (RenderKind(), TrainKind(), PredictKind())
+JOB_KINDS: dict[str, JobKind] = {k.kind: k for k in _ALL}
+API = f"{API_GROUP}/{API_VERSION}"
+
+
+def job_kind(kind: str) -> JobKind:
+    try:
+        return JOB_KINDS[kind]
+    except KeyError:
+        raise KeyError(f"unknown kind {kind!r}; expected one of {', '.join(JOB_KINDS)}") from None

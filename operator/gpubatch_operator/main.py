@@ -1,0 +1,102 @@
+"""kopf registrations of the gpubatch operator: thin shims, nothing else.
+
+Run it as `gpubatch-operator` (settings from GPUBATCH_* variables, see
+settings.py) or as `kopf run -m gpubatch_operator.main [-A | -n NS...]
+[--standalone] [--liveness=http://0.0.0.0:8081/healthz]`.
+
+How it works: kopf watches the three kinds, their Jobs and pods (server-side
+label-filtered) and the nodes; each event updates the store and enqueues the
+resource; reconcile workers decide and act (reconciler.py, decide.py) and move
+`status` through the state machine (state.py).
+
+Progress: the job pod merge-patches the annotation `gpubatch.dev/progress`
+({"done", "total", "stage"}) on its own Pod (gpubatch_jobs.podreport). The
+operator already watches those pods, copies the figure into `status.progress`
+(e.g. "42%") and writes progress-only changes at most every
+GPUBATCH_PROGRESS_INTERVAL seconds. The job pods run as the ServiceAccount
+`gpubatch-job` (GPUBATCH_JOB_SERVICE_ACCOUNT), whose Role grants only get and
+patch on pods of its own namespace; the operator creates that ServiceAccount,
+Role and RoleBinding in each namespace where it launches a Job, if missing.
+
+Test hook: annotations of a resource starting with `gpubatch.dev/test-` are
+copied onto its pods, so the kwok test cluster can script a pod's fate;
+`gpubatch.dev/test-gpu-X` / `gpubatch.dev/test-cpu-X` reach only the GPU / CPU
+pods, as `gpubatch.dev/test-X` (e.g. exit 75 on the GPU, succeed on the CPU).
+Nothing else of the resource's metadata is copied.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+from gpubatch_jobs.spec import API_GROUP, API_VERSION
+
+from gpubatch_operator.client import connection_info
+from gpubatch_operator.handlers import lifecycle, watch_events
+from gpubatch_operator.kinds import JOB_KINDS
+from gpubatch_operator.naming import MANAGED_BY, MANAGED_BY_LABEL
+from gpubatch_operator.settings import Settings
+
+MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    await lifecycle.startup(settings, memo)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await lifecycle.cleanup(memo)
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    return connection_info(settings)
+
+
+@kopf.on.probe(id="workqueue")
+def workqueue_depth(memo: kopf.Memo, **_: Any) -> int:
+    return len(memo["runtime"].reconciler.queue) if "runtime" in memo else 0
+
+
+async def resource_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    watch_events.resource_event(memo["runtime"], type, dict(event["object"]))
+
+
+for _kind in JOB_KINDS.values():
+    kopf.on.event(API_GROUP, API_VERSION, _kind.plural, id=f"{_kind.plural}-events")(resource_event)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+async def job_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    watch_events.job_event(memo["runtime"], type, dict(event["object"]))
+
+
+@kopf.on.event("", "v1", "pods", labels=MANAGED)
+async def pod_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    watch_events.pod_event(memo["runtime"], type, dict(event["object"]))
+
+
+@kopf.on.event("", "v1", "nodes")
+async def node_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    watch_events.node_event(memo["runtime"], type, dict(event["object"]))
+
+
+def run() -> None:
+    """`gpubatch-operator`: kopf with the namespaces, peering and liveness from the settings."""
+    settings = Settings.from_env()
+    kopf.configure(verbose=settings.log_level == "DEBUG")
+    health = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    kopf.run(
+        standalone=settings.standalone,
+        peering_name=settings.peering or None,
+        clusterwide=settings.clusterwide,
+        namespaces=settings.watch_namespaces,
+        liveness_endpoint=health,
+    )
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,84 @@
+"""Prometheus metrics of the operator, served as text at :GPUBATCH_METRICS_PORT/metrics.
+
+gpubatch_jobs{kind,phase,device}                 resources per kind, phase and effective device
+                                                 (computed from the store at scrape time: never drifts)
+gpubatch_fallbacks_total{kind,reason}            GPU->CPU fallbacks (NoGpuNodes, GpuUnschedulable, GpuUnusable)
+gpubatch_job_creations_total{kind,device}        Jobs created
+gpubatch_reconcile_duration_seconds{kind}        time per reconcile (histogram)
+gpubatch_reconcile_errors_total{kind}            reconciles that failed and were retried
+gpubatch_workqueue_depth                         resources waiting for a reconcile
+plus the process_* metrics (resident memory, CPU seconds, open fds).
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gpubatch_operator.store import Store
+
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+
+FALLBACKS = Counter(
+    "gpubatch_fallbacks_total", "GPU to CPU fallbacks by reason.", ["kind", "reason"], registry=REGISTRY
+)
+JOB_CREATIONS = Counter(
+    "gpubatch_job_creations_total", "batch/v1 Jobs created.", ["kind", "device"], registry=REGISTRY
+)
+RECONCILE_SECONDS = Histogram(
+    "gpubatch_reconcile_duration_seconds",
+    "Time spent in one reconcile of a resource.",
+    ["kind"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "gpubatch_reconcile_errors_total", "Reconciles that failed and were retried.", ["kind"], registry=REGISTRY
+)
+
+
+class StoreCollector(Collector):
+    """Gauges read from the operator's store when Prometheus scrapes."""
+
+    def __init__(self, store: Store, queue_depth: Callable[[], int]) -> None:
+        self.store = store
+        self.queue_depth = queue_depth
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        jobs = GaugeMetricFamily("gpubatch_jobs", "gpubatch resources by kind, phase and device.",
+                                 labels=["kind", "phase", "device"])
+        tally = Tally(
+            (view.kind, view.status.get("phase") or "New", view.status.get("device") or "none")
+            for view in list(self.store.resources.values())
+        )
+        for labels, count in sorted(tally.items()):
+            jobs.add_metric(list(labels), count)
+        yield jobs
+        depth = GaugeMetricFamily("gpubatch_workqueue_depth", "Resources waiting for a reconcile.")
+        depth.add_metric([], self.queue_depth())
+        yield depth
+
+
+_collector: StoreCollector | None = None
+
+
+def serve(port: int, store: Store, queue_depth: Callable[[], int]) -> None:
+    """Register the store's gauges and start the HTTP endpoint (port 0: gauges only)."""
+    global _collector
+    if _collector is not None:
+        REGISTRY.unregister(_collector)
+    _collector = StoreCollector(store, queue_depth)
+    REGISTRY.register(_collector)
+    if port:
+        start_http_server(port, registry=REGISTRY)

@@ -1,0 +1,59 @@
+"""Deterministic names and labels of everything the operator creates.
+
+A restarted operator must find, not duplicate, the Job it made before it was
+killed, so names are a function of the resource alone: the first Job of
+RenderJob `x` is `x-render`, its CPU re-run after a GPU fallback is
+`x-render-cpu`. Creating under a fixed name makes the API server the judge:
+a 409 means "it exists already". Labels tie Jobs and pods back to their
+resource (kind, name, uid) for the label-filtered watches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "gpubatch-operator"
+NAME_LABEL = "app.kubernetes.io/name"
+KIND_LABEL = "gpubatch.dev/kind"
+OWNER_LABEL = "gpubatch.dev/owner"
+UID_LABEL = "gpubatch.dev/owner-uid"
+DEVICE_LABEL = "gpubatch.dev/device"
+ATTEMPT_LABEL = "gpubatch.dev/attempt"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# Test hook: CR annotations with this prefix are copied onto the job pods, so
+# the kwok-driven test cluster can script a pod's fate (exit code, pending...).
+TEST_ANNOTATION_PREFIX = "gpubatch.dev/test-"
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+
+# Job names stay short enough for the pod names and `job-name` labels derived
+# from them (Indexed pods add "-<index>-<random>").
+MAX_JOB_NAME = 52
+
+
+def _shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{text[: limit - 9].rstrip('-')}-{digest}"
+
+
+def job_name(resource_name: str, command: str, *, cpu_rerun: bool = False) -> str:
+    """`x-render` for the first Job, `x-render-cpu` for the CPU re-run."""
+    suffix = f"-{command}" + ("-cpu" if cpu_rerun else "")
+    return _shorten(resource_name, MAX_JOB_NAME - len(suffix)) + suffix
+
+
+def volume_name(claim: str) -> str:
+    """A volume name (a DNS label) for a claim."""
+    return _shorten(f"pvc-{claim}", 63)
+
+
+def owner_labels(kind: str, name: str, uid: str) -> dict[str, str]:
+    return {
+        MANAGED_BY_LABEL: MANAGED_BY,
+        NAME_LABEL: "gpubatch",
+        KIND_LABEL: kind.lower(),
+        OWNER_LABEL: _shorten(name, 63),
+        UID_LABEL: uid,
+    }

@@ -1,0 +1,137 @@
+"""Compact, read-only views of the child Jobs and Pods, parsed from watch events.
+
+The operator keeps one small view per object instead of the raw body: a few
+hundred bytes rather than several kilobytes, which is what keeps its memory
+flat with thousands of jobs. Parsing is pure and tested on plain dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gpubatch_jobs.podreport import PROGRESS_ANNOTATION
+
+from gpubatch_operator.kinds import JOB_KINDS
+from gpubatch_operator.naming import DEVICE_LABEL, KIND_LABEL, OWNER_LABEL, UID_LABEL
+
+_KIND_BY_LABEL = {kind.lower(): kind for kind in JOB_KINDS}
+Key = tuple[str, str, str]  # (kind, namespace, name) of a gpubatch resource
+
+
+def parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def owner_key(metadata: dict[str, Any]) -> Key | None:
+    """The gpubatch resource a Job or Pod belongs to, from its labels."""
+    labels = metadata.get("labels") or {}
+    kind = _KIND_BY_LABEL.get(labels.get(KIND_LABEL, ""))
+    owner = labels.get(OWNER_LABEL)
+    if kind is None or not owner:
+        return None
+    return kind, metadata.get("namespace", ""), owner
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    name: str
+    owner_uid: str
+    device: str
+    complete: bool
+    failed: bool
+    failed_reason: str
+    failed_message: str
+    suspended: bool
+    active: int
+    start_time: str | None
+    completion_time: str | None
+    deleting: bool
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> JobView:
+        meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status") or {}
+        conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+        failure = conditions.get("Failed") or conditions.get("FailureTarget") or {}
+        labels = meta.get("labels") or {}
+        return cls(
+            name=meta.get("name", ""),
+            owner_uid=labels.get(UID_LABEL, ""),
+            device=labels.get(DEVICE_LABEL, ""),
+            complete="Complete" in conditions,
+            failed=bool(failure),
+            failed_reason=failure.get("reason", ""),
+            failed_message=failure.get("message", ""),
+            suspended=bool(spec.get("suspend")),
+            active=int(status.get("active") or 0),
+            start_time=status.get("startTime"),
+            completion_time=status.get("completionTime"),
+            deleting=bool(meta.get("deletionTimestamp")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PodView:
+    name: str
+    job_name: str
+    owner_uid: str
+    phase: str
+    node_name: str
+    unschedulable_since: float | None
+    unschedulable_message: str
+    exit_code: int | None
+    termination_message: str
+    progress: tuple[int, int] | None
+    completion_index: int | None
+    started_at: str | None
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> PodView:
+        meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status") or {}
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        scheduled: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
+        unschedulable = scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+        exit_code, message = None, ""
+        for container in status.get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated")
+            if terminated:
+                exit_code, message = terminated.get("exitCode"), terminated.get("message") or ""
+        index = annotations.get("batch.kubernetes.io/job-completion-index")
+        return cls(
+            name=meta.get("name", ""),
+            job_name=labels.get("job-name") or labels.get("batch.kubernetes.io/job-name", ""),
+            owner_uid=labels.get(UID_LABEL, ""),
+            phase=status.get("phase", "Pending"),
+            node_name=spec.get("nodeName", ""),
+            unschedulable_since=parse_time(scheduled.get("lastTransitionTime")) if unschedulable else None,
+            unschedulable_message=scheduled.get("message", "") if unschedulable else "",
+            exit_code=exit_code,
+            termination_message=message,
+            progress=parse_progress(annotations.get(PROGRESS_ANNOTATION)),
+            completion_index=int(index) if index and index.isdigit() else None,
+            started_at=status.get("startTime"),
+        )
+
+
+def parse_progress(text: str | None) -> tuple[int, int] | None:
+    """(done, total) from the pod's progress annotation; None when absent or garbled."""
+    if not text:
+        return None
+    try:
+        event = json.loads(text)
+        return int(event["done"]), int(event["total"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def parse_summary(message: str) -> dict[str, Any] | None:
+    """The engine's summary JSON from a termination message; None if it is not JSON."""
+    try:
+        summary = json.loads(message)
+    except ValueError:
+        return None
+    return summary if isinstance(summary, dict) else None

@@ -1,0 +1,53 @@
+"""Exactly the API access the operator uses, for the Helm chart's (Cluster)Role.
+
+Each entry is (apiGroup, resource, verbs). Keep it in step with the code: a
+unit test checks that every request path the operator builds is covered.
+
+- the three kinds: watched (kopf lists and watches them); status written
+  through the status subresource only (the spec is never written); the
+  finalizers subresource because Jobs carry blockOwnerDeletion owner references.
+- Jobs: created, watched (label-filtered), deleted on a GPU->CPU fallback.
+- Pods: watched (label-filtered) for scheduling trouble, exit codes,
+  termination messages and the progress annotation.
+- Nodes: watched to know whether any node offers allocatable GPUs (cluster-wide).
+- Events: posted on each transition of a resource.
+- ServiceAccounts, Roles, RoleBindings: the job pods' `gpubatch-job` identity,
+  created in each namespace where a Job is launched (Role: pods get/patch, so
+  the operator must itself hold get/patch on pods to grant it).
+- CustomResourceDefinitions and Namespaces: kopf's discovery of the watched
+  resources (list/watch).
+"""
+
+from __future__ import annotations
+
+from gpubatch_jobs.spec import API_GROUP
+
+OPERATOR_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
+    (API_GROUP, "renderjobs", ("get", "list", "watch")),
+    (API_GROUP, "trainjobs", ("get", "list", "watch")),
+    (API_GROUP, "predictjobs", ("get", "list", "watch")),
+    (API_GROUP, "renderjobs/status", ("get", "patch", "update")),
+    (API_GROUP, "trainjobs/status", ("get", "patch", "update")),
+    (API_GROUP, "predictjobs/status", ("get", "patch", "update")),
+    (API_GROUP, "renderjobs/finalizers", ("update",)),
+    (API_GROUP, "trainjobs/finalizers", ("update",)),
+    (API_GROUP, "predictjobs/finalizers", ("update",)),
+    ("batch", "jobs", ("get", "list", "watch", "create", "delete")),
+    ("", "pods", ("get", "list", "watch", "patch")),
+    ("", "events", ("create",)),
+    ("", "serviceaccounts", ("get", "create")),
+    ("rbac.authorization.k8s.io", "roles", ("get", "create")),
+    ("rbac.authorization.k8s.io", "rolebindings", ("get", "create")),
+]
+
+# Cluster-scoped: granted by a ClusterRole even when watching listed namespaces.
+OPERATOR_CLUSTER_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
+    ("", "nodes", ("get", "list", "watch")),
+    ("apiextensions.k8s.io", "customresourcedefinitions", ("get", "list", "watch")),
+    ("", "namespaces", ("get", "list", "watch")),
+]
+
+
+def as_rules(entries: list[tuple[str, str, tuple[str, ...]]]) -> list[dict[str, list[str]]]:
+    """The entries as Kubernetes PolicyRules."""
+    return [{"apiGroups": [g], "resources": [r], "verbs": list(v)} for g, r, v in entries]

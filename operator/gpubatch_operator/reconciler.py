@@ -1,0 +1,218 @@
+"""The one reconciler every kind plugs into (through `kinds.JobKind`).
+
+Workers take resource keys from the work queue, read the world from the
+store, let `decide()` choose, carry out its actions against the API, move the
+status through the state machine and post one Event per transition. Failures
+are retried with a per-key backoff; nothing here raises into kopf.
+
+Side effects are ordered for restart safety: a Job is created under its
+deterministic name before the status records it (a 409 means it exists
+already), and a CPU re-run is created before its GPU Job is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpubatch_jobs.spec import SpecError, parse_spec
+
+from gpubatch_operator import metrics
+from gpubatch_operator.builders import JobRequest, build_event, build_job, job_rbac_objects
+from gpubatch_operator.client import ApiError, KubeClient, namespaced
+from gpubatch_operator.decide import (
+    CreateJob,
+    DeleteJob,
+    Plan,
+    World,
+    decide,
+    effective_policy,
+    iso,
+)
+from gpubatch_operator.kinds import API, job_kind
+from gpubatch_operator.naming import UID_LABEL
+from gpubatch_operator.observe import Key
+from gpubatch_operator.settings import Settings
+from gpubatch_operator.state import advance, merge_patch, only_progress_changed
+from gpubatch_operator.store import ResourceView, Store
+from gpubatch_operator.workqueue import WorkQueue
+
+log = logging.getLogger("gpubatch.operator")
+
+RBAC_PATHS = {
+    "ServiceAccount": ("v1", "serviceaccounts"),
+    "Role": ("rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("rbac.authorization.k8s.io/v1", "rolebindings"),
+}
+
+
+class Retry(Exception):
+    """Look at this resource again after `delay` seconds (not an error)."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+@dataclass
+class Reconciler:
+    settings: Settings
+    store: Store
+    client: KubeClient
+    queue: WorkQueue[Key] = field(default_factory=WorkQueue)
+    # The status this operator last wrote, per resource: the watch may still
+    # deliver older bodies, and nobody else writes status.
+    written: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    last_write: dict[Key, float] = field(default_factory=dict)
+    _rbac_ready: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+
+    async def worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            started = time.perf_counter()
+            try:
+                await self.reconcile(key)
+                self.queue.forget(key)
+            except Retry as retry:
+                log.debug("%s/%s %s: %s", key[1], key[2], key[0], retry)
+                self.queue.add_after(key, retry.delay)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - a worker must survive anything
+                metrics.RECONCILE_ERRORS.labels(key[0]).inc()
+                delay = self.queue.backoff(key)
+                log.warning("%s %s/%s: %s; retrying in %.1fs", key[0], key[1], key[2], err, delay)
+                self.queue.add_after(key, delay)
+            finally:
+                metrics.RECONCILE_SECONDS.labels(key[0]).observe(time.perf_counter() - started)
+                self.queue.done(key)
+
+    def forget(self, key: Key) -> None:
+        self.written.pop(key, None)
+        self.last_write.pop(key, None)
+
+    def world(self, view: ResourceView, status: dict[str, Any]) -> World:
+        kind = job_kind(view.kind)
+        try:
+            spec, error = parse_spec(view.kind, view.spec, source=f"{view.kind} {view.name}"), None
+        except SpecError as err:
+            spec, error = None, "; ".join(err.problems)
+        jobs, pods = self.store.children(view.key)
+        return World(
+            kind=kind, name=view.name, namespace=view.namespace, uid=view.uid, generation=view.generation,
+            spec=spec, spec_error=error, status=status, jobs=jobs, pods=pods,
+            gpu_nodes=self.store.gpu_node_count(), now=time.time(),
+            default_policy=self.settings.default_device_policy,
+            default_pending_timeout=self.settings.default_gpu_pending_timeout,
+            gpu_resource=self.settings.gpu_resource,
+        )
+
+    async def reconcile(self, key: Key) -> None:
+        view = self.store.resources.get(key)
+        if view is None:
+            self.forget(key)
+            return
+        written = self.written.get(key)
+        status = written if written is not None and written.get("_uid") == view.uid else view.status
+        status = {k: v for k, v in status.items() if k != "_uid"}
+        world = self.world(view, status)
+        plan = decide(world)
+        for action in plan.actions:
+            await self._act(view, world, action)
+        if plan.outcome is not None:
+            await self._write_status(view, status, plan)
+        if plan.requeue_after is not None:
+            self.queue.add_after(key, plan.requeue_after)
+
+    async def _act(self, view: ResourceView, world: World, action: CreateJob | DeleteJob) -> None:
+        path = namespaced("batch/v1", "jobs", view.namespace)
+        if isinstance(action, DeleteJob):
+            try:
+                await self.client.delete(f"{path}/{action.job_name}")
+            except ApiError as err:
+                if not err.not_found:
+                    raise
+            return
+        assert world.spec is not None
+        await self._ensure_job_rbac(view.namespace)
+        request = JobRequest(
+            kind=world.kind, name=view.name, namespace=view.namespace, uid=view.uid, spec=world.spec,
+            job_name=action.job_name, device=action.device,
+            policy=effective_policy(world.spec, self.settings.default_device_policy),
+            attempt=action.attempt, annotations=view.test_annotations,
+        )
+        try:
+            created = await self.client.create(path, build_job(request, self.settings))
+        except ApiError as err:
+            if not err.already_exists:
+                raise
+            await self._check_owner(view, action.job_name)
+            return
+        self.store.put_job(created)
+        metrics.JOB_CREATIONS.labels(view.kind, action.device).inc()
+        if action.fallback_reason:
+            metrics.FALLBACKS.labels(view.kind, action.fallback_reason).inc()
+
+    async def _check_owner(self, view: ResourceView, job_name: str) -> None:
+        """A 409 for a Job of an earlier resource with the same name: wait for its garbage collection."""
+        existing = await self.client.get(namespaced("batch/v1", "jobs", view.namespace, job_name))
+        owner = (existing.get("metadata", {}).get("labels") or {}).get(UID_LABEL)
+        if owner != view.uid:
+            raise Retry(f"Job {job_name} still belongs to a deleted {view.kind} of the same name", 2.0)
+        self.store.put_job(existing)
+
+    async def _write_status(self, view: ResourceView, status: dict[str, Any], plan: Plan) -> None:
+        assert plan.outcome is not None
+        now = time.time()
+        new, transitions = advance(status, plan.outcome, generation=view.generation, now=iso(now))
+        patch = merge_patch(status, new)
+        if not patch:
+            return
+        if only_progress_changed(status, new):
+            wait = self.last_write.get(view.key, 0.0) + self.settings.progress_interval_s - now
+            if wait > 0:
+                self.queue.add_after(view.key, wait)
+                return
+        path = namespaced(API, job_kind(view.kind).plural, view.namespace, view.name, "status")
+        await self.client.merge_patch(path, {"status": patch})
+        self.written[view.key] = {**new, "_uid": view.uid}
+        self.last_write[view.key] = now
+        for transition in transitions:
+            await self._post_event(view, transition.condition, transition.reason, transition.message,
+                                   transition.warning, now)
+
+    async def _post_event(self, view: ResourceView, condition: str, reason: str, message: str,
+                          warning: bool, now: float) -> None:
+        event = build_event(
+            kind=view.kind, name=view.name, namespace=view.namespace, uid=view.uid,
+            event_type="Warning" if warning else "Normal", reason=reason or condition,
+            message=f"{condition}: {message}", now=iso(now),
+        )
+        try:
+            await self.client.create(namespaced("v1", "events", view.namespace), event)
+        except ApiError as err:  # Events are best effort: never retry a reconcile for one.
+            log.info("could not post an Event for %s/%s: %s", view.namespace, view.name, err)
+
+    async def _ensure_job_rbac(self, namespace: str) -> None:
+        """The job pods' ServiceAccount, Role and RoleBinding; once per namespace per process."""
+        ready = self._rbac_ready.get(namespace)
+        if ready is None:
+            ready = self._rbac_ready[namespace] = asyncio.get_running_loop().create_future()
+            try:
+                for obj in job_rbac_objects(namespace, self.settings.job_service_account):
+                    group_version, plural = RBAC_PATHS[obj["kind"]]
+                    try:
+                        await self.client.create(namespaced(group_version, plural, namespace), obj)
+                    except ApiError as err:
+                        if not err.already_exists:
+                            raise
+                ready.set_result(None)
+            except BaseException as err:
+                del self._rbac_ready[namespace]
+                ready.set_exception(err)
+                ready.exception()  # consumed: the waiters below get it re-raised
+                raise
+        await asyncio.shield(ready)

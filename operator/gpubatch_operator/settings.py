@@ -1,0 +1,131 @@
+"""The operator's settings: read once from the environment at startup.
+
+The Helm chart sets these variables (charts/gpubatch/templates/_helpers.tpl);
+`Settings.from_env()` validates them so that a typo stops the operator at
+startup with a message naming the variable, instead of failing job by job.
+
+Every setting, its variable and its default:
+
+GPUBATCH_WATCH_NAMESPACES            comma-separated namespaces to watch; empty: all (cluster-wide)
+GPUBATCH_GPU_IMAGE                   image of GPU job pods (spec.image.gpu overrides it)
+GPUBATCH_CPU_IMAGE                   image of CPU job pods (spec.image.cpu overrides it)
+GPUBATCH_IMAGE_PULL_POLICY           imagePullPolicy of job pods: IfNotPresent (default), Always, Never
+GPUBATCH_DEFAULT_DEVICE_POLICY       spec.device.policy when a job leaves it unset: auto (default), gpu, cpu
+GPUBATCH_DEFAULT_GPU_PENDING_TIMEOUT spec.device.gpuPendingTimeout when unset: 5m (default)
+GPUBATCH_JOB_SERVICE_ACCOUNT         ServiceAccount of job pods: gpubatch-job (default); the operator
+                                     ensures it (with its Role and RoleBinding) where it launches jobs
+GPUBATCH_GPU_RESOURCE                extended resource of a GPU: nvidia.com/gpu (default)
+GPUBATCH_METRICS_PORT                Prometheus text at :PORT/metrics: 8080 (default); 0 turns it off
+GPUBATCH_HEALTH_PORT                 liveness at :PORT/healthz: 8081 (default); 0 turns it off
+GPUBATCH_PEERING                     empty (default): standalone, one operator at a time; else the
+                                     name of a kopf peering object (KopfPeering CRDs must be installed)
+GPUBATCH_RECONCILE_WORKERS           concurrent reconciles: 16 (default)
+GPUBATCH_PROGRESS_INTERVAL           least seconds between two progress-only status writes: 5 (default)
+GPUBATCH_LOG_LEVEL                   DEBUG, INFO (default), WARNING, ERROR
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gpubatch_jobs.spec import parse_duration
+
+VERSION_TAG = "0.1.0"
+DEVICE_POLICIES = ("auto", "gpu", "cpu")
+PULL_POLICIES = ("IfNotPresent", "Always", "Never")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the operator cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed operator settings; see the module docstring for each variable."""
+
+    watch_namespaces: tuple[str, ...] = ()
+    gpu_image: str = f"gpubatch/gpubatch-gpu:{VERSION_TAG}"
+    cpu_image: str = f"gpubatch/gpubatch-cpu:{VERSION_TAG}"
+    image_pull_policy: str = "IfNotPresent"
+    default_device_policy: str = "auto"
+    default_gpu_pending_timeout: str = "5m"
+    job_service_account: str = "gpubatch-job"
+    gpu_resource: str = "nvidia.com/gpu"
+    metrics_port: int = 8080
+    health_port: int = 8081
+    peering: str = ""
+    reconcile_workers: int = 16
+    progress_interval_s: float = 5.0
+    log_level: str = "INFO"
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.watch_namespaces
+
+    @property
+    def standalone(self) -> bool:
+        return not self.peering
+
+    @property
+    def default_gpu_pending_timeout_s(self) -> float:
+        return parse_duration(self.default_gpu_pending_timeout)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every GPUBATCH_* variable (unset or empty: the default)."""
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def text(name: str, default: str) -> str:
+            return env.get(name, "").strip() or default
+
+        def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+            value = text(name, default)
+            if value not in allowed:
+                raise SettingsError(f"{name}={value!r}: must be one of {', '.join(allowed)}")
+            return value
+
+        def number(name: str, default: float, kind: type = int, minimum: float = 0) -> float:
+            raw = text(name, str(default))
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r}: must be a number (e.g. {default})") from None
+            if value < minimum:
+                raise SettingsError(f"{name}={raw!r}: must be >= {minimum}")
+            return value
+
+        timeout = text("GPUBATCH_DEFAULT_GPU_PENDING_TIMEOUT", defaults.default_gpu_pending_timeout)
+        try:
+            if parse_duration(timeout) <= 0:
+                raise ValueError("must be positive")
+        except ValueError as err:
+            raise SettingsError(
+                f"GPUBATCH_DEFAULT_GPU_PENDING_TIMEOUT={timeout!r}: {err} (e.g. 30s, 5m)"
+            ) from None
+        namespaces = tuple(
+            dict.fromkeys(n.strip() for n in env.get("GPUBATCH_WATCH_NAMESPACES", "").split(",") if n.strip())
+        )
+        return cls(
+            watch_namespaces=namespaces,
+            gpu_image=text("GPUBATCH_GPU_IMAGE", defaults.gpu_image),
+            cpu_image=text("GPUBATCH_CPU_IMAGE", defaults.cpu_image),
+            image_pull_policy=choice("GPUBATCH_IMAGE_PULL_POLICY", defaults.image_pull_policy, PULL_POLICIES),
+            default_device_policy=choice(
+                "GPUBATCH_DEFAULT_DEVICE_POLICY", defaults.default_device_policy, DEVICE_POLICIES
+            ),
+            default_gpu_pending_timeout=timeout,
+            job_service_account=text("GPUBATCH_JOB_SERVICE_ACCOUNT", defaults.job_service_account),
+            gpu_resource=text("GPUBATCH_GPU_RESOURCE", defaults.gpu_resource),
+            metrics_port=int(number("GPUBATCH_METRICS_PORT", defaults.metrics_port)),
+            health_port=int(number("GPUBATCH_HEALTH_PORT", defaults.health_port)),
+            peering=text("GPUBATCH_PEERING", defaults.peering),
+            reconcile_workers=int(number("GPUBATCH_RECONCILE_WORKERS", defaults.reconcile_workers, minimum=1)),
+            progress_interval_s=float(
+                number("GPUBATCH_PROGRESS_INTERVAL", defaults.progress_interval_s, float, minimum=0)
+            ),
+            log_level=choice("GPUBATCH_LOG_LEVEL", defaults.log_level, LOG_LEVELS),
+        )

@@ -1,0 +1,111 @@
+"""The operator's memory of the cluster: what the watches last reported.
+
+kopf delivers the events; the handlers put compact views here and enqueue the
+resource they concern. The reconciler reads from here instead of asking the
+API server, so a reconcile costs no reads. At startup the store is primed
+with one list per kind of child object, so the first reconcile after a
+restart already sees the Jobs made before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpubatch_operator.naming import TEST_ANNOTATION_PREFIX
+from gpubatch_operator.observe import JobView, Key, PodView, owner_key
+
+
+@dataclass(slots=True)
+class ResourceView:
+    """A gpubatch resource as last seen: just what a reconcile reads."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    test_annotations: dict[str, str]
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> ResourceView:
+        meta = body.get("metadata", {})
+        annotations = meta.get("annotations") or {}
+        return cls(
+            kind=body.get("kind", ""),
+            namespace=meta.get("namespace", ""),
+            name=meta.get("name", ""),
+            uid=meta.get("uid", ""),
+            generation=int(meta.get("generation") or 0),
+            spec=dict(body.get("spec") or {}),
+            status=dict(body.get("status") or {}),
+            test_annotations={k: v for k, v in annotations.items() if k.startswith(TEST_ANNOTATION_PREFIX)},
+        )
+
+    @property
+    def key(self) -> Key:
+        return self.kind, self.namespace, self.name
+
+
+@dataclass
+class Store:
+    resources: dict[Key, ResourceView] = field(default_factory=dict)
+    jobs: dict[Key, dict[str, JobView]] = field(default_factory=dict)
+    pods: dict[Key, dict[str, PodView]] = field(default_factory=dict)
+    gpu_nodes: dict[str, int] = field(default_factory=dict)
+    nodes_known: bool = False
+
+    def put_resource(self, body: dict[str, Any], deleted: bool = False) -> Key:
+        view = ResourceView.parse(body)
+        if deleted:
+            self.resources.pop(view.key, None)
+        else:
+            self.resources[view.key] = view
+        return view.key
+
+    def put_job(self, body: dict[str, Any], deleted: bool = False) -> Key | None:
+        return self._put(self.jobs, body, deleted, JobView.parse)
+
+    def put_pod(self, body: dict[str, Any], deleted: bool = False) -> Key | None:
+        return self._put(self.pods, body, deleted, PodView.parse)
+
+    @staticmethod
+    def _put(table: dict[Key, dict[str, Any]], body: dict[str, Any], deleted: bool, parse: Any) -> Key | None:
+        meta = body.get("metadata", {})
+        key = owner_key(meta)
+        if key is None:
+            return None
+        children = table.setdefault(key, {})
+        if deleted:
+            children.pop(meta.get("name", ""), None)
+            if not children:
+                table.pop(key, None)
+        else:
+            children[meta.get("name", "")] = parse(body)
+        return key
+
+    def put_node(self, body: dict[str, Any], gpu_resource: str, deleted: bool = False) -> None:
+        name = body.get("metadata", {}).get("name", "")
+        gpus = _quantity((body.get("status") or {}).get("allocatable", {}).get(gpu_resource))
+        if deleted or gpus <= 0 or (body.get("spec") or {}).get("unschedulable"):
+            self.gpu_nodes.pop(name, None)
+        else:
+            self.gpu_nodes[name] = gpus
+
+    def gpu_node_count(self) -> int | None:
+        return len(self.gpu_nodes) if self.nodes_known else None
+
+    def children(self, key: Key) -> tuple[list[JobView], list[PodView]]:
+        return list(self.jobs.get(key, {}).values()), list(self.pods.get(key, {}).values())
+
+    def forget(self, key: Key) -> None:
+        self.resources.pop(key, None)
+
+
+def _quantity(value: Any) -> int:
+    try:
+        return int(str(value or "0"))
+    except ValueError:
+        return 0
