@@ -103,7 +103,7 @@ do_up() {
     write_config "$bin"
     log "starting control plane $(tr -d '[:space:]' <"$here/k8s-version") (state: $state)"
     if ! "$bin/kwokctl" create cluster --name "$cluster_name" --config "$state/kwokctl.yaml" \
-      --kubeconfig "$kubeconfig" --timeout 5m --wait 3m >"$state/kwokctl-create.log" 2>&1; then
+      --kubeconfig "$kubeconfig" --timeout 5m --wait 3m >"$state/kwokctl-create.log" 2>&1 9>&-; then
       log "kwokctl create cluster failed; its output:"
       cat "$state/kwokctl-create.log" >&2
       return 1
@@ -148,9 +148,16 @@ do_down() {
 mkdir -p "$cache_root"
 case "${1:-}" in
   up | down)
-    # make and pytest may both call this: one at a time.
+    # make and pytest may both call this: one at a time. The daemons kwokctl
+    # starts must not inherit the lock's descriptor (9>&- above), or they
+    # would hold the lock for as long as the cluster runs.
     exec 9>"$cache_root/cluster.lock"
-    flock 9
+    if [[ $1 == up ]]; then
+      flock -w 1800 9 || { log "another 'cluster.sh up' has held $cache_root/cluster.lock for 30 min"; exit 1; }
+    elif ! flock -w 60 9; then
+      # Stopping twice is harmless; never hang on a holder that went astray.
+      log "$cache_root/cluster.lock still held after 60s; stopping anyway"
+    fi
     "do_$1"
     ;;
   kubeconfig)
