@@ -1,0 +1,169 @@
+"""decide(): what the reconciler does for each observed world, as tables of cases."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from gpubatch_operator.decide import CreateJob, DeleteJob, decide
+
+from tests.operator.helpers import job_body, make_world, pod_body
+
+FIRST, RERUN = "x-render", "x-render-cpu"
+
+
+@pytest.mark.parametrize(
+    ("policy", "gpu_nodes", "device", "fallback"),
+    [
+        ("auto", 2, "gpu", None),
+        ("auto", 0, "cpu", "NoGpuNodes"),
+        ("gpu", 0, "gpu", None),
+        ("cpu", 2, "cpu", None),
+    ],
+)
+def test_first_job_device(policy, gpu_nodes, device, fallback):
+    plan = decide(make_world().device(policy=policy).gpu_nodes(gpu_nodes).obj())
+    assert plan.actions == [CreateJob(FIRST, device, 1, fallback)]
+    assert plan.outcome.phase == "Pending" and plan.outcome.device == device
+    assert (plan.outcome.fallback or (None,))[0] == fallback
+
+
+def test_auto_waits_until_the_nodes_are_known():
+    plan = decide(make_world().gpu_nodes(None).obj())
+    assert plan.actions == [] and plan.outcome is None and plan.requeue_after
+
+
+@pytest.mark.parametrize(("default", "device"), [("cpu", "cpu"), ("gpu", "gpu"), ("auto", "gpu")])
+def test_unset_policy_takes_the_operator_default(default, device):
+    plan = decide(make_world().defaults(policy=default).obj())
+    assert plan.actions[0].device == device
+
+
+def test_given_policy_beats_the_operator_default():
+    plan = decide(make_world().device(policy="cpu").defaults(policy="gpu").obj())
+    assert plan.actions[0].device == "cpu"
+
+
+def test_existing_job_is_followed_not_recreated():
+    plan = decide(make_world().status(jobName=FIRST, device="gpu").job(job_body(FIRST)).pod(pod_body(FIRST)).obj())
+    assert plan.actions == [] and plan.outcome.phase == "Running"
+
+
+def test_job_recorded_but_unseen_is_created_again_under_the_same_name():
+    plan = decide(make_world().status(jobName=FIRST, device="gpu", phase="Pending").obj())
+    assert plan.actions == [CreateJob(FIRST, "gpu", 1)]
+
+
+def test_job_of_an_earlier_resource_with_the_same_name_is_ignored():
+    plan = decide(make_world().job(job_body(FIRST, uid="someone-else")).obj())
+    assert plan.actions == [CreateJob(FIRST, "gpu", 1, None)]
+
+
+@pytest.mark.parametrize(
+    ("waited", "timeout", "falls_back"),
+    [(10, "5s", True), (2, "5s", False), (299, None, False), (301, None, True)],
+)
+def test_gpu_pending_timeout(waited, timeout, falls_back):
+    maker = make_world().status(jobName=FIRST, device="gpu").job(job_body(FIRST))
+    if timeout:
+        maker.device(gpuPendingTimeout=timeout)
+    plan = decide(maker.pod(pod_body(FIRST, phase="Pending", unschedulable_for=waited)).obj())
+    if falls_back:
+        assert plan.actions == [CreateJob(RERUN, "cpu", 2, "GpuUnschedulable"), DeleteJob(FIRST)]
+        assert plan.outcome.fallback[0] == "GpuUnschedulable" and plan.outcome.device == "cpu"
+    else:
+        assert plan.actions == [] and 0 < plan.requeue_after <= 300
+
+
+def test_pending_timeout_applies_to_auto_only():
+    plan = decide(make_world().device(policy="gpu").status(jobName=FIRST, device="gpu").job(job_body(FIRST))
+                  .pod(pod_body(FIRST, phase="Pending", unschedulable_for=3600)).obj())
+    assert plan.actions == []
+
+
+def test_unschedulable_for_another_reason_does_not_fall_back():
+    pod = pod_body(FIRST, phase="Pending", unschedulable_for=3600,
+                   unschedulable_message='persistentvolumeclaim "data" not found')
+    plan = decide(make_world().status(jobName=FIRST, device="gpu").job(job_body(FIRST)).pod(pod).obj())
+    assert plan.actions == [] and "not found" in plan.outcome.message
+
+
+def failed(code: int) -> dict:
+    return job_body(FIRST, conditions={"Failed": ("PodFailurePolicy", f"failed with exit code {code} matching")})
+
+
+@pytest.mark.parametrize(
+    ("code", "fallback_allowed", "device", "expect"),
+    [
+        (75, True, "gpu", "fallback"),
+        (75, False, "gpu", "Failed"),
+        (75, True, "cpu", "Failed"),
+        (1, True, "gpu", "Failed"),
+    ],
+)
+def test_exit_codes(code, fallback_allowed, device, expect):
+    summary = json.dumps({"ok": False, "message": "spec.input.path: no such file"})
+    plan = decide(make_world().device(fallbackOnGpuFailure=fallback_allowed)
+                  .status(jobName=FIRST, device=device)
+                  .job({**failed(code), "metadata": {**failed(code)["metadata"],
+                        "labels": {**failed(code)["metadata"]["labels"], "gpubatch.dev/device": device}}})
+                  .pod(pod_body(FIRST, phase="Failed", exit_code=code, message=summary)).obj())
+    if expect == "fallback":
+        assert plan.actions == [CreateJob(RERUN, "cpu", 2, "GpuUnusable"), DeleteJob(FIRST)]
+    else:
+        assert plan.actions == [] and plan.outcome.phase == "Failed"
+        assert plan.outcome.message == "spec.input.path: no such file"
+        assert plan.outcome.reason == ("BadInput" if code == 1 else "GpuUnusable")
+
+
+def test_exit_code_read_from_the_job_when_the_pod_is_gone():
+    plan = decide(make_world().status(jobName=FIRST, device="gpu").job(failed(75)).obj())
+    assert plan.actions[0] == CreateJob(RERUN, "cpu", 2, "GpuUnusable")
+
+
+def test_after_a_fallback_the_rerun_is_followed_and_the_gpu_job_removed():
+    world = (make_world().status(jobName=RERUN, device="cpu", attempts=2)
+             .job(job_body(FIRST)).job(job_body(RERUN, device="cpu")).pod(pod_body(RERUN)).obj())
+    plan = decide(world)
+    assert plan.actions == [DeleteJob(FIRST)]
+    assert plan.outcome.phase == "Running" and plan.outcome.device == "cpu" and plan.outcome.attempts == 2
+
+
+def test_rerun_created_before_the_status_was_written_is_found():
+    plan = decide(make_world().status(jobName=FIRST, device="gpu").job(job_body(RERUN, device="cpu")).obj())
+    assert plan.outcome.job_name == RERUN
+
+
+def test_success_copies_the_summary_and_progress():
+    summary = {"ok": True, "imagesPerSecond": 900.0}
+    plan = decide(make_world().status(jobName=FIRST, device="gpu")
+                  .job(job_body(FIRST, conditions={"Complete": ("", "")}))
+                  .pod(pod_body(FIRST, phase="Succeeded", exit_code=0, message=json.dumps(summary))).obj())
+    assert plan.outcome.phase == "Succeeded" and plan.outcome.result == summary
+    assert plan.outcome.progress == "100%"
+
+
+def test_shard_summaries_are_listed_by_index():
+    maker = make_world().status(jobName=FIRST, device="gpu").job(job_body(FIRST, conditions={"Complete": ("", "")}))
+    for index in (1, 0):
+        maker.pod(pod_body(FIRST, phase="Succeeded", exit_code=0, index=index, message=json.dumps({"shard": index})))
+    assert decide(maker.obj()).outcome.result == {"shards": [{"shard": 0}, {"shard": 1}]}
+
+
+def test_progress_sums_over_pods():
+    maker = make_world().status(jobName=FIRST, device="gpu").job(job_body(FIRST))
+    maker.pod(pod_body(FIRST, index=0, progress=json.dumps({"done": 30, "total": 50, "stage": "render"})))
+    maker.pod(pod_body(FIRST, index=1, progress=json.dumps({"done": 12, "total": 50})))
+    assert decide(maker.obj()).outcome.progress == "42%"
+
+
+def test_suspended_job_waits_for_kueue():
+    plan = decide(make_world().spec(queueName="team-a").status(jobName=FIRST, device="gpu")
+                  .job(job_body(FIRST, suspend=True)).obj())
+    assert plan.outcome.phase == "Pending" and plan.outcome.reason == "Queued" and "team-a" in plan.outcome.message
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
+def test_final_phases_are_left_alone(phase):
+    plan = decide(make_world().status(phase=phase, jobName=FIRST).obj())
+    assert plan.outcome is None and plan.actions == []

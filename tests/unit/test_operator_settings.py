@@ -1,0 +1,80 @@
+"""Settings from the environment, the RBAC list, and the work queue."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from gpubatch_operator import rbac
+from gpubatch_operator.settings import Settings, SettingsError
+from gpubatch_operator.workqueue import WorkQueue
+
+
+def test_defaults():
+    settings = Settings.from_env({})
+    assert settings.clusterwide and settings.standalone
+    assert (settings.metrics_port, settings.health_port) == (8080, 8081)
+    assert settings.job_service_account == "gpubatch-job" and settings.gpu_resource == "nvidia.com/gpu"
+    assert settings.default_gpu_pending_timeout_s == 300
+
+
+def test_values_are_read():
+    settings = Settings.from_env({
+        "GPUBATCH_WATCH_NAMESPACES": " a, b ,a,", "GPUBATCH_DEFAULT_DEVICE_POLICY": "cpu",
+        "GPUBATCH_DEFAULT_GPU_PENDING_TIMEOUT": "90s", "GPUBATCH_METRICS_PORT": "0",
+        "GPUBATCH_GPU_IMAGE": "g:1", "GPUBATCH_PEERING": "gpubatch",
+    })
+    assert settings.watch_namespaces == ("a", "b") and not settings.clusterwide
+    assert settings.default_device_policy == "cpu" and settings.default_gpu_pending_timeout_s == 90
+    assert settings.metrics_port == 0 and settings.gpu_image == "g:1" and not settings.standalone
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GPUBATCH_DEFAULT_DEVICE_POLICY", "tpu"),
+        ("GPUBATCH_DEFAULT_GPU_PENDING_TIMEOUT", "soon"),
+        ("GPUBATCH_METRICS_PORT", "eighty"),
+        ("GPUBATCH_IMAGE_PULL_POLICY", "Sometimes"),
+        ("GPUBATCH_RECONCILE_WORKERS", "0"),
+    ],
+)
+def test_bad_values_name_the_variable(variable, value):
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({variable: value})
+
+
+def test_rbac_covers_every_resource_the_operator_touches():
+    granted = {(g, r) for g, r, _ in rbac.OPERATOR_RBAC + rbac.OPERATOR_CLUSTER_RBAC}
+    used = {("batch", "jobs"), ("", "pods"), ("", "events"), ("", "nodes"), ("", "serviceaccounts"),
+            ("rbac.authorization.k8s.io", "roles"), ("rbac.authorization.k8s.io", "rolebindings"),
+            ("gpubatch.dev", "renderjobs/status"), ("gpubatch.dev", "predictjobs"),
+            ("apiextensions.k8s.io", "customresourcedefinitions")}
+    assert used <= granted
+    verbs = {(g, r): v for g, r, v in rbac.OPERATOR_RBAC}
+    assert "update" not in verbs[("gpubatch.dev", "trainjobs")], "the spec is never written"
+    assert {"get", "patch"} <= set(verbs[("", "pods")]), "needed to grant them to the job Role"
+
+
+def test_workqueue_deduplicates_and_requeues_keys_added_while_active():
+    async def scenario() -> list[str]:
+        queue: WorkQueue[str] = WorkQueue()
+        queue.add("a"), queue.add("a"), queue.add("b")
+        seen = [await queue.get()]
+        queue.add("a")  # while active: once more, afterwards
+        queue.done("a")
+        seen += [await queue.get(), await queue.get()]
+        queue.done("b"), queue.done("a")
+        queue.add_after("c", 0.01)
+        seen.append(await asyncio.wait_for(queue.get(), 1))
+        return seen
+
+    assert asyncio.run(scenario()) == ["a", "b", "a", "c"]
+
+
+def test_backoff_doubles_up_to_a_cap():
+    queue: WorkQueue[str] = WorkQueue()
+    delays = [queue.backoff("k", base=1, cap=5) for _ in range(5)]
+    assert delays == [1, 2, 4, 5, 5]
+    queue.forget("k")
+    assert queue.backoff("k", base=1) == 1
