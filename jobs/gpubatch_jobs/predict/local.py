@@ -46,11 +46,15 @@ def model_factory(seq: SequenceModel, settings: PredictSettings, backend: str, g
 
 
 def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSettings, *, backend: str, gpu: bool,
-                      ctx: RunContext | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Per-row probabilities in grouped order, and run facts for the summary."""
+                      ctx: RunContext | None = None, cache: ModelCache | None = None,
+                      ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-row probabilities in grouped order, and run facts for the summary.
+
+    Pass a `cache` to keep compiled models between calls (a Spark worker does).
+    """
     total_windows = int(window_counts(docs.doc_lengths, settings.window, settings.stride).sum())
     probabilities = np.empty((docs.n_rows, seq.n_classes), dtype=np.float32)
-    cache = ModelCache(model_factory(seq, settings, backend, gpu))
+    cache = cache or ModelCache(model_factory(seq, settings, backend, gpu))
     stats = RunStats()
     probes: list[dict[str, Any]] = []
     batch = settings.batch

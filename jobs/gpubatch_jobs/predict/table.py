@@ -62,6 +62,20 @@ def table_format(path: Path, declared: str) -> str:
     return fmt
 
 
+def column_names(path: Path, fmt: str, dataset: str | None = None) -> set[str]:
+    """The columns a table has, without reading its data."""
+    if not path.exists():
+        raise BadInput("input file not found", path=str(path))
+    try:
+        reader = {"parquet": _parquet, "csv": _csv}.get(fmt)
+        available, _ = reader(path) if reader else _hdf5(path, dataset)
+    except BadInput:
+        raise
+    except Exception as err:
+        raise BadInput(f"cannot read the {fmt} file ({type(err).__name__}: {err})", path=str(path)) from err
+    return set(available)
+
+
 def read_columns(path: Path, fmt: str, columns: list[str], dataset: str | None = None) -> dict[str, np.ndarray]:
     """The named columns as numpy arrays; BadInput naming any column the file lacks."""
     if not path.exists():

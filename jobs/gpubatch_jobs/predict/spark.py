@@ -1,0 +1,191 @@
+"""`engine: spark`: the same prediction, spread over Spark executors.
+
+The driver checks everything the local engine checks before any task runs
+(artifact, settings, columns, and ids and positions, read as two columns),
+so bad input fails fast with exit 1. Rows are repartitioned by document id
+and sorted by position within each partition, then `mapInPandas` runs
+`spark_worker.predict_partition` on Arrow batches: PySpark's own batched
+inference path, with the model loaded once per Python worker. Results are
+written by Spark to a temporary folder next to the output and renamed into
+place (Parquet: a folder of part files, as Spark writes it; HDF5: converted on
+the driver, then renamed). Spark output is grouped by document, ordered by
+position within each document.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.predict.device import prepare_device
+from gpubatch_jobs.predict.model import load_sequence_model
+from gpubatch_jobs.predict.output import publish, remove, write_predictions
+from gpubatch_jobs.predict.settings import PredictSettings, resolve_settings
+from gpubatch_jobs.predict.spark_session import spark_conf, start_session
+from gpubatch_jobs.predict.spark_worker import BAD_INPUT_MARKER, WorkerConfig, predict_partition
+from gpubatch_jobs.predict.table import column_names, group_documents, read_columns, table_format
+from gpubatch_jobs.runtime import RunContext, atomic_target
+from gpubatch_jobs.spec.kinds import PredictJobSpec, SparkSpec
+
+DOCS_PER_PARTITION = 64
+
+
+def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_path: Path, output: Path,
+              policy: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    spark_spec = spec.spark or SparkSpec()
+    # The driver only checks the model; it never takes a GPU the executors may need.
+    _, backend = prepare_device("cpu")
+    seq = load_sequence_model(model_dir)
+    settings = resolve_settings(spec, seq, output)
+    if not settings.position_column:
+        raise BadInput("engine spark needs a position column to order rows; set spec.input.positionColumn",
+                       field="spec.input.positionColumn")
+    fmt = table_format(input_path, spec.input.format)
+    n_rows, n_docs = _check_input(input_path, fmt, spec.input.dataset, settings)
+
+    parallelism = _parallelism(spark_spec)
+    partitions = spark_spec.partitions or max(1, min(parallelism * 2, -(-n_docs // DOCS_PER_PARTITION)))
+    conf = spark_conf(spark_spec, app=f"gpubatch-predict-{ctx.name}", backend=backend, partitions=partitions)
+    session = start_session(conf)
+    stats = session.sparkContext.accumulator({}, StatsParam())
+    config = WorkerConfig(model_dir=str(model_dir), settings=settings, policy=policy,
+                          gpu_in_udf=spark_spec.gpu_in_udf,
+                          threads=max(1, (os.cpu_count() or 1) // min(parallelism, partitions)))
+    ctx.progress(0, 1, stage="predict (spark)", force=True)
+    frame = _read(session, input_path, fmt, spec.input.dataset, settings)
+    frame = frame.repartition(partitions, settings.id_column).sortWithinPartitions(
+        settings.id_column, settings.position_column)
+    result = frame.mapInPandas(partial(predict_partition, config, stats=stats), _schema(frame, settings, seq))
+
+    tmp = atomic_target(output)
+    spark_dir = tmp.with_name(tmp.name + ".spark")
+    predict_started = time.perf_counter()
+    try:
+        try:
+            result.write.mode("overwrite").parquet(str(spark_dir))
+        except Exception as err:
+            message = str(err)
+            if BAD_INPUT_MARKER in message:
+                cause = message.split(BAD_INPUT_MARKER, 1)[1].splitlines()[0]
+                raise BadInput(cause) from None
+            raise
+        predict_seconds = time.perf_counter() - predict_started
+        if settings.output_format == "hdf5":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(spark_dir)
+            write_predictions({name: table.column(name).to_numpy(zero_copy_only=False)
+                               for name in table.column_names}, output, "hdf5")
+        else:
+            for marker in spark_dir.glob("_SUCCESS*"):
+                marker.unlink()
+            for crc in spark_dir.glob(".*.crc"):
+                crc.unlink()
+            publish(spark_dir, output)
+    finally:
+        remove(spark_dir)
+        remove(tmp)
+    ctx.progress(1, 1, stage="predict (spark)", force=True)
+    facts = stats.value
+    windows = int(facts.get("windows", 0))
+    elapsed = time.perf_counter() - started
+    devices = facts.get("devices", {})
+    return {
+        "ok": True,
+        "engine": "spark",
+        "master": spark_spec.master,
+        "gpuInUdf": spark_spec.gpu_in_udf,
+        "partitions": partitions,
+        "device": "gpu" if devices.get("gpu") else "cpu",
+        "backend": backend,
+        "fallbacks": ["spark.gpuInUdf is true but executors ran on the CPU"]
+        if spark_spec.gpu_in_udf and not devices.get("gpu") else [],
+        "batchSize": _most_used(facts.get("batchSizes", {})),
+        "batchSizes": facts.get("batchSizes", {}),
+        "windowSize": settings.window,
+        "stride": settings.stride,
+        "items": {"rows": n_rows, "documents": n_docs, "windows": windows},
+        "throughput": round(windows / predict_seconds, 1) if predict_seconds else None,
+        "windowsPerSecond": round(windows / predict_seconds, 1) if predict_seconds else None,
+        "modelSeconds": round(facts.get("modelSeconds", 0.0), 3),
+        "traces": int(facts.get("traces", 0)),
+        "oomBackoffs": int(facts.get("oomBackoffs", 0)),
+        "classes": list(seq.prep.classes),
+        "output": str(output),
+        "outputFormat": settings.output_format,
+        "elapsedSeconds": round(elapsed, 3),
+    }
+
+
+def _check_input(path: Path, fmt: str, dataset: str | None, settings: PredictSettings) -> tuple[int, int]:
+    """The local engine's checks on ids and positions (two columns), and that the features exist."""
+    available = column_names(path, fmt, dataset)
+    missing = [name for name in settings.features if name not in available]
+    if missing:
+        raise BadInput(f"columns {missing} are not in {path.name}", field="spec.input")
+    position = settings.position_column or ""
+    columns = read_columns(path, fmt, [settings.id_column, position], dataset)
+    import numpy as np
+
+    docs = group_documents(columns[settings.id_column], columns[position], np.empty((len(columns[position]), 0)))
+    return docs.n_rows, docs.n_documents
+
+
+def _read(session: Any, path: Path, fmt: str, dataset: str | None, settings: PredictSettings) -> Any:
+    wanted = [settings.id_column, settings.position_column] + [
+        name for name in settings.features if name not in (settings.id_column, settings.position_column)]
+    if fmt == "parquet":
+        frame = session.read.parquet(str(path))
+    elif fmt == "csv":
+        frame = session.read.csv(str(path), header=True, inferSchema=True)
+    else:  # HDF5 has no Spark reader: read on the driver, hand over through Arrow
+        import pandas as pd
+
+        frame = session.createDataFrame(pd.DataFrame(read_columns(path, fmt, wanted, dataset)))
+    return frame.select(*[f"`{name}`" for name in wanted])
+
+
+def _schema(frame: Any, settings: PredictSettings, seq: Any) -> Any:
+    from pyspark.sql.types import FloatType, StringType, StructField, StructType
+
+    fields = {field.name: field for field in frame.schema.fields}
+    out = [fields[settings.id_column], fields[settings.position_column or ""], StructField("label", StringType())]
+    out += [StructField(f"p_{name}", FloatType()) for name in seq.prep.classes]
+    return StructType(out)
+
+
+def _parallelism(spark: SparkSpec) -> int:
+    master = spark.master
+    if master.startswith("local"):
+        inner = master[master.find("[") + 1: master.find("]")] if "[" in master else "1"
+        return os.cpu_count() or 1 if inner in ("*", "") else max(1, int(inner.split(",")[0]))
+    return spark.executors
+
+
+def _most_used(sizes: dict[str, int]) -> int | None:
+    return int(max(sizes, key=lambda k: sizes[k])) if sizes else None
+
+
+class StatsParam:
+    """Spark accumulator for the workers' run facts: counts add up, traces take the maximum."""
+
+    def zero(self, value: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def addInPlace(self, total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 (Spark's name)
+        for key, value in more.items():
+            if isinstance(value, dict):
+                into = total.setdefault(key, {})
+                for name, count in value.items():
+                    into[name] = into.get(name, 0) + count
+            elif key == "traces":
+                total[key] = max(total.get(key, 0), value)
+            else:
+                total[key] = total.get(key, 0) + value
+        return total
+
