@@ -63,7 +63,6 @@ def run(spec: Any, ctx: RunContext) -> dict[str, Any]:
 
     from gpubatch_jobs.train.dataset import load_training_data
 
-    ctx.progress(0, 1, stage="reading data", force=True)
     data = load_training_data(spec, ctx)
     if data.n_train == 0:
         raise BadInput("no training samples are left after the validation split", field="spec.validationSplit")
