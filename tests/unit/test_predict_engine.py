@@ -124,6 +124,7 @@ def test_auto_batch_stops_at_the_first_out_of_memory(artifact: Path, monkeypatch
 def test_auto_batch_halves_when_even_the_first_size_does_not_fit(artifact: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(batching, "FIRST_PROBE", 64)
+    monkeypatch.setattr(batching, "SMALL_JOB_BATCHES", 1)
     monkeypatch.setattr(batching, "PROBE_SECONDS", 0.0)
     cache, plan, features = tiny_job(artifact)
     assert choose_batch_size(cache, plan, features, gpu=True).size == 16
@@ -136,6 +137,12 @@ def test_auto_batch_respects_the_cap(artifact: Path, monkeypatch: pytest.MonkeyP
     cache, plan, features = tiny_job(artifact)
     choice = choose_batch_size(cache, plan, features, gpu=False, cap=8)
     assert choice.size == 8 and "cap" in choice.reason
+
+
+def test_small_jobs_are_not_probed(artifact: Path) -> None:
+    cache, plan, features = tiny_job(artifact)  # 260 windows: 16 batches of 32 would cover them
+    choice = choose_batch_size(cache, plan, features, gpu=False)
+    assert choice.size == 32 and choice.probes == [] and "small job" in choice.reason
 
 
 def test_an_oom_mid_run_halves_and_resumes_with_the_same_result(artifact: Path) -> None:

@@ -32,6 +32,7 @@ FIRST_PROBE = 32
 MIN_GAIN = 1.05  # a doubling must bring 5% more windows/s to be worth its memory
 PROBE_SECONDS = 0.25  # time each size for at least this long (after its warm-up call)
 PROBE_BUDGET_SECONDS = 30.0
+SMALL_JOB_BATCHES = 16  # jobs of at most this many first-probe batches are not probed
 
 ModelFactory = Callable[[int], CompiledModel]
 
@@ -75,6 +76,10 @@ def choose_batch_size(cache: ModelCache, plan: WindowPlan, features: np.ndarray,
     # No point probing sizes far beyond the job: the whole job in one batch is the ceiling.
     ceiling = max(FIRST_PROBE, 1 << max(0, int(plan.n_windows - 1).bit_length()))
     cap = max(1, min(cap, ceiling))
+    if plan.n_windows <= SMALL_JOB_BATCHES * FIRST_PROBE:
+        # Probing would cost more than it saves: the job is a few batches at any size.
+        size = min(cap, max(FIRST_PROBE, 1 << max(0, int(-(-plan.n_windows // SMALL_JOB_BATCHES) - 1).bit_length())))
+        return BatchChoice(size=size, reason=f"small job ({plan.n_windows} windows): not probed")
     started = time.perf_counter()
     best = BatchChoice(size=0)
     best_rate = 0.0
