@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-from gpubatch_jobs.spec import KINDS
 
+from gpubatch_jobs.spec import KINDS
 from tests.unit.test_chart_support import CHART_DIR, helm
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "install.md"

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from gpubatch_operator.builders.rbac import JOB_POD_RULES
 from gpubatch_operator.rbac import OPERATOR_CLUSTER_RBAC, OPERATOR_RBAC, as_rules
 from gpubatch_operator.settings import Settings
-
 from tests.unit.test_chart_support import find, render
 
 Grants = dict[tuple[str, str], frozenset[str]]

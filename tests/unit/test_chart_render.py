@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-from gpubatch_operator.settings import Settings
 
+from gpubatch_operator.settings import Settings
 from tests.unit.test_chart_support import CHART_DIR, find, helm, render
 
 
