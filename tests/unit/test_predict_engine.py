@@ -134,6 +134,9 @@ def test_auto_batch_respects_the_cap(artifact: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(batching, "MIN_GAIN", 0.0)
     monkeypatch.setattr(batching, "FIRST_PROBE", 2)
     monkeypatch.setattr(batching, "PROBE_SECONDS", 0.0)
+    # Throughput that keeps growing with the batch (as on an idle GPU), so only the cap stops it:
+    # measured rates on a loaded 2-core machine would make this test depend on timing.
+    monkeypatch.setattr(batching, "_probe", lambda cache, plan, features, size: 100.0 * size)
     cache, plan, features = tiny_job(artifact)
     choice = choose_batch_size(cache, plan, features, gpu=False, cap=8)
     assert choice.size == 8 and "cap" in choice.reason
