@@ -46,6 +46,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "bench"))
     import numpy as np
     import pandas as pd
+
     from gpubatch_jobs.predict import run
     from gpubatch_jobs.runtime import RunContext
     from gpubatch_jobs.spec.kinds import PredictJobSpec
@@ -110,6 +111,7 @@ def main() -> int:
 
 def make_model(folder: Path, args: argparse.Namespace) -> Path:
     import keras
+
     from gpubatch_jobs.artifacts import Preprocessing
 
     keras.utils.set_random_seed(0)
@@ -129,6 +131,7 @@ def make_model(folder: Path, args: argparse.Namespace) -> Path:
 def make_documents(args: argparse.Namespace, model_dir: Path):  # type: ignore[no-untyped-def]
     import numpy as np
     import pandas as pd
+
     from gpubatch_jobs.artifacts import Preprocessing
 
     prep = Preprocessing.load(model_dir)
@@ -143,8 +146,9 @@ def make_documents(args: argparse.Namespace, model_dir: Path):  # type: ignore[n
 
 def run_seed(model_dir: Path, table, args: argparse.Namespace):  # type: ignore[no-untyped-def]
     import numpy as np
-    from gpubatch_jobs.artifacts import load_artifact, window_starts
     from seed_predict import seed_predict
+
+    from gpubatch_jobs.artifacts import load_artifact, window_starts
 
     model, prep = load_artifact(model_dir)
     docs = table["doc"].unique()[: args.seed_docs]

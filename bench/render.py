@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from gpubatch_jobs.render.geometry import RenderParams
 
 SEQ_LEN = 100
@@ -66,6 +67,7 @@ def reused_figure(params: RenderParams, n: int) -> float:
 
 def cpu_renderer(params: RenderParams, n: int, threads: int) -> float:
     import numba
+
     from gpubatch_jobs.render.cpu import render_batch, render_batch_serial
 
     seqs = walks(n)
@@ -93,6 +95,7 @@ def gpu_available() -> str | None:
 
 def gpu_kernel(params: RenderParams, n: int) -> float:
     import cupy
+
     from gpubatch_jobs.render.gpu import CupyRenderer
 
     renderer = CupyRenderer(params)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from gpubatch_jobs.artifacts import window_starts
 
 

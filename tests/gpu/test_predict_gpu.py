@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from gpubatch_jobs.devices import reset_cache, select_device
 from gpubatch_jobs.predict import run
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec.kinds import PredictJobSpec
-
 from tests.unit.test_predict_support import CLASSES, make_artifact, make_rows, naive_predictions
 
 pytestmark = pytest.mark.gpu

@@ -8,6 +8,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+
 from gpubatch_jobs.render import engine
 from gpubatch_jobs.render.cpu import render_batch
 from gpubatch_jobs.render.geometry import RenderParams, ink_iou

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+
 from gpubatch_jobs.artifacts import METRICS_FILE, load_artifact
 
 pytestmark = pytest.mark.gpu

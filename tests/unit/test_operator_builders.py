@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from gpubatch_operator.builders import build_event, job_rbac_objects
 from gpubatch_operator.naming import MAX_JOB_NAME, job_name
-
 from tests.operator.helpers import make_job
 
 

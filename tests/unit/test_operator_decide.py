@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from gpubatch_operator.decide import CreateJob, DeleteJob, decide
 
+from gpubatch_operator.decide import CreateJob, DeleteJob, decide
 from tests.operator.helpers import job_body, make_world, pod_body
 
 FIRST, RERUN = "x-render", "x-render-cpu"

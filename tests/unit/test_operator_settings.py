@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from gpubatch_operator import rbac
 from gpubatch_operator.settings import Settings, SettingsError
 from gpubatch_operator.workqueue import WorkQueue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from gpubatch_operator.state import Outcome, advance, allowed, merge_patch, only_progress_changed
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from gpubatch_jobs.errors import EXIT_BAD_INPUT
 from gpubatch_jobs.execute import execute
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec.kinds import PredictJobSpec
-
 from tests.unit.test_predict_support import FEATURES, make_artifact, make_rows
 
 

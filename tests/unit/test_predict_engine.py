@@ -8,13 +8,13 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+
 from gpubatch_jobs.predict import batching, run
 from gpubatch_jobs.predict.batching import ModelCache, RunStats, choose_batch_size, predict_plan
 from gpubatch_jobs.predict.runner import CompiledModel
 from gpubatch_jobs.predict.windows import plan_windows
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec.kinds import PredictJobSpec
-
 from tests.unit.test_predict_support import (
     CLASSES,
     N_FEATURES,

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.predict import run
 from gpubatch_jobs.predict.spark_session import spark_conf
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec.kinds import PredictJobSpec, SparkSpec
-
 from tests.unit.test_predict_support import CLASSES, make_artifact, make_rows
 
 pytestmark = pytest.mark.spark

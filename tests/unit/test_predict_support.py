@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from gpubatch_jobs.artifacts import Preprocessing, window_starts
 
 WINDOW, N_FEATURES, CLASSES = 6, 3, ["a", "b", "c"]

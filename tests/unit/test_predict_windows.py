@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from gpubatch_jobs.artifacts import window_starts
 from gpubatch_jobs.predict.batching import padded
 from gpubatch_jobs.predict.windows import RowAverager, gather_windows, plan_windows, window_counts

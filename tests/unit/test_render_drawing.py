@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from gpubatch_jobs.render.cpu import render_batch, render_batch_serial
 from gpubatch_jobs.render.geometry import RenderParams, ink_iou, normalise, pixel_coords
 from gpubatch_jobs.render.kernel_source import HOST_SOURCE

@@ -12,6 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+
 from gpubatch_jobs.errors import BadInput, GpuUnusable
 from gpubatch_jobs.render import engine
 from gpubatch_jobs.render import gpu as gpu_module

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+
 from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.render.inputs import open_source
 from gpubatch_jobs.runtime import RunContext

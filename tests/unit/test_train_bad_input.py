@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+
 from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec import SpecError, parse_spec

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+
 from gpubatch_jobs import devices
 from gpubatch_jobs.artifacts import (
     CURVES_FILE,

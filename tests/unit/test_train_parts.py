@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from gpubatch_jobs.artifacts import Preprocessing, window_starts
 from gpubatch_jobs.devices import DeviceChoice, GpuInfo
 from gpubatch_jobs.errors import BadInput
@@ -159,6 +160,7 @@ def test_models_have_the_contracted_shapes(model: dict, kwargs: dict, input_shap
 
 def test_keras_backend_cannot_switch_once_loaded() -> None:
     import keras
+
     from gpubatch_jobs.train.backend import require_backend
 
     other = "jax" if keras.backend.backend() != "jax" else "torch"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from gpubatch_jobs.artifacts import CHECKPOINT_DIR, METRICS_FILE, MODEL_FILE, load_artifact
 
 EPOCHS = 5

@@ -52,7 +52,7 @@ class Backend(abc.ABC):
     def train_step(self) -> float:
         """One tiny gradient step on the GPU; returns seconds."""
 
-    def setup(self, gpu: bool) -> None:
+    def setup(self, gpu: bool) -> None:  # noqa: B027 - a no-op by default, on purpose (the CPU)
         """Configure the framework for the chosen device (call before heavy use)."""
 
 

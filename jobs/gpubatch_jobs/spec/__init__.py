@@ -10,8 +10,8 @@ ML framework.
 from gpubatch_jobs.spec.common import (
     API_GROUP,
     API_VERSION,
-    ConditionStatus,
     Condition,
+    ConditionStatus,
     DevicePolicy,
     DeviceSpec,
     ImageSpec,

@@ -17,7 +17,6 @@ from gpubatch_jobs.spec.common import (
     QUANTITY_PATTERN,
 )
 
-
 _PATTERN_HINTS = {
     DURATION_PATTERN: "must be a duration such as 30s, 5m or 1h30m",
     QUANTITY_PATTERN: "must be a Kubernetes quantity such as 500m, 2 or 8Gi",
