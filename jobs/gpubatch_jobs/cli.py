@@ -86,8 +86,8 @@ def cmd_crds(args: argparse.Namespace) -> int:
             return 1
         print(f"CRDs in {directory} match the models")
         return 0
-    for path in crds.write_crds(directory):
-        print(f"wrote {path}")
+    for written in crds.write_crds(directory):
+        print(f"wrote {written}")
     return 0
 
 

@@ -185,7 +185,7 @@ def crd_for(kind: str) -> dict[str, Any]:
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": f"{kind}: {spec_class(kind).__doc__.strip().splitlines()[0]}",
+                            "description": f"{kind}: {(spec_class(kind).__doc__ or kind).strip().splitlines()[0]}",
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},

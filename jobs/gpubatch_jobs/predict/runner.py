@@ -52,7 +52,7 @@ class CompiledModel:
         elif self.backend == "torch":
             self._build_torch()
         else:
-            self._fn = None
+            self._fn: Any = None
 
     def _build_tensorflow(self) -> None:
         import tensorflow as tf

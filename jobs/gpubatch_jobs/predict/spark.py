@@ -146,7 +146,7 @@ def _read(session: Any, path: Path, fmt: str, dataset: str | None, settings: Pre
     else:  # HDF5 has no Spark reader: read on the driver, hand over through Arrow
         import pandas as pd
 
-        frame = session.createDataFrame(pd.DataFrame(read_columns(path, fmt, wanted, dataset)))
+        frame = session.createDataFrame(pd.DataFrame(read_columns(path, fmt, [str(name) for name in wanted], dataset)))
     return frame.select(*[f"`{name}`" for name in wanted])
 
 

@@ -99,7 +99,7 @@ def format_validation_error(err: ValidationError, source: str = "manifest", pref
     A union such as `batchSize: auto | N` yields one error per branch; they are
     merged so the user reads a single line that names both choices.
     """
-    by_path: dict[str, list[dict[str, Any]]] = {}
+    by_path: dict[str, list[Any]] = {}
     for error in err.errors():
         by_path.setdefault(_field_path(tuple(error["loc"]), prefix), []).append(error)
     problems = []

@@ -13,8 +13,6 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from gpubatch_jobs.spec.common import (
-    API_GROUP,
-    API_VERSION,
     ApiModel,
     BatchSize,
     CommonSpec,
@@ -24,7 +22,7 @@ from gpubatch_jobs.spec.common import (
 )
 
 
-def _cel(rule: str, message: str) -> dict[str, str]:
+def _cel(rule: str, message: str) -> dict[str, Any]:
     return {"rule": rule, "message": message}
 
 
@@ -171,7 +169,7 @@ class GpubatchResource(ApiModel):
 
     model_config = {"extra": "forbid"}
 
-    api_version: Literal[f"{API_GROUP}/{API_VERSION}"] = Field(..., alias="apiVersion")
+    api_version: Literal["gpubatch.dev/v1alpha1"] = Field(..., alias="apiVersion")
     metadata: ObjectMeta
     status: JobStatus | None = None
 
