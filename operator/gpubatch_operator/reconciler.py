@@ -49,6 +49,10 @@ RBAC_PATHS = {
 }
 
 
+MAX_STATUS_DELAY_S = 10.0
+STATUS_RETRY_S = 0.5
+
+
 class Retry(Exception):
     """Look at this resource again after `delay` seconds (not an error)."""
 
@@ -68,6 +72,11 @@ class Reconciler:
     written: dict[Key, dict[str, Any]] = field(default_factory=dict)
     last_write: dict[Key, float] = field(default_factory=dict)
     _rbac_ready: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    # Resources still waiting for their first Job. While there are any, status
+    # writes and Events wait (up to MAX_STATUS_DELAY_S): in a burst the API
+    # server's write capacity goes to creating Jobs first.
+    starting: set[Key] = field(default_factory=set)
+    _deferred_since: dict[Key, float] = field(default_factory=dict)
 
     async def worker(self) -> None:
         while True:
@@ -93,6 +102,14 @@ class Reconciler:
     def forget(self, key: Key) -> None:
         self.written.pop(key, None)
         self.last_write.pop(key, None)
+        self.starting.discard(key)
+        self._deferred_since.pop(key, None)
+
+    def note(self, view: ResourceView) -> None:
+        """A resource event arrived: remember whether it still needs its first Job, and enqueue it."""
+        if not view.status.get("jobName") and view.key not in self.written:
+            self.starting.add(view.key)
+        self.queue.add(view.key)
 
     def world(self, view: ResourceView, status: dict[str, Any]) -> World:
         kind = job_kind(view.kind)
@@ -123,6 +140,7 @@ class Reconciler:
         for action in plan.actions:
             await self._act(view, world, action)
         if plan.outcome is not None:
+            self.starting.discard(key)
             await self._write_status(view, status, plan)
         if plan.requeue_after is not None:
             self.queue.add_after(key, plan.requeue_after)
@@ -171,6 +189,8 @@ class Reconciler:
         patch = merge_patch(status, new)
         if not patch:
             return
+        if self._defer(view.key, now):
+            return
         if only_progress_changed(status, new):
             wait = self.last_write.get(view.key, 0.0) + self.settings.progress_interval_s - now
             if wait > 0:
@@ -183,6 +203,18 @@ class Reconciler:
         for transition in transitions:
             await self._post_event(view, transition.condition, transition.reason, transition.message,
                                    transition.warning, now)
+
+    def _defer(self, key: Key, now: float) -> bool:
+        """True (and re-queued) while other resources still wait for their first Job."""
+        if not self.starting:
+            self._deferred_since.pop(key, None)
+            return False
+        since = self._deferred_since.setdefault(key, now)
+        if now - since >= MAX_STATUS_DELAY_S:
+            self._deferred_since.pop(key, None)
+            return False
+        self.queue.add_after(key, STATUS_RETRY_S)
+        return True
 
     async def _post_event(self, view: ResourceView, condition: str, reason: str, message: str,
                           warning: bool, now: float) -> None:

@@ -17,7 +17,7 @@ def resource_event(runtime: Runtime, event_type: str | None, body: dict[str, Any
     if deleted:
         runtime.reconciler.forget(key)
     else:
-        runtime.reconciler.queue.add(key)
+        runtime.reconciler.note(runtime.store.resources[key])
 
 
 def job_event(runtime: Runtime, event_type: str | None, body: dict[str, Any]) -> None:
