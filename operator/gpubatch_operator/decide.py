@@ -24,7 +24,6 @@ from typing import Any
 from gpubatch_jobs.runtime import format_progress
 from gpubatch_jobs.spec import parse_duration
 from gpubatch_jobs.spec.common import CommonSpec
-
 from gpubatch_operator.kinds import JobKind
 from gpubatch_operator.naming import job_name
 from gpubatch_operator.observe import JobView, PodView, parse_summary

@@ -27,11 +27,13 @@ Nothing else of the resource's metadata is copied.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import kopf
-from gpubatch_jobs.spec import API_GROUP, API_VERSION
 
+from gpubatch_jobs.spec import API_GROUP, API_VERSION
 from gpubatch_operator.client import connection_info
 from gpubatch_operator.handlers import lifecycle, watch_events
 from gpubatch_operator.kinds import JOB_KINDS
@@ -39,6 +41,8 @@ from gpubatch_operator.naming import MANAGED_BY, MANAGED_BY_LABEL
 from gpubatch_operator.settings import Settings
 
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
+RESTART_DELAY_S, MAX_RESTART_DELAY_S, STABLE_RUN_S = 1.0, 30.0, 60.0
+log = logging.getLogger("gpubatch.operator")
 
 
 @kopf.on.startup()
@@ -85,17 +89,34 @@ async def node_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any)
 
 
 def run() -> None:
-    """`gpubatch-operator`: kopf with the namespaces, peering and liveness from the settings."""
+    """`gpubatch-operator`: kopf with the namespaces, peering and liveness from the settings.
+
+    kopf stops the whole operator when one watch fails in a way it does not
+    retry (e.g. an HTTP 410 Gone answer to a watch request). Rather than
+    leaving that to a pod restart, kopf is started again in-process with
+    backoff; the level-based reconciler picks up where it was.
+    """
     settings = Settings.from_env()
     kopf.configure(verbose=settings.log_level == "DEBUG")
     health = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
-    kopf.run(
-        standalone=settings.standalone,
-        peering_name=settings.peering or None,
-        clusterwide=settings.clusterwide,
-        namespaces=settings.watch_namespaces,
-        liveness_endpoint=health,
-    )
+    delay = RESTART_DELAY_S
+    while True:
+        started = time.monotonic()
+        try:
+            kopf.run(
+                standalone=settings.standalone,
+                peering_name=settings.peering or None,
+                clusterwide=settings.clusterwide,
+                namespaces=settings.watch_namespaces,
+                liveness_endpoint=health,
+            )
+            return
+        except Exception as err:  # noqa: BLE001 - anything kopf gives up on is retried here
+            if time.monotonic() - started > STABLE_RUN_S:
+                delay = RESTART_DELAY_S
+            log.error("the operator stopped (%s); starting again in %.0fs", err, delay)
+            time.sleep(delay)
+            delay = min(MAX_RESTART_DELAY_S, delay * 2)
 
 
 if __name__ == "__main__":

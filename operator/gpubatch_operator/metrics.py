@@ -71,14 +71,16 @@ class StoreCollector(Collector):
 
 
 _collector: StoreCollector | None = None
+_serving_on: int | None = None
 
 
 def serve(port: int, store: Store, queue_depth: Callable[[], int]) -> None:
     """Register the store's gauges and start the HTTP endpoint (port 0: gauges only)."""
-    global _collector
+    global _collector, _serving_on
     if _collector is not None:
         REGISTRY.unregister(_collector)
     _collector = StoreCollector(store, queue_depth)
     REGISTRY.register(_collector)
-    if port:
+    if port and _serving_on != port:  # kopf may be started again in the same process
         start_http_server(port, registry=REGISTRY)
+        _serving_on = port

@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 from gpubatch_jobs.podreport import PROGRESS_ANNOTATION
-
 from gpubatch_operator.kinds import JOB_KINDS
 from gpubatch_operator.naming import DEVICE_LABEL, KIND_LABEL, OWNER_LABEL, UID_LABEL
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpubatch_jobs.spec import SpecError, parse_spec
-
 from gpubatch_operator import metrics
 from gpubatch_operator.builders import JobRequest, build_event, build_job, job_rbac_objects
 from gpubatch_operator.client import ApiError, KubeClient, namespaced

@@ -61,7 +61,8 @@ class FaultProxy:
 
     def start(self) -> FaultProxy:
         self._thread.start()
-        self._ready.wait(10)
+        if not self._ready.wait(10):
+            raise RuntimeError("the fault proxy did not start")
         return self
 
     def stop(self) -> None:
@@ -70,6 +71,11 @@ class FaultProxy:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._setup())
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _setup(self) -> None:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=self.upstream.as_ssl_context()),
             headers=self.upstream.as_http_headers(),
@@ -77,10 +83,8 @@ class FaultProxy:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         for fault in self.faults:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpubatch_jobs.spec.common import CommonSpec
-
 from gpubatch_operator.builders.pod import (
     CONTAINER_NAME,
     CONTAINER_SECURITY_CONTEXT,

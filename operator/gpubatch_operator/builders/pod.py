@@ -14,7 +14,6 @@ from typing import Any
 
 from gpubatch_jobs.runtime import POD_PVC_ROOT, split_pvc
 from gpubatch_jobs.spec.common import CommonSpec
-
 from gpubatch_operator.naming import volume_name
 
 CONTAINER_NAME = "main"
