@@ -92,6 +92,7 @@ BAD_MANIFESTS = [
     (RENDER, "spec.device.gpuPendingTimeout", "5 minutes", "spec.device.gpuPendingTimeout", "duration"),
     (RENDER, "spec.device.gpuPendingTimeout", "0s", "spec.device.gpuPendingTimeout", "positive duration"),
     (RENDER, "spec.seqLen", 1, "spec.seqLen", "must be >= 2"),
+    (RENDER, "spec.stride", 0, "spec.stride", "must be >= 1"),  # a field name that starts like a union tag
     (RENDER, "spec.seqlen", 50, "spec.seqlen", "unknown field"),
     (RENDER, "spec.width", 4, "spec.width", "must be >= 8"),
     (RENDER, "spec.lineWidth", 0, "spec.lineWidth", "must be > 0"),

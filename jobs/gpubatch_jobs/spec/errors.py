@@ -35,15 +35,23 @@ class SpecError(ValueError):
         super().__init__(f"{source}: invalid manifest\n{lines}")
 
 
+_UNION_TAGS = {"int", "str", "float", "bool"}
+
+
+def _is_union_tag(item: str) -> bool:
+    """Names pydantic adds to `loc` for the branches of a union: `int`, `constrained-str`, `literal['auto']`."""
+    return item in _UNION_TAGS or "[" in item or item.startswith(("constrained-", "function-"))
+
+
 def _field_path(loc: tuple[Any, ...], prefix: str) -> str:
     parts: list[str] = [prefix] if prefix else []
     for item in loc:
         if isinstance(item, int):
-            parts[-1 if parts else 0:] = [f"{parts[-1] if parts else ''}[{item}]"]
-        elif item in ("function-after", "function-before") or str(item).startswith(("literal[", "int", "str", "constrained")):
-            # union branch names pydantic inserts into loc; not part of the field path
-            continue
-        else:
+            if parts:
+                parts[-1] += f"[{item}]"
+            else:
+                parts.append(f"[{item}]")
+        elif not _is_union_tag(str(item)):
             parts.append(str(item))
     return ".".join(parts) or "(document)"
 
