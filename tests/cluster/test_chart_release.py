@@ -101,6 +101,18 @@ def can_i(
     return result.stdout.strip() == "yes"
 
 
+def assert_access(
+    cluster: harness.Cluster,
+    user: str,
+    namespace: str,
+    rules: list[tuple[str, str, str | None]],
+    allowed: bool,
+) -> None:
+    """`kubectl auth can-i` as `user` answers `allowed` for every (verb, resource, subresource)."""
+    for verb, resource, sub in rules:
+        assert can_i(cluster, user, verb, resource, namespace, sub) is allowed, (verb, resource, sub, namespace)
+
+
 def leftovers(cluster: harness.Cluster, release: Release) -> list[str]:
     found = cluster.kubectl(
         "get", ",".join(RELEASE_KINDS), "-A", "-l", release.selector, "-o", "name", check=True
@@ -345,20 +357,8 @@ def test_the_operator_can_do_its_work_and_nothing_else_cluster_wide(
 ) -> None:
     user = cluster_wide.operator_user
     for namespace in (cluster_wide.namespace, namespaces[3]):  # its own, and any other
-        for verb, resource, sub in OPERATOR_CAN:
-            assert can_i(k8s_cluster, user, verb, resource, namespace, sub), (
-                verb,
-                resource,
-                sub,
-                namespace,
-            )
-        for verb, resource, sub in OPERATOR_CANNOT:
-            assert not can_i(k8s_cluster, user, verb, resource, namespace, sub), (
-                verb,
-                resource,
-                sub,
-                namespace,
-            )
+        assert_access(k8s_cluster, user, namespace, OPERATOR_CAN, allowed=True)
+        assert_access(k8s_cluster, user, namespace, OPERATOR_CANNOT, allowed=False)
     for verb, resource in OPERATOR_CLUSTER_CAN:
         assert can_i(k8s_cluster, user, verb, resource), (verb, resource)
     for verb, resource in OPERATOR_CLUSTER_CANNOT:
@@ -374,19 +374,8 @@ def test_the_job_service_account_may_only_read_and_patch_pods_of_its_namespace(
     # Pre-created by the chart: the release namespace (cluster-wide) and each watched namespace.
     for namespace in (cluster_wide.namespace, *namespaced.watched):
         user = job_user(namespace)
-        for verb, resource, sub in JOB_CAN:
-            assert can_i(k8s_cluster, user, verb, resource, namespace, sub), (
-                verb,
-                resource,
-                namespace,
-            )
-        for verb, resource, sub in JOB_CANNOT:
-            assert not can_i(k8s_cluster, user, verb, resource, namespace, sub), (
-                verb,
-                resource,
-                sub,
-                namespace,
-            )
+        assert_access(k8s_cluster, user, namespace, JOB_CAN, allowed=True)
+        assert_access(k8s_cluster, user, namespace, JOB_CANNOT, allowed=False)
         # Never outside its own namespace, nor anything cluster-scoped.
         assert not can_i(k8s_cluster, user, "patch", "pods", namespaces[3])
         assert not can_i(k8s_cluster, user, "list", "nodes")
@@ -409,21 +398,9 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(
         "customresourcedefinitions",
     }
     for namespace in (watched_a, watched_b):
-        for verb, resource, sub in OPERATOR_CAN:
-            assert can_i(k8s_cluster, user, verb, resource, namespace, sub), (
-                verb,
-                resource,
-                sub,
-                namespace,
-            )
+        assert_access(k8s_cluster, user, namespace, OPERATOR_CAN, allowed=True)
     for namespace in (home, other):
-        for verb, resource, sub in OPERATOR_CAN:
-            assert not can_i(k8s_cluster, user, verb, resource, namespace, sub), (
-                verb,
-                resource,
-                sub,
-                namespace,
-            )
+        assert_access(k8s_cluster, user, namespace, OPERATOR_CAN, allowed=False)
     assert can_i(k8s_cluster, user, "list", "nodes")
     assert not can_i(k8s_cluster, user, "delete", "nodes")
     # The job ServiceAccount exists only where jobs may run.
