@@ -35,7 +35,6 @@ called, after the caller has chosen KERAS_BACKEND.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.runtime import write_text_atomic
 
 FORMAT_VERSION = 1
 
@@ -196,14 +196,6 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
     if starts[-1] != length - window:
         starts.append(length - window)
     return starts
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def is_finished(folder: Path) -> bool:

@@ -7,7 +7,6 @@ The same engine code runs under `gpubatch run` on a laptop and under
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -106,15 +105,14 @@ def stderr_progress_bar(event: dict[str, Any]) -> None:
     sys.stderr.flush()
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON so the final name only ever holds a complete file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
 def atomic_target(final: Path) -> Path:
     """A temporary sibling of `final`, for writing before `os.replace` publishes it."""
     final.parent.mkdir(parents=True, exist_ok=True)
     return final.with_name(f".{final.name}.partial-{os.getpid()}")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text so the final name only ever holds a complete file."""
+    tmp = atomic_target(Path(path))
+    tmp.write_text(text)
+    os.replace(tmp, path)
