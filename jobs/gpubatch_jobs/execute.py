@@ -15,7 +15,7 @@ from typing import Any
 from gpubatch_jobs.engines import run_engine
 from gpubatch_jobs.errors import EXIT_BAD_INPUT, EXIT_OK, GpubatchError
 from gpubatch_jobs.podreport import write_termination_log
-from gpubatch_jobs.runtime import RunContext
+from gpubatch_jobs.runtime import RunContext, close_progress_line
 from gpubatch_jobs.spec import SpecError
 from gpubatch_jobs.spec.common import CommonSpec
 
@@ -37,6 +37,7 @@ def execute(kind: str, spec: CommonSpec, ctx: RunContext, *, termination_log: bo
     except MemoryError as err:
         summary, code = _failure(kind, "OutOfMemory", f"host out of memory: {err}", 3), 3
     summary.setdefault("elapsedSeconds", round(time.time() - started, 3))
+    close_progress_line()
     if code != EXIT_OK:
         print(f"error: {summary['message']}", file=sys.stderr)
     if termination_log:

@@ -94,7 +94,11 @@ def format_progress(done: int, total: int) -> str:
     return f"{min(100, int(100 * done / total))}%"
 
 
+_bar_line_open = False
+
+
 def stderr_progress_bar(event: dict[str, Any]) -> None:
+    global _bar_line_open
     done, total = event["done"], event["total"]
     width = 30
     filled = int(width * done / total) if total else 0
@@ -103,6 +107,15 @@ def stderr_progress_bar(event: dict[str, Any]) -> None:
     end = "\n" if done >= total else ""
     sys.stderr.write(f"\r[{bar}] {done}/{total} {format_progress(done, total)}{stage}   {end}")
     sys.stderr.flush()
+    _bar_line_open = not end
+
+
+def close_progress_line() -> None:
+    """End a progress bar left mid-line, so the next message starts on a line of its own."""
+    global _bar_line_open
+    if _bar_line_open:
+        sys.stderr.write("\n")
+        _bar_line_open = False
 
 
 def atomic_target(final: Path) -> Path:
