@@ -35,7 +35,8 @@ class PodAnnotationProgress:
 
     def __init__(self, pod: str, namespace: str, host: str, port: str, sa_dir: Path = SA_DIR) -> None:
         self.url = f"https://{host}:{port}/api/v1/namespaces/{namespace}/pods/{pod}"
-        self.token = (sa_dir / "token").read_text().strip()
+        # The projected token is rotated by the kubelet: read it at each patch (every few seconds at most).
+        self.token_path = sa_dir / "token"
         self.ssl = ssl.create_default_context(cafile=str(sa_dir / "ca.crt"))
 
     @classmethod
@@ -53,7 +54,7 @@ class PodAnnotationProgress:
             data=body,
             method="PATCH",
             headers={
-                "Authorization": f"Bearer {self.token}",
+                "Authorization": f"Bearer {self.token_path.read_text().strip()}",
                 "Content-Type": "application/merge-patch+json",
             },
         )
