@@ -49,7 +49,6 @@ RBAC_PATHS = {
 
 
 MAX_STATUS_DELAY_S = 10.0
-STATUS_RETRY_S = 0.5
 
 
 class Retry(Exception):
@@ -73,7 +72,8 @@ class Reconciler:
     _rbac_ready: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     # Resources still waiting for their first Job. While there are any, status
     # writes and Events wait (up to MAX_STATUS_DELAY_S): in a burst the API
-    # server's write capacity goes to creating Jobs first.
+    # server's write capacity goes to creating Jobs first. The waiting keys are
+    # parked, not polled, and all enqueued again once `starting` drains.
     starting: set[Key] = field(default_factory=set)
     _deferred_since: dict[Key, float] = field(default_factory=dict)
 
@@ -101,8 +101,17 @@ class Reconciler:
     def forget(self, key: Key) -> None:
         self.written.pop(key, None)
         self.last_write.pop(key, None)
-        self.starting.discard(key)
         self._deferred_since.pop(key, None)
+        self._started(key)
+
+    def _started(self, key: Key) -> None:
+        """`key` no longer waits for its first Job; the last one out releases the parked status writes."""
+        if key not in self.starting:
+            return
+        self.starting.discard(key)
+        if not self.starting:
+            for parked in list(self._deferred_since):
+                self.queue.add(parked)
 
     def note(self, view: ResourceView) -> None:
         """A resource event arrived: remember whether it still needs its first Job, and enqueue it."""
@@ -139,7 +148,7 @@ class Reconciler:
         for action in plan.actions:
             await self._act(view, world, action)
         if plan.outcome is not None:
-            self.starting.discard(key)
+            self._started(key)
             await self._write_status(view, status, plan)
         if plan.requeue_after is not None:
             self.queue.add_after(key, plan.requeue_after)
@@ -204,15 +213,19 @@ class Reconciler:
                                    transition.warning, now)
 
     def _defer(self, key: Key, now: float) -> bool:
-        """True (and re-queued) while other resources still wait for their first Job."""
+        """True (and parked) while other resources still wait for their first Job.
+
+        A parked key comes back when the last of them got its Job (`_started`)
+        or after MAX_STATUS_DELAY_S, whichever is first.
+        """
         if not self.starting:
             self._deferred_since.pop(key, None)
             return False
-        since = self._deferred_since.setdefault(key, now)
-        if now - since >= MAX_STATUS_DELAY_S:
+        left = self._deferred_since.setdefault(key, now) + MAX_STATUS_DELAY_S - now
+        if left <= 0:
             self._deferred_since.pop(key, None)
             return False
-        self.queue.add_after(key, STATUS_RETRY_S)
+        self.queue.add_after(key, left)  # a no-op while the timer set at parking time is pending
         return True
 
     async def _post_event(self, view: ResourceView, condition: str, reason: str, message: str,
