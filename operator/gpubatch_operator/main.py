@@ -27,8 +27,14 @@ Nothing else of the resource's metadata is copied.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
+import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -42,7 +48,10 @@ from gpubatch_operator.settings import Settings
 
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 RESTART_DELAY_S, MAX_RESTART_DELAY_S, STABLE_RUN_S = 1.0, 30.0, 60.0
+SHUTDOWN_GRACE_S = 20.0
 log = logging.getLogger("gpubatch.operator")
+# When kopf's cleanup ran, per kopf start: run() watches how long kopf then takes to stop.
+_shutdown_began: list[float] = []
 
 
 @kopf.on.startup()
@@ -52,6 +61,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    _shutdown_began.append(time.monotonic())
     await lifecycle.cleanup(memo)
 
 
@@ -88,35 +98,89 @@ async def node_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any)
     watch_events.node_event(memo["runtime"], type, dict(event["object"]))
 
 
+class _NoThreadSignalWarning(logging.Filter):
+    """kopf warns that it ignores OS signals off the main thread: run() handles them itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "OS signals are ignored" not in record.getMessage()
+
+
 def run() -> None:
     """`gpubatch-operator`: kopf with the namespaces, peering and liveness from the settings.
 
-    kopf stops the whole operator when one watch fails in a way it does not
-    retry (e.g. an HTTP 410 Gone answer to a watch request). Rather than
-    leaving that to a pod restart, kopf is started again in-process with
-    backoff; the level-based reconciler picks up where it was.
+    kopf runs in a thread; the main thread owns SIGTERM/SIGINT (they set kopf's
+    stop flag) and restarts kopf, with backoff, when it stops for any other
+    reason, e.g. a watch answered with HTTP 410 Gone, which kopf does not retry.
+    The level-based reconciler picks up where it was. Should kopf's own
+    shutdown hang after such a failure (seen: watchers waiting for a
+    re-authentication that never comes), the process replaces itself with a
+    fresh one (exec, same PID) after SHUTDOWN_GRACE_S.
     """
     settings = Settings.from_env()
     kopf.configure(verbose=settings.log_level == "DEBUG")
+    logging.getLogger("kopf._core.reactor.running").addFilter(_NoThreadSignalWarning())
     health = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    stop = threading.Event()
+    # kopf's own stop flag lives in kopf's event loop: a threading.Event flag would
+    # park an executor thread in wait() that asyncio.run() then waits for forever.
+    stoppers: list[Callable[[], object]] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+        for stopper in stoppers:
+            stopper()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     delay = RESTART_DELAY_S
-    while True:
+    while not stop.is_set():
         started = time.monotonic()
-        try:
-            kopf.run(
+        failure: list[BaseException] = []
+        _shutdown_began.clear()
+        stoppers.clear()
+
+        async def operate_async() -> None:
+            flag, loop = asyncio.Event(), asyncio.get_running_loop()
+            stoppers.append(lambda: loop.call_soon_threadsafe(flag.set))
+            if stop.is_set():
+                flag.set()
+            await kopf.operator(
                 standalone=settings.standalone,
                 peering_name=settings.peering or None,
                 clusterwide=settings.clusterwide,
                 namespaces=settings.watch_namespaces,
                 liveness_endpoint=health,
+                stop_flag=flag,
             )
+
+        def operate(failure: list[BaseException] = failure) -> None:
+            try:
+                asyncio.run(operate_async())
+            except BaseException as err:  # noqa: BLE001 - reported and retried by the main thread
+                failure.append(err)
+
+        thread = threading.Thread(target=operate, name="kopf", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.5)
+            if _shutdown_began and time.monotonic() - _shutdown_began[0] > SHUTDOWN_GRACE_S:
+                break
+        if thread.is_alive():
+            if stop.is_set():
+                log.error("kopf did not stop within %.0fs of the signal; exiting", SHUTDOWN_GRACE_S)
+                return
+            log.error("kopf did not finish stopping within %.0fs; restarting the process", SHUTDOWN_GRACE_S)
+            os.execv(sys.executable, sys.orig_argv)
+        if stop.is_set():
             return
-        except Exception as err:  # noqa: BLE001 - anything kopf gives up on is retried here
-            if time.monotonic() - started > STABLE_RUN_S:
-                delay = RESTART_DELAY_S
-            log.error("the operator stopped (%s); starting again in %.0fs", err, delay)
-            time.sleep(delay)
-            delay = min(MAX_RESTART_DELAY_S, delay * 2)
+        if time.monotonic() - started > STABLE_RUN_S:
+            delay = RESTART_DELAY_S
+        reason = failure[0] if failure else "kopf returned"
+        log.error("the operator stopped (%s); starting again in %.0fs", reason, delay)
+        if stop.wait(delay):
+            return
+        delay = min(MAX_RESTART_DELAY_S, delay * 2)
 
 
 if __name__ == "__main__":
