@@ -3,7 +3,7 @@
     .venv/bin/python bench/operator.py               # N=1000 on the test cluster (tests/cluster)
     .venv/bin/python bench/operator.py -n 200 --kind TrainJob
 
-Four runs, each in a fresh namespace of the local test cluster (started if it is not up):
+Six runs, each in a fresh namespace of the local test cluster (started if it is not up):
   floor       a plain asynchronous client creates the N Jobs the operator would make
               (same bodies, 16 requests in flight): the least time N Jobs take here
   end to end  the operator runs as a subprocess watching its namespace; the same client
@@ -14,6 +14,9 @@ Four runs, each in a fresh namespace of the local test cluster (started if it is
               the least time the API work of the end-to-end run takes here (the
               resources' schema validation and defaulting cost the API server more than
               the Jobs do, and on 2 cores every component shares the same CPUs)
+  kubectl     `kubectl apply --server-side -f` of one file, as people and GitOps tools
+              apply (one request after another): the N Jobs (the floor of this pair),
+              then the N resources with the operator up; each timed until every Job exists
   backlog     the N resources exist before the operator starts (installed after a GitOps
               sync, or restarted): timed from its first Job to its last, the operator's
               own pace against the plain client's
@@ -124,7 +127,16 @@ async def floor_run(cluster: harness.Cluster, kind: str, n: int, *, with_resourc
         return time.perf_counter() - start
     finally:
         await client.close()
-        cluster.delete_namespace(namespace, wait=True)
+        clear_namespace(cluster, namespace)
+
+
+def clear_namespace(cluster: harness.Cluster, namespace: str, *, wait: bool = True) -> None:
+    """Delete a run's namespace so the next run starts on a quiet cluster. The Jobs go first in
+    one request: left to the garbage collector behind their resources, 1,000 of them take
+    minutes at kube-controller-manager's default 20 requests/s."""
+    cluster.kubectl("-n", namespace, "delete", "jobs", "--all", "--wait=false", timeout=120)
+    cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", f"--wait={str(wait).lower()}",
+                    "--timeout=600s", check=True, timeout=620)
 
 
 def sample_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
@@ -184,7 +196,40 @@ async def operator_run(cluster: harness.Cluster, kind: str, n: int, log: Path, s
     finally:
         stop.set()
         await _stop(process, client)
-        cluster.delete_namespace(namespace, wait=True)
+        clear_namespace(cluster, namespace)
+
+
+async def kubectl_run(cluster: harness.Cluster, kind: str, n: int, log: Path, *, operator: bool
+                      ) -> dict[str, float]:
+    """`kubectl apply --server-side -f` of one file of N objects, as users and GitOps tools apply:
+    the N Jobs themselves (operator=False, the floor) or the N resources with the operator up.
+    Timed from kubectl's start until every Job exists."""
+    namespace = cluster.create_namespace(harness.unique_name("bench-kubectl"), pod_security=None)
+    client = KubeClient()
+    process, stop, peak = None, threading.Event(), [0]
+    if operator:
+        process = start_operator(cluster, namespace, log)
+        threading.Thread(target=sample_rss, args=(process.pid, stop, peak), daemon=True).start()
+    bodies = resources(kind, n, namespace) if operator else jobs_for(kind, n, namespace)
+    manifest = log.parent / f"bench-{'resources' if operator else 'jobs'}.json"
+    manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": bodies}))
+    try:
+        start = time.perf_counter()
+        await asyncio.to_thread(cluster.kubectl, "apply", "--server-side", "-f", str(manifest), "-o", "name",
+                                check=True, timeout=600)
+        applied = time.perf_counter() - start
+        jobs = await wait_count(client, namespaced("batch/v1", "jobs", namespace), n, 600) - start
+        what = f"{n} {kind}s, operator up" if operator else f"{n} Jobs"
+        print(f"kubectl apply: {what}: all {n} Jobs exist after {jobs:.2f} s", flush=True)
+        return {"applied": applied, "jobs": jobs, "peak_rss": peak[0]}
+    finally:
+        stop.set()
+        if process is not None:
+            await _stop(process, client)
+        else:
+            await client.close()
+        manifest.unlink(missing_ok=True)
+        clear_namespace(cluster, namespace)
 
 
 async def backlog_run(cluster: harness.Cluster, kind: str, n: int, log: Path) -> dict[str, float]:
@@ -206,7 +251,7 @@ async def backlog_run(cluster: harness.Cluster, kind: str, n: int, log: Path) ->
     finally:
         stop.set()
         await _stop(process, client)
-        cluster.delete_namespace(namespace, wait=False)  # the last run: nothing left to disturb
+        clear_namespace(cluster, namespace, wait=False)  # the last run: nothing left to disturb
 
 
 async def _stop(process: subprocess.Popen[bytes], client: KubeClient) -> None:
@@ -246,6 +291,8 @@ def main() -> int:
     floor = asyncio.run(floor_run(cluster, kind, n))
     op = asyncio.run(operator_run(cluster, kind, n, args.log, args.settle))
     api_floor = asyncio.run(floor_run(cluster, kind, n, with_resources=True))
+    kubectl_floor = asyncio.run(kubectl_run(cluster, kind, n, args.log, operator=False))
+    kubectl_op = asyncio.run(kubectl_run(cluster, kind, n, args.log, operator=True))
     backlog = asyncio.run(backlog_run(cluster, kind, n, args.log))
     mb = 1024 * 1024
     report = {
@@ -257,6 +304,9 @@ def main() -> int:
         "end_to_end_after_last_apply_s": round(op["jobs"] - op["applied"], 2),
         "api_floor_s": round(api_floor, 2),
         "ratio_to_api_floor": round(op["jobs"] / api_floor, 2),
+        "kubectl_floor_s": round(kubectl_floor["jobs"], 2),
+        "kubectl_end_to_end_s": round(kubectl_op["jobs"], 2),
+        "kubectl_ratio": round(kubectl_op["jobs"] / kubectl_floor["jobs"], 2),
         "backlog_first_to_last_job_s": round(backlog["jobs"], 2),
         "backlog_ratio": round(backlog["jobs"] / floor, 2),
         "backlog_startup_s": round(backlog["startup"], 2),
@@ -264,7 +314,7 @@ def main() -> int:
         "final_after_s": round(op["settled"], 2),
         "operator_cpu_s_until_all_jobs": round(op["cpu"], 2),
         "operator_idle_rss_mb": round(op["idle_rss"] / mb, 1),
-        "operator_peak_rss_mb": round(max(op["peak_rss"], backlog["peak_rss"]) / mb, 1),
+        "operator_peak_rss_mb": round(max(op["peak_rss"], backlog["peak_rss"], kubectl_op["peak_rss"]) / mb, 1),
     }
     print(f"floor: plain client, {n} Jobs                            {floor:7.2f} s")
     print(f"end to end: {n} {kind}s applied -> {n} Jobs (operator up)  {op['jobs']:7.2f} s"
@@ -276,6 +326,8 @@ def main() -> int:
           " (paced by kube-controller-manager's job controller)")
     print(f"API floor: plain client, {n} {kind}s + {n} Jobs, no operator  {api_floor:7.2f} s"
           f"   end to end = {report['ratio_to_api_floor']:.2f}x this")
+    print(f"kubectl apply --server-side: {n} Jobs {kubectl_floor['jobs']:7.2f} s; {n} {kind}s (operator up)"
+          f" -> {n} Jobs {kubectl_op['jobs']:7.2f} s   {report['kubectl_ratio']:.2f}x")
     print(f"backlog: {n} {kind}s exist, operator starts: first Job to last {backlog['jobs']:7.2f} s"
           f"   {report['backlog_ratio']:.2f}x the floor (first Job {backlog['startup']:.2f} s after the start)")
     print(f"operator RSS: idle {report['operator_idle_rss_mb']} MB, peak {report['operator_peak_rss_mb']} MB"

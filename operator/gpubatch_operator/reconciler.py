@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,9 @@ RBAC_PATHS = {
 
 
 MAX_STATUS_DELAY_S = 10.0
+# A new resource that arrived less than this before counts as a burst still
+# arriving (kubectl apply, a GitOps sync: one create after another).
+BURST_QUIET_S = 0.5
 
 
 class Retry(Exception):
@@ -70,12 +74,17 @@ class Reconciler:
     written: dict[Key, dict[str, Any]] = field(default_factory=dict)
     last_write: dict[Key, float] = field(default_factory=dict)
     _rbac_ready: dict[str, asyncio.Future[None]] = field(default_factory=dict)
-    # Resources still waiting for their first Job. While there are any, status
-    # writes and Events wait (up to MAX_STATUS_DELAY_S): in a burst the API
-    # server's write capacity goes to creating Jobs first. The waiting keys are
-    # parked, not polled, and all enqueued again once `starting` drains.
+    # Resources still waiting for their first Job. While there are any, or
+    # while new resources keep arriving, status writes and Events wait (up to
+    # MAX_STATUS_DELAY_S): in a burst the API server's write capacity goes to
+    # creating Jobs first, and one status write per resource instead of one
+    # per transition. The waiting keys are parked, not polled, and all
+    # enqueued again once the burst is over.
     starting: set[Key] = field(default_factory=set)
     _deferred_since: dict[Key, float] = field(default_factory=dict)
+    # The last two new resources (arrival time, key): a lone resource never waits.
+    _arrivals: deque[tuple[float, Key]] = field(default_factory=lambda: deque(maxlen=2))
+    _release_timer: asyncio.TimerHandle | None = None
 
     async def worker(self) -> None:
         while True:
@@ -110,13 +119,34 @@ class Reconciler:
             return
         self.starting.discard(key)
         if not self.starting:
-            for parked in list(self._deferred_since):
-                self.queue.add(parked)
+            self._release()
 
-    def note(self, view: ResourceView) -> None:
+    def _release(self, now: float | None = None) -> None:
+        """Enqueue every parked key once the burst is over; else look again when it may be."""
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        if not self._deferred_since or self.starting:
+            return  # nothing parked, or `_started` calls again when `starting` drains
+        left = self._burst_left(None, time.time() if now is None else now)
+        if left > 0:
+            self._release_timer = asyncio.get_running_loop().call_later(left, self._release)
+            return
+        for parked in list(self._deferred_since):
+            self.queue.add(parked)
+
+    def _burst_left(self, key: Key | None, now: float) -> float:
+        """Seconds until a burst is over: another resource waits for its first Job, or arrived lately."""
+        if self.starting - {key}:
+            return BURST_QUIET_S  # `_started` releases the parked keys when they are done
+        recent = [at for at, other in self._arrivals if other != key]
+        return max(recent) + BURST_QUIET_S - now if recent else 0.0
+
+    def note(self, view: ResourceView, now: float | None = None) -> None:
         """A resource event arrived: remember whether it still needs its first Job, and enqueue it."""
-        if not view.status.get("jobName") and view.key not in self.written:
+        if not view.status.get("jobName") and view.key not in self.written and view.key not in self.starting:
             self.starting.add(view.key)
+            self._arrivals.append((time.time() if now is None else now, view.key))
         self.queue.add(view.key)
 
     def world(self, view: ResourceView, status: dict[str, Any]) -> World:
@@ -213,12 +243,14 @@ class Reconciler:
                                    transition.warning, now)
 
     def _defer(self, key: Key, now: float) -> bool:
-        """True (and parked) while other resources still wait for their first Job.
+        """True (and parked) while a burst is under way (`_burst_left`).
 
-        A parked key comes back when the last of them got its Job (`_started`)
-        or after MAX_STATUS_DELAY_S, whichever is first.
+        A parked key comes back when the burst is over (`_release`: the last
+        first Job exists and no new resource came for BURST_QUIET_S) or after
+        MAX_STATUS_DELAY_S, whichever is first.
         """
-        if not self.starting:
+        burst = self._burst_left(key, now)
+        if burst <= 0:
             self._deferred_since.pop(key, None)
             return False
         left = self._deferred_since.setdefault(key, now) + MAX_STATUS_DELAY_S - now
@@ -226,6 +258,8 @@ class Reconciler:
             self._deferred_since.pop(key, None)
             return False
         self.queue.add_after(key, left)  # a no-op while the timer set at parking time is pending
+        if self._release_timer is None and not self.starting:
+            self._release_timer = asyncio.get_running_loop().call_later(burst, self._release)
         return True
 
     async def _post_event(self, view: ResourceView, condition: str, reason: str, message: str,

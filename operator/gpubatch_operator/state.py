@@ -5,7 +5,10 @@
                  │  └─────────┤ (re-run on the CPU after a GPU fallback)
                  └────────────┴─────► Failed
 
-Succeeded and Failed are final. `advance()` takes the status as stored and the
+Succeeded and Failed are final. A resource whose Job exists but whose status
+was never written (the first write waits out a burst, or the operator was
+killed first) is in Pending, whatever the status says: its first write may
+land in Running or Succeeded at once. `advance()` takes the status as stored and the
 outcome the reconciler observed, refuses moves the diagram does not allow,
 keeps each condition's lastTransitionTime unless its status flips (the
 Kubernetes convention), and returns the transitions so the caller can post
@@ -90,6 +93,8 @@ def allowed(old: str | None, new: str) -> bool:
 def advance(status: dict[str, Any], outcome: Outcome, *, generation: int, now: str) -> tuple[dict[str, Any], list[Transition]]:
     """The next status and the transitions that lead there (none if the move is not allowed)."""
     old_phase = status.get("phase")
+    if old_phase is None and outcome.job_name:
+        old_phase = PENDING  # its Job exists: the first write may come after the Job moved on
     if not allowed(old_phase, outcome.phase):
         kept = dict(status)
         kept["observedGeneration"] = generation

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import kopf
 import pytest
@@ -10,9 +11,9 @@ import pytest
 import gpubatch_operator.main  # noqa: F401 - registers the handlers in kopf's default registry
 from gpubatch_operator.client import KubeClient
 from gpubatch_operator.handlers.lifecycle import NoDiffBase, tune_kopf
-from gpubatch_operator.reconciler import MAX_STATUS_DELAY_S, Reconciler
+from gpubatch_operator.reconciler import BURST_QUIET_S, MAX_STATUS_DELAY_S, Reconciler
 from gpubatch_operator.settings import Settings
-from gpubatch_operator.store import Store
+from gpubatch_operator.store import ResourceView, Store
 
 A, B, C = (("RenderJob", "ns", name) for name in ("a", "b", "c"))
 
@@ -22,9 +23,12 @@ def reconciler() -> Reconciler:
 
 
 def queued(r: Reconciler) -> list[object]:
+    """Take every ready key, as the workers would (`get` then `done`)."""
     found = []
     while not r.queue._ready.empty():
-        found.append(r.queue._ready.get_nowait())
+        key = r.queue._ready.get_nowait()
+        r.queue._queued.discard(key)
+        found.append(key)
     return found
 
 
@@ -66,6 +70,70 @@ def test_forgetting_a_starting_resource_releases_the_parked_writes() -> None:
         assert r._defer(C, now=100.0)
         r.forget(A)  # deleted before its Job was made
         assert queued(r) == [C]
+        r.queue.close()
+
+    asyncio.run(scenario())
+
+
+def view(key: tuple[str, str, str]) -> ResourceView:
+    kind, namespace, name = key
+    return ResourceView(kind=kind, namespace=namespace, name=name, uid=f"uid-{name}", generation=1,
+                        spec={}, status={}, test_annotations={})
+
+
+def test_a_lone_resource_writes_its_status_at_once() -> None:
+    async def scenario() -> None:
+        r = reconciler()
+        r.note(view(A), now=100.0)
+        r._started(A)
+        assert not r._defer(A, now=100.01)
+        r.note(view(B), now=200.0)  # long after A: still alone
+        r._started(B)
+        assert not r._defer(B, now=200.01)
+        r.queue.close()
+
+    asyncio.run(scenario())
+
+
+def test_resources_arriving_one_by_one_park_their_status_until_the_arrivals_stop() -> None:
+    """kubectl apply of many files: each resource gets its Job before the next arrives, so
+    `starting` drains after every one; their status writes still wait for the burst to end."""
+    async def scenario() -> None:
+        r = reconciler()
+        t = time.time()  # _started() reads the clock itself
+        r.note(view(A), now=t + 0.0)
+        r._started(A)
+        r.note(view(B), now=t + 0.01)
+        r._started(B)
+        assert r._defer(A, now=t + 0.02)
+        assert r._defer(B, now=t + 0.02)
+        assert r._release_timer is not None
+        assert queued(r) == [A, B]  # note()'s own enqueues, before the reconciles above
+        r.note(view(C), now=t + 0.3)
+        r._started(C)
+        r._release(now=t + 0.31)  # C arrived 0.01 s ago: not yet
+        assert queued(r) == [C]  # note()'s own; nothing released
+        assert r._release_timer is not None
+        r._release(now=t + 0.3 + BURST_QUIET_S + 0.01)
+        assert set(queued(r)) == {A, B}
+        assert not r._defer(A, now=t + 0.3 + BURST_QUIET_S + 0.02)
+        r.queue.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_release_timer_enqueues_the_parked_keys_once_arrivals_stop() -> None:
+    async def scenario() -> None:
+        r = reconciler()
+        r.note(view(A))
+        r.note(view(B))
+        r._started(A)
+        r._started(B)
+        assert queued(r) == [A, B]
+        assert r._defer(A, now=time.time())
+        await asyncio.sleep(BURST_QUIET_S + 0.3)
+        assert queued(r) == [A]
+        assert r._release_timer is None
         r.queue.close()
 
     asyncio.run(scenario())

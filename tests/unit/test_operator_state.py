@@ -50,6 +50,21 @@ def test_running_then_succeeded():
     assert status["result"] == {"ok": True} and status["completionTime"] == T1 and status["startTime"] == T0
 
 
+@pytest.mark.parametrize("old", [{}, {"observedGeneration": 1}])
+def test_a_first_write_after_the_job_finished_lands_in_succeeded(old):
+    """The first status write waited out a burst (or the operator was killed first) and the
+    Job completed meanwhile: it goes straight to Succeeded, with both Events."""
+    status, transitions = advance(old, Outcome("Succeeded", "Completed", "done", device="cpu", job_name="x-render",
+                                               attempts=1, completion_time=T1), generation=1, now=T1)
+    assert status["phase"] == "Succeeded" and status["jobName"] == "x-render"
+    assert [t.condition for t in transitions] == ["JobCreated", "Succeeded"]
+
+
+def test_no_job_no_jump():
+    status, transitions = advance({}, Outcome("Running", "Started", "running"), generation=2, now=T0)
+    assert status == {"observedGeneration": 2} and transitions == []
+
+
 def test_fallback_is_a_warning_transition():
     status, _ = advance({}, created(), generation=1, now=T0)
     status, transitions = advance(status, Outcome("Pending", "FellBackToCPU", "m", device="cpu",
