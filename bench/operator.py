@@ -149,6 +149,13 @@ def sample_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
         time.sleep(0.1)
 
 
+def sample_rss_in_background(pid: int) -> tuple[threading.Event, list[int]]:
+    """(set this to stop, [peak RSS in bytes so far])"""
+    stop, peak = threading.Event(), [0]
+    threading.Thread(target=sample_rss, args=(pid, stop, peak), daemon=True).start()
+    return stop, peak
+
+
 def launch_operator(cluster: harness.Cluster, namespace: str, log: Path) -> subprocess.Popen[bytes]:
     env = {**cluster.env, **{k: v for k, v in os.environ.items() if k.startswith("GPUBATCH_")},
            "GPUBATCH_WATCH_NAMESPACES": namespace, "GPUBATCH_METRICS_PORT": "18090",
@@ -178,8 +185,7 @@ async def operator_run(cluster: harness.Cluster, kind: str, n: int, log: Path, s
     namespace = cluster.create_namespace(harness.unique_name("bench-op"), pod_security=None)
     client = KubeClient()
     process = start_operator(cluster, namespace, log)
-    stop, peak = threading.Event(), [0]
-    threading.Thread(target=sample_rss, args=(process.pid, stop, peak), daemon=True).start()
+    stop, peak = sample_rss_in_background(process.pid)
     try:
         operator = psutil.Process(process.pid)
         idle_rss, idle_cpu = operator.memory_info().rss, sum(operator.cpu_times()[:2])
@@ -195,7 +201,8 @@ async def operator_run(cluster: harness.Cluster, kind: str, n: int, log: Path, s
                 "peak_rss": peak[0], "cpu": jobs_cpu, "final": final}
     finally:
         stop.set()
-        await _stop(process, client)
+        _stop(process)
+        await client.close()
         clear_namespace(cluster, namespace)
 
 
@@ -209,7 +216,7 @@ async def kubectl_run(cluster: harness.Cluster, kind: str, n: int, log: Path, *,
     process, stop, peak = None, threading.Event(), [0]
     if operator:
         process = start_operator(cluster, namespace, log)
-        threading.Thread(target=sample_rss, args=(process.pid, stop, peak), daemon=True).start()
+        stop, peak = sample_rss_in_background(process.pid)
     bodies = resources(kind, n, namespace) if operator else jobs_for(kind, n, namespace)
     manifest = log.parent / f"bench-{'resources' if operator else 'jobs'}.json"
     manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": bodies}))
@@ -225,9 +232,8 @@ async def kubectl_run(cluster: harness.Cluster, kind: str, n: int, log: Path, *,
     finally:
         stop.set()
         if process is not None:
-            await _stop(process, client)
-        else:
-            await client.close()
+            _stop(process)
+        await client.close()
         manifest.unlink(missing_ok=True)
         clear_namespace(cluster, namespace)
 
@@ -239,8 +245,7 @@ async def backlog_run(cluster: harness.Cluster, kind: str, n: int, log: Path) ->
     await create_all(client, namespaced(API, job_kind(kind).plural, namespace), resources(kind, n, namespace))
     start = time.perf_counter()
     process = launch_operator(cluster, namespace, log)
-    stop, peak = threading.Event(), [0]
-    threading.Thread(target=sample_rss, args=(process.pid, stop, peak), daemon=True).start()
+    stop, peak = sample_rss_in_background(process.pid)
     try:
         jobs = namespaced("batch/v1", "jobs", namespace)
         first = await wait_count(client, jobs, 1, 120, every=0.05)
@@ -250,17 +255,17 @@ async def backlog_run(cluster: harness.Cluster, kind: str, n: int, log: Path) ->
         return {"startup": first - start, "jobs": last - first, "peak_rss": peak[0]}
     finally:
         stop.set()
-        await _stop(process, client)
+        _stop(process)
+        await client.close()
         clear_namespace(cluster, namespace, wait=False)  # the last run: nothing left to disturb
 
 
-async def _stop(process: subprocess.Popen[bytes], client: KubeClient) -> None:
+def _stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(20)
     except subprocess.TimeoutExpired:
         process.kill()
-    await client.close()
 
 
 async def _wait_final(client: KubeClient, path: str, n: int, timeout: float) -> tuple[float, int]:

@@ -8,11 +8,11 @@
 Succeeded and Failed are final. A resource whose Job exists but whose status
 was never written (the first write waits out a burst, or the operator was
 killed first) is in Pending, whatever the status says: its first write may
-land in Running or Succeeded at once. `advance()` takes the status as stored and the
-outcome the reconciler observed, refuses moves the diagram does not allow,
-keeps each condition's lastTransitionTime unless its status flips (the
-Kubernetes convention), and returns the transitions so the caller can post
-one Event per transition.
+land in Running or Succeeded at once. `advance()` takes the status as stored
+and the outcome the reconciler observed, refuses moves the diagram does not
+allow, keeps each condition's lastTransitionTime unless its status flips (the
+Kubernetes convention), and returns the transitions so the caller can post one
+Event per transition.
 """
 
 from __future__ import annotations
