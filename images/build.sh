@@ -46,12 +46,17 @@ for name in "${names[@]}"; do
 done
 
 mkdir -p "$cache"
+# One build at a time (make images, cluster.sh up and pytest may all call this).
+exec 8>"$cache/build.lock"
+flock 8
 started=$SECONDS
 log() { echo "images: [$((SECONDS - started))s] $*" >&2; }
 
 # --- the Docker engine --------------------------------------------------------------------------
 export DOCKER_BUILDKIT=0 # Debian's docker.io has no buildx; the Dockerfiles need no BuildKit feature
 docker_pid=
+exec_root=$cache/docker-run
+run_containerd_existed=true
 stop_docker() {
   [[ -n $docker_pid ]] || return 0
   log "stopping the dockerd this script started (pid $docker_pid)"
@@ -59,6 +64,14 @@ stop_docker() {
   for _ in $(seq 60); do kill -0 "$docker_pid" 2>/dev/null || break; sleep 0.5; done
   kill -9 "$docker_pid" 2>/dev/null || true
   docker_pid=
+  # What dockerd leaves: its network namespace handle (a mount) in the exec
+  # root, and containerd 1.6's shim socket folder, which is always /run/containerd/s.
+  local m
+  for m in $(awk -v root="$exec_root/" 'index($2, root) == 1 { print $2 }' /proc/self/mounts | sort -r); do
+    umount "$m" 2>/dev/null || umount -l "$m" || true
+  done
+  rm -rf "$exec_root"
+  $run_containerd_existed || rm -rf /run/containerd
 }
 trap stop_docker EXIT
 
@@ -67,8 +80,9 @@ if ! docker info >/dev/null 2>&1; then
   log "starting dockerd (log: $cache/dockerd.log)"
   # No iptables rules, no ip_forward change, no docker0 bridge: nothing on the
   # host's network changes, and builds run with --network host.
+  [[ -e /run/containerd ]] || run_containerd_existed=false
   dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none \
-    --pidfile "$cache/dockerd.pid" >"$cache/dockerd.log" 2>&1 &
+    --exec-root "$exec_root" --pidfile "$cache/dockerd.pid" >"$cache/dockerd.log" 2>&1 8>&- &
   docker_pid=$!
   for _ in $(seq 120); do
     docker info >/dev/null 2>&1 && break

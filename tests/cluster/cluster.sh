@@ -83,6 +83,8 @@ componentsPatches:
   - {key: advertise-address, value: 10.87.0.1}
   # Namespace annotations pick the nodes of a test (kwok or real).
   - {key: enable-admission-plugins, value: PodNodeSelector}
+  # Logs, exec and port-forward reach the kubelet by the node's IP: no DNS here.
+  - {key: kubelet-preferred-address-types, value: "InternalIP,Hostname"}
 - name: kwok-controller
   extraArgs:
   # Play kubelet only for the fake nodes (nodes.yaml), never for real-0.

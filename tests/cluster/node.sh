@@ -2,7 +2,8 @@
 # The test cluster's one real node: a kubelet that runs real pods from our real
 # images, beside the kwok nodes. Called by cluster.sh (up/down); usable alone.
 #
-#   node.sh up            start the node (the control plane must be up), load the images
+#   node.sh up            start the node (the control plane must be up), build and load
+#                         the images (GPUBATCH_NODE_BUILD_IMAGES=0: load only those built)
 #   node.sh down          stop it and undo everything `up` did
 #   node.sh status        exit 0 when the node's kubelet answers, 1 otherwise
 #   node.sh load-images   load the images `make images` built into the node's containerd
@@ -105,6 +106,7 @@ restore_sysctls() {
   while read -r key value; do
     [[ $(sysctl -n "$key") == "$value" ]] || sysctl -q -w "$key=$value" >/dev/null || log "could not restore $key=$value"
   done <"$node/sysctls.orig"
+  return 0
 }
 
 cgroup_roots() {
@@ -130,11 +132,14 @@ remove_cgroups() {
     [[ -d $dir ]] || continue
     # Deepest first; a cgroup with no process left can be removed.
     find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    [[ -d $dir ]] && log "cgroup $dir still in use; left in place"
+    [[ ! -d $dir ]] || log "cgroup $dir still in use; left in place"
   done <"$node/cgroups.created"
+  return 0
 }
 
 net_up() {
+  # `ip netns add` makes /run/netns a mount point: remember whether it was one.
+  [[ -f $node/netns-mount.existed ]] || { mountpoint -q /run/netns && echo yes || echo no; } >"$node/netns-mount.existed"
   ip netns list | grep -qw "$NETNS" || ip netns add "$NETNS"
   if ! ip link show "$HOST_IF" >/dev/null 2>&1; then
     ip link add "$HOST_IF" type veth peer name "$NODE_IF" netns "$NETNS"
@@ -152,8 +157,13 @@ net_up() {
 }
 
 net_down() {
-  ip link show "$HOST_IF" >/dev/null 2>&1 && ip link del "$HOST_IF" # its route goes with it
+  if ip link show "$HOST_IF" >/dev/null 2>&1; then ip link del "$HOST_IF"; fi # its route goes with it
   if ip netns list 2>/dev/null | grep -qw "$NETNS"; then ip netns del "$NETNS"; fi
+  if [[ $(cat "$node/netns-mount.existed" 2>/dev/null) == no ]] && [[ -z $(ip netns list 2>/dev/null) ]]; then
+    umount /run/netns 2>/dev/null || true
+    rmdir /run/netns 2>/dev/null || true
+  fi
+  return 0
 }
 
 # --- configuration ------------------------------------------------------------------------------
@@ -393,6 +403,11 @@ load_images() {
 }
 
 ensure_images() {
+  if [[ ${GPUBATCH_NODE_BUILD_IMAGES:-1} == 0 ]]; then
+    # Load what is built; `make images` loads the rest when it is done.
+    docker info >/dev/null 2>&1 && load_images || log "images not loaded (no Docker engine answers); run make images"
+    return 0
+  fi
   # build.sh builds what is missing (cached by inputs), then calls load-images.
   bash "$repo/images/build.sh"
 }
@@ -447,7 +462,7 @@ down() {
   kill_wait $(pidfile containerd)
   # Shims, and anything else still naming our state folder.
   pids=$(node_pids)
-  [[ -n $pids ]] && kill_wait $pids
+  if [[ -n $pids ]]; then kill_wait $pids; fi
   kill_wait $(pidfile supervisor)
   pids=$(node_pids)
   [[ -z $pids ]] || log "still running after down: $pids"
@@ -455,7 +470,8 @@ down() {
   remove_cgroups
   restore_sysctls
   if [[ -f $node/dirs.created ]]; then
-    while read -r d; do rmdir "$d" 2>/dev/null || true; done <"$node/dirs.created"
+    local d
+    while read -r d; do rmdir "$d" 2>/dev/null || log "$d is not empty; left in place"; done <"$node/dirs.created"
   fi
   rm -rf "$node" "$data"
   [[ -z $pids ]]

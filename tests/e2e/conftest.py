@@ -69,13 +69,19 @@ def operator_release(k8s_cluster: harness.Cluster, e2e_namespace: str) -> Iterat
         "--set", f"jobImages.gpu.tag={IMAGE_TAG}", "--set", f"jobImages.cpu.tag={IMAGE_TAG}",
         "--set", "jobImages.pullPolicy=Never",
         "--set", "defaults.gpuPendingTimeout=30s",
+        # Copy each progress report into status at once (default: at most every 5 s),
+        # so a run of a few seconds shows its progress moving.
+        "--set", "extraEnv[0].name=GPUBATCH_PROGRESS_INTERVAL", "--set-string", "extraEnv[0].value=0",
+        timeout=420,
     )
-    if result.returncode != 0:
-        pods = k8s_cluster.kubectl("-n", e2e_namespace, "get", "pods", "-o", "wide").stdout
-        events = k8s_cluster.kubectl("-n", e2e_namespace, "get", "events", "--sort-by=.lastTimestamp").stdout
-        raise AssertionError(f"helm install failed:\n{result.stderr}\n{pods}\n{events[-4000:]}")
-    yield RELEASE
-    k8s_cluster.helm("uninstall", RELEASE, "-n", e2e_namespace, "--wait", "--timeout", "2m")
+    try:
+        if result.returncode != 0:
+            raise AssertionError(f"helm install failed:\n{result.stderr}\n{diagnose(k8s_cluster, e2e_namespace)}")
+        yield RELEASE
+    finally:
+        # Also after a failed install: the release's cluster-wide RBAC would
+        # otherwise block the next install.
+        k8s_cluster.helm("uninstall", RELEASE, "-n", e2e_namespace, "--wait", "--timeout", "2m", timeout=180)
 
 
 @pytest.fixture(scope="module")

@@ -43,14 +43,21 @@ FINAL = {"Succeeded", "Failed"}
 
 
 def wait_final(cluster: harness.Cluster, ns: str, kind: str, name: str, timeout: float = 600,
-               watch: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Poll until the resource is Succeeded or Failed; every status seen is appended to `watch`."""
+               watch: list[dict[str, Any]] | None = None,
+               pods: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Poll until the resource is Succeeded or Failed; every status seen is appended to
+    `watch`, and the last state of every pod of its Jobs is kept in `pods` (by name)."""
     deadline = time.monotonic() + timeout
     while True:
         obj = get(cluster, ns, kind, name)
         status = obj.get("status") or {}
         if watch is not None and (not watch or watch[-1] != status):
             watch.append(status)
+        if pods is not None:
+            uid = obj["metadata"]["uid"]
+            for pod in cluster.get("pods", "-n", ns)["items"]:
+                if uid in json.dumps(pod["metadata"].get("labels", {})) or pod["metadata"]["name"].startswith(name):
+                    pods[pod["metadata"]["name"]] = pod
         if status.get("phase") in FINAL:
             return obj
         if time.monotonic() > deadline:
@@ -120,7 +127,8 @@ def test_render_job_runs_in_a_real_pod(k8s_cluster: harness.Cluster, e2e_namespa
     data, out = claims
     points = 60_015  # 60,000 windows of 16: long enough to report progress on the way
     write_series(data, "long.h5", points)
-    k8s_cluster.apply(render_job("render-e2e", "long.h5", "long.h5"), namespace=e2e_namespace)
+    # Batches of 4,096: the pod reports progress after the first one.
+    k8s_cluster.apply(render_job("render-e2e", "long.h5", "long.h5", batchSize=4096), namespace=e2e_namespace)
     seen: list[dict[str, Any]] = []
     done = wait_final(k8s_cluster, e2e_namespace, "renderjob", "render-e2e", watch=seen)
     status = done["status"]
@@ -133,22 +141,25 @@ def test_render_job_runs_in_a_real_pod(k8s_cluster: harness.Cluster, e2e_namespa
         assert images.shape == (points - 15, 32, 32) and images.dtype == np.uint8
         assert int(np.count_nonzero(images[0])) > 0 and int(np.count_nonzero(images[-1])) > 0
         assert sorted(h5["index"][:].tolist()) == list(range(points - 15))
-    assert (out / "long.h5.preview.png").stat().st_size > 0
+    assert (out / "long.preview.png").stat().st_size > 0  # <stem>.preview.png
 
     # status.result is what the pod wrote as its termination message.
     pod = next(p for p in job_pods(k8s_cluster, e2e_namespace, status["jobName"]) if terminated(p).get("exitCode") == 0)
     assert pod["spec"]["nodeName"] == real_node
     assert pod["status"]["containerStatuses"][0]["image"].endswith(CPU_IMAGE)
-    assert json.loads(terminated(pod)["message"]) == status["result"]
+    # (null fields are dropped: a merge patch cannot store them)
+    message = json.loads(terminated(pod)["message"])
+    assert {key: value for key, value in message.items() if value is not None} == status["result"]
     assert status["result"]["images"] == points - 15
 
     # status.progress moved during the run: the pod patched its own annotation
     # through the kubernetes Service with its ServiceAccount token.
     progress = [s.get("progress") for s in seen if s.get("phase") == "Running" and s.get("progress")]
     assert any(p != "100%" for p in progress), seen
-    managers = {f["manager"] for f in pod["metadata"].get("managedFields", [])
-                if "gpubatch.dev/progress" in json.dumps(f.get("fieldsV1", {}))}
-    assert managers, pod["metadata"].get("managedFields")
+    fields = json.loads(k8s_cluster.kubectl("-n", e2e_namespace, "get", "pod", pod["metadata"]["name"], "-o", "json",
+                                            "--show-managed-fields", check=True).stdout)["metadata"]["managedFields"]
+    writers = [f for f in fields if "gpubatch.dev/progress" in json.dumps(f.get("fieldsV1", {}))]
+    assert writers and all(f["operation"] == "Update" and f["manager"] != "kubectl" for f in writers), fields
     assert pod["metadata"]["annotations"]["gpubatch.dev/progress"]
 
 
@@ -188,20 +199,21 @@ def test_gpu_pod_without_a_gpu_falls_back_to_the_cpu(k8s_cluster: harness.Cluste
             timeout=60, what="the real node's allocatable nvidia.com/gpu")
         k8s_cluster.apply(render_job("render-fallback", "series.h5", "fallback.h5", device={"policy": "auto"}),
                           namespace=e2e_namespace)
-        status = wait_final(k8s_cluster, e2e_namespace, "renderjob", "render-fallback", timeout=900)["status"]
+        pods: dict[str, dict[str, Any]] = {}
+        status = wait_final(k8s_cluster, e2e_namespace, "renderjob", "render-fallback", timeout=900,
+                            pods=pods)["status"]
     finally:
         patch(None)
     assert status["phase"] == "Succeeded", f"{status}\n{diagnose(k8s_cluster, e2e_namespace)}"
     assert status["device"] == "cpu"
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["FellBackToCPU"]["status"] == "True", conditions
+    assert conditions["FellBackToCPU"]["reason"] == "GpuUnusable", conditions  # exit 75, not unschedulable
     # The GPU attempt really ran on the GPU image, on the real node, and ended with 75.
-    gpu_pods = [p for p in k8s_cluster.get("pods", "-n", e2e_namespace)["items"]
-                if p["metadata"].get("labels", {}).get("job-name", "").startswith("render-fallback")
-                and p["spec"]["containers"][0]["image"].endswith(GPU_IMAGE)]
-    assert gpu_pods, diagnose(k8s_cluster, e2e_namespace)
+    gpu_pods = [p for p in pods.values() if p["spec"]["containers"][0]["image"].endswith(GPU_IMAGE)]
+    assert gpu_pods, (sorted(pods), diagnose(k8s_cluster, e2e_namespace))
     assert all(p["spec"]["nodeName"] == real_node for p in gpu_pods)
-    assert {terminated(p).get("exitCode") for p in gpu_pods} == {75}, [p["status"] for p in gpu_pods]
+    assert {terminated(p).get("exitCode") for p in gpu_pods if terminated(p)} == {75}, [p["status"] for p in gpu_pods]
     with h5py.File(out / "fallback.h5") as h5:
         assert h5["images"].shape[0] == status["result"]["images"] == 81
     events = k8s_cluster.kubectl("-n", e2e_namespace, "get", "events", "--field-selector",

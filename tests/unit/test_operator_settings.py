@@ -79,3 +79,16 @@ def test_backoff_doubles_up_to_a_cap():
     assert delays == [1, 2, 4, 5, 5]
     queue.forget("k")
     assert queue.backoff("k", base=1) == 1
+
+
+def test_in_cluster_server_comes_from_the_kubelets_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No cluster DNS needed: the operator in a pod talks to KUBERNETES_SERVICE_HOST:PORT."""
+    from gpubatch_operator.client import in_cluster_server
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert in_cluster_server("https://kubernetes.default.svc") == "https://kubernetes.default.svc"
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    assert in_cluster_server("https://kubernetes.default.svc") == "https://10.0.0.1:443"
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
+    assert in_cluster_server("x") == "https://[fd00::1]:443"
