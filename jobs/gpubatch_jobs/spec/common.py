@@ -15,8 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-API_GROUP = "gpubatch.dev"
-API_VERSION = "v1alpha1"
+from gpubatch_jobs.contract import API_GROUP, API_VERSION  # noqa: F401 - re-exported: the API's name
 
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 QUANTITY_PATTERN = (

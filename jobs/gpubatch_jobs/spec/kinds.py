@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from gpubatch_jobs.contract import KINDS as CONTRACT_KINDS
 from gpubatch_jobs.spec.common import (
     ApiModel,
     BatchSize,
@@ -195,11 +196,10 @@ KINDS: dict[str, type[GpubatchResource]] = {
     "PredictJob": PredictJob,
 }
 
-# Names the CRDs use: plural, singular, short names (kubectl get rj ...).
+# Names the CRDs use: plural, singular, short names (kubectl get rj ...), from the contract's kinds table.
 NAMES: dict[str, dict[str, Any]] = {
-    "RenderJob": {"plural": "renderjobs", "singular": "renderjob", "shortNames": ["rj"]},
-    "TrainJob": {"plural": "trainjobs", "singular": "trainjob", "shortNames": ["tj"]},
-    "PredictJob": {"plural": "predictjobs", "singular": "predictjob", "shortNames": ["pj"]},
+    kind: {"plural": info.plural, "singular": info.singular, "shortNames": [info.short_name]}
+    for kind, info in CONTRACT_KINDS.items()
 }
 
 
