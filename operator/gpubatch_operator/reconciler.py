@@ -29,11 +29,10 @@ from gpubatch_operator.decide import (
     Plan,
     World,
     decide,
-    effective_policy,
     iso,
 )
 from gpubatch_operator.kinds import API, job_kind
-from gpubatch_operator.naming import UID_LABEL
+from gpubatch_operator.naming import OWNER_UID_LABEL
 from gpubatch_operator.observe import Key
 from gpubatch_operator.settings import Settings
 from gpubatch_operator.state import advance, merge_patch, only_progress_changed
@@ -155,7 +154,7 @@ class Reconciler:
             spec, error = parse_spec(view.kind, view.spec, source=f"{view.kind} {view.name}"), None
         except SpecError as err:
             spec, error = None, "; ".join(err.problems)
-        jobs, pods = self.store.children(view.key)
+        jobs, pods = self.store.children(view.uid)
         return World(
             kind=kind, name=view.name, namespace=view.namespace, uid=view.uid, generation=view.generation,
             spec=spec, spec_error=error, status=status, jobs=jobs, pods=pods,
@@ -197,8 +196,7 @@ class Reconciler:
         request = JobRequest(
             kind=world.kind, name=view.name, namespace=view.namespace, uid=view.uid, spec=world.spec,
             job_name=action.job_name, device=action.device,
-            policy=effective_policy(world.spec, self.settings.default_device_policy),
-            attempt=action.attempt, annotations=view.test_annotations,
+            attempt=action.attempt, test_hooks=view.test_annotations,
         )
         try:
             created = await self.client.create(path, build_job(request, self.settings))
@@ -215,7 +213,7 @@ class Reconciler:
     async def _check_owner(self, view: ResourceView, job_name: str) -> None:
         """A 409 for a Job of an earlier resource with the same name: wait for its garbage collection."""
         existing = await self.client.get(namespaced("batch/v1", "jobs", view.namespace, job_name))
-        owner = (existing.get("metadata", {}).get("labels") or {}).get(UID_LABEL)
+        owner = (existing.get("metadata", {}).get("labels") or {}).get(OWNER_UID_LABEL)
         if owner != view.uid:
             raise Retry(f"Job {job_name} still belongs to a deleted {view.kind} of the same name", 2.0)
         self.store.put_job(existing)

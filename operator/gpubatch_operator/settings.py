@@ -22,6 +22,9 @@ GPUBATCH_PEERING                     empty (default): standalone, one operator a
 GPUBATCH_RECONCILE_WORKERS           concurrent reconciles: 16 (default)
 GPUBATCH_PROGRESS_INTERVAL           least seconds between two progress-only status writes: 5 (default)
 GPUBATCH_LOG_LEVEL                   DEBUG, INFO (default), WARNING, ERROR
+GPUBATCH_TEST_HOOKS                  false (default); true: copy gpubatch.dev/test-* annotations of a
+                                     resource onto its pods (the kwok test cluster scripts pods with
+                                     them). Never on in production: the chart leaves it off.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gpubatch_jobs.contract import DEVICE_POLICIES
 from gpubatch_jobs.spec import parse_duration
 
 VERSION_TAG = "0.1.0"
-DEVICE_POLICIES = ("auto", "gpu", "cpu")
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -60,6 +64,7 @@ class Settings:
     reconcile_workers: int = 16
     progress_interval_s: float = 5.0
     log_level: str = "INFO"
+    test_hooks: bool = False
 
     @property
     def clusterwide(self) -> bool:
@@ -98,6 +103,12 @@ class Settings:
                 raise SettingsError(f"{name}={raw!r}: must be >= {minimum}")
             return value
 
+        def flag(name: str, default: bool) -> bool:
+            raw = text(name, str(default).lower()).lower()
+            if raw not in BOOLEANS:
+                raise SettingsError(f"{name}={raw!r}: must be true or false")
+            return BOOLEANS[raw]
+
         timeout = text("GPUBATCH_DEFAULT_GPU_PENDING_TIMEOUT", defaults.default_gpu_pending_timeout)
         try:
             if parse_duration(timeout) <= 0:
@@ -128,4 +139,5 @@ class Settings:
                 number("GPUBATCH_PROGRESS_INTERVAL", defaults.progress_interval_s, float, minimum=0)
             ),
             log_level=choice("GPUBATCH_LOG_LEVEL", defaults.log_level, LOG_LEVELS),
+            test_hooks=flag("GPUBATCH_TEST_HOOKS", defaults.test_hooks),
         )

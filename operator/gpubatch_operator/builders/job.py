@@ -2,10 +2,15 @@
 
 `build_job(JobRequest(...), settings)` is pure: the tests build requests with
 the fluent helper in tests/unit and assert on the dict. The Job ends at once
-on exit 1 (bad input: retrying cannot help) and exit 75 (GPU unusable: the
-operator decides whether to re-run on the CPU); other failures are retried
-up to spec.backoffLimit, and pod disruptions (eviction, preemption) are not
-counted against it.
+on the contract's fail-at-once exit codes (gpubatch_jobs/contract.py: 1 bad
+input, retrying cannot help; 75 GPU unusable, the operator decides whether to
+re-run on the CPU); other failures, unexpected errors (2) included, are
+retried up to spec.backoffLimit, and pod disruptions (eviction, preemption)
+are not counted against it.
+
+The pod is told the device (gpu|cpu) and to exit 75 if the GPU fails: the
+CPU re-run then gets the CPU image and gives the GPU back. The spec travels
+as the user wrote it; its device.policy is not the pod's business.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpubatch_jobs.contract import FAIL_AT_ONCE, DeviceInstruction
 from gpubatch_jobs.spec.common import CommonSpec
 from gpubatch_operator.builders.pod import (
     CONTAINER_NAME,
@@ -33,7 +39,7 @@ from gpubatch_operator.naming import (
 )
 from gpubatch_operator.settings import Settings
 
-FAIL_AT_ONCE_EXIT_CODES = [1, 75]
+FAIL_AT_ONCE_EXIT_CODES = sorted(FAIL_AT_ONCE)
 
 
 @dataclass(frozen=True)
@@ -46,10 +52,14 @@ class JobRequest:
     uid: str
     spec: CommonSpec
     job_name: str
-    device: str  # gpu | cpu
-    policy: str  # the effective device policy (spec's, else the operator's default)
+    device: str  # gpu | cpu, decided by decide()
     attempt: int = 1
-    annotations: dict[str, str] = field(default_factory=dict)  # the resource's metadata.annotations
+    test_hooks: dict[str, str] = field(default_factory=dict)  # the resource's gpubatch.dev/test-* annotations
+
+    @property
+    def instruction(self) -> DeviceInstruction:
+        """What the pod is told: this device; on a GPU failure exit 75 and let the operator decide."""
+        return DeviceInstruction(self.device, "exit")
 
 
 def test_annotations(annotations: dict[str, str], device: str) -> dict[str, str]:
@@ -69,13 +79,6 @@ def test_annotations(annotations: dict[str, str], device: str) -> dict[str, str]
         else:
             hooks[key] = value
     return {**hooks, **scoped}
-
-
-def spec_for_pod(request: JobRequest) -> dict[str, Any]:
-    """The spec as the engine receives it: wire form, effective policy filled in."""
-    wire = request.spec.wire()
-    wire.setdefault("device", {})["policy"] = request.policy
-    return wire
 
 
 def image_for(request: JobRequest, settings: Settings) -> tuple[str, str]:
@@ -98,7 +101,7 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     job_labels = dict(labels)
     if spec.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
-    test_hooks = test_annotations(request.annotations, request.device)
+    test_hooks = test_annotations(request.test_hooks, request.device) if settings.test_hooks else {}
     image, pull_policy = image_for(request, settings)
     volumes, mounts = pvc_volumes(request.kind.data_paths(spec))
     container: dict[str, Any] = {
@@ -106,7 +109,9 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": ["gpubatch-job", request.kind.command],
-        "env": container_env(spec_for_pod(request), request.device, request.name),
+        # The spec as written (validated; defaults are the pod's own models' to fill in).
+        "env": container_env(spec.model_dump(by_alias=True, mode="json", exclude_unset=True),
+                             request.instruction, request.name),
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -21,14 +21,14 @@ def resource_event(runtime: Runtime, event_type: str | None, body: dict[str, Any
 
 
 def job_event(runtime: Runtime, event_type: str | None, body: dict[str, Any]) -> None:
-    key = runtime.store.put_job(body, deleted=event_type == "DELETED")
-    if key is not None and key in runtime.store.resources:
+    key = runtime.store.owner(runtime.store.put_job(body, deleted=event_type == "DELETED"))
+    if key is not None:
         runtime.reconciler.queue.add(key)
 
 
 def pod_event(runtime: Runtime, event_type: str | None, body: dict[str, Any]) -> None:
-    key = runtime.store.put_pod(body, deleted=event_type == "DELETED")
-    if key is not None and key in runtime.store.resources:
+    key = runtime.store.owner(runtime.store.put_pod(body, deleted=event_type == "DELETED"))
+    if key is not None:
         runtime.reconciler.queue.add(key)
 
 
