@@ -177,6 +177,10 @@ DEVICE_LABEL = f"{API_GROUP}/device"
 ATTEMPT_LABEL = f"{API_GROUP}/attempt"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+# On the job pods' ServiceAccount, Role and RoleBinding, whoever made them (operator or chart):
+# the operator watches ServiceAccounts with it and re-creates a deleted one.
+JOB_IDENTITY_LABEL = f"{API_GROUP}/job-identity"
+JOB_IDENTITY_SELECTOR = f"{JOB_IDENTITY_LABEL}=true"
 
 PROGRESS_ANNOTATION = f"{API_GROUP}/progress"  # written by the pod: {"done","total","stage"}
 # Test hook (off unless the operator's GPUBATCH_TEST_HOOKS is on): resource annotations with

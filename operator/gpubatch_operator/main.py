@@ -39,7 +39,7 @@ from typing import Any
 
 import kopf
 
-from gpubatch_jobs.spec import API_GROUP, API_VERSION
+from gpubatch_jobs.contract import API_GROUP, API_VERSION, JOB_IDENTITY_LABEL
 from gpubatch_operator.client import connection_info
 from gpubatch_operator.handlers import lifecycle, watch_events
 from gpubatch_operator.kinds import JOB_KINDS
@@ -72,11 +72,11 @@ def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
 
 @kopf.on.probe(id="workqueue")
 def workqueue_depth(memo: kopf.Memo, **_: Any) -> int:
-    return len(memo["runtime"].reconciler.queue) if "runtime" in memo else 0
+    return len(memo["operator_ctx"].reconciler.queue) if "operator_ctx" in memo else 0
 
 
 async def resource_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    watch_events.resource_event(memo["runtime"], type, dict(event["object"]))
+    watch_events.resource_event(memo["operator_ctx"], type, dict(event["object"]))
 
 
 for _kind in JOB_KINDS.values():
@@ -85,17 +85,22 @@ for _kind in JOB_KINDS.values():
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 async def job_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    watch_events.job_event(memo["runtime"], type, dict(event["object"]))
+    watch_events.job_event(memo["operator_ctx"], type, dict(event["object"]))
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED)
 async def pod_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    watch_events.pod_event(memo["runtime"], type, dict(event["object"]))
+    watch_events.pod_event(memo["operator_ctx"], type, dict(event["object"]))
+
+
+@kopf.on.event("", "v1", "serviceaccounts", labels={JOB_IDENTITY_LABEL: "true"})
+async def service_account_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    watch_events.service_account_event(memo["operator_ctx"], type, dict(event["object"]))
 
 
 @kopf.on.event("", "v1", "nodes")
 async def node_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    watch_events.node_event(memo["runtime"], type, dict(event["object"]))
+    watch_events.node_event(memo["operator_ctx"], type, dict(event["object"]))
 
 
 class _NoThreadSignalWarning(logging.Filter):

@@ -13,7 +13,8 @@ unit test checks that every request path the operator builds is covered.
 - Events: posted on each transition of a resource.
 - ServiceAccounts, Roles, RoleBindings: the job pods' `gpubatch-job` identity,
   created in each namespace where a Job is launched (Role: pods get/patch, so
-  the operator must itself hold get/patch on pods to grant it).
+  the operator must itself hold get/patch on pods to grant it); its
+  ServiceAccounts are watched (label-filtered) so a deleted one is re-created.
 - CustomResourceDefinitions and Namespaces: kopf's discovery of the watched
   resources (list/watch).
 """
@@ -35,7 +36,7 @@ OPERATOR_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
     ("batch", "jobs", ("get", "list", "watch", "create", "delete")),
     ("", "pods", ("get", "list", "watch", "patch")),
     ("", "events", ("create",)),
-    ("", "serviceaccounts", ("get", "create")),
+    ("", "serviceaccounts", ("get", "list", "watch", "create")),
     ("rbac.authorization.k8s.io", "roles", ("get", "create")),
     ("rbac.authorization.k8s.io", "rolebindings", ("get", "create")),
 ]

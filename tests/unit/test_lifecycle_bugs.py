@@ -20,7 +20,7 @@ from gpubatch_jobs.contract import DeviceInstruction
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec import parse_spec
 from gpubatch_operator.decide import CreateJob, decide, iso
-from gpubatch_operator.handlers.lifecycle import Runtime
+from gpubatch_operator.handlers.lifecycle import OperatorContext
 from gpubatch_operator.handlers.watch_events import job_event, pod_event, resource_event
 from gpubatch_operator.reconciler import Reconciler
 from gpubatch_operator.settings import Settings
@@ -83,7 +83,7 @@ def test_gpu_out_of_memory_left_over_is_retried_not_a_gpu_failure(monkeypatch, t
 def test_a_200_character_name_sees_its_job_and_pods() -> None:
     name = "a" * 200
     settings = Settings()
-    runtime = Runtime(settings, store := Store(), Reconciler(settings=settings, store=store, client=None))  # type: ignore[arg-type]
+    runtime = OperatorContext(settings, store := Store(), Reconciler(settings=settings, store=store, client=None))  # type: ignore[arg-type]
     body = resource("RenderJob", name)
     resource_event(runtime, "ADDED", body)
     key = ("RenderJob", "ns", name)

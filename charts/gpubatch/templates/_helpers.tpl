@@ -49,6 +49,8 @@ app.kubernetes.io/component: operator
 {{- define "gpubatch.jobLabels" -}}
 {{ include "gpubatch.commonLabels" . }}
 app.kubernetes.io/component: job
+{{- /* gpubatch_jobs.contract.JOB_IDENTITY_LABEL: the operator re-creates a deleted one. */}}
+gpubatch.dev/job-identity: "true"
 {{- end }}
 
 {{/* Labels that select the operator pod (never change them: selectors are immutable). */}}

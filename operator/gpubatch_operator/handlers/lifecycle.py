@@ -16,6 +16,7 @@ from typing import Any
 
 import kopf
 
+from gpubatch_jobs.contract import JOB_IDENTITY_SELECTOR
 from gpubatch_operator import metrics
 from gpubatch_operator.client import ApiError, KubeClient, cluster_path
 from gpubatch_operator.naming import MANAGED_SELECTOR
@@ -27,7 +28,7 @@ log = logging.getLogger("gpubatch.operator")
 
 
 @dataclass
-class Runtime:
+class OperatorContext:
     """Everything the handlers share, kept in kopf's `memo`."""
 
     settings: Settings
@@ -63,11 +64,11 @@ def tune_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
     # Server-side filters: only our Jobs and their pods travel over the watch.
     kopf_settings.watching.label_selectors["batch", "jobs"] = MANAGED_SELECTOR
     kopf_settings.watching.label_selectors["pods"] = MANAGED_SELECTOR
+    kopf_settings.watching.label_selectors["serviceaccounts"] = JOB_IDENTITY_SELECTOR
     kopf_settings.watching.server_timeout = 300
     kopf_settings.watching.client_timeout = 330
     kopf_settings.watching.connect_timeout = 10
     kopf_settings.networking.request_timeout = 30
-    kopf_settings.persistence.finalizer = "gpubatch.dev/finalizer"
     if settings.peering:
         kopf_settings.peering.name = settings.peering
     kopf_settings.peering.standalone = settings.standalone
@@ -85,7 +86,7 @@ async def prime(store: Store, client: KubeClient, settings: Settings) -> None:
             store.put_pod(pod)
 
 
-async def startup(kopf_settings: kopf.OperatorSettings, memo: kopf.Memo, settings: Settings | None = None) -> Runtime:
+async def startup(kopf_settings: kopf.OperatorSettings, memo: kopf.Memo, settings: Settings | None = None) -> OperatorContext:
     settings = settings or Settings.from_env()
     logging.getLogger("gpubatch").setLevel(settings.log_level)
     # kopf logs every handled event at INFO: thousands of lines per burst, and CPU.
@@ -100,24 +101,24 @@ async def startup(kopf_settings: kopf.OperatorSettings, memo: kopf.Memo, setting
     except ApiError as err:
         await client.close()
         raise kopf.TemporaryError(f"cannot list nodes, Jobs and pods yet: {err}", delay=5) from err
-    runtime = Runtime(settings, store, reconciler)
-    runtime.tasks = [asyncio.create_task(reconciler.worker()) for _ in range(settings.reconcile_workers)]
+    operator_ctx = OperatorContext(settings, store, reconciler)
+    operator_ctx.tasks = [asyncio.create_task(reconciler.worker()) for _ in range(settings.reconcile_workers)]
     metrics.serve(settings.metrics_port, store, lambda: len(reconciler.queue))
-    memo["runtime"] = runtime
+    memo["operator_ctx"] = operator_ctx
     log.info(
         "gpubatch operator started: %s, %d GPU node(s), %d Job(s) known",
         "all namespaces" if settings.clusterwide else ", ".join(settings.watch_namespaces),
         len(store.gpu_nodes), sum(len(j) for j in store.jobs.values()),
     )
-    return runtime
+    return operator_ctx
 
 
 async def cleanup(memo: kopf.Memo) -> None:
-    runtime: Runtime | None = memo.get("runtime")
-    if runtime is None:
+    operator_ctx: OperatorContext | None = memo.get("operator_ctx")
+    if operator_ctx is None:
         return
-    for task in runtime.tasks:
+    for task in operator_ctx.tasks:
         task.cancel()
-    await asyncio.gather(*runtime.tasks, return_exceptions=True)
-    runtime.reconciler.queue.close()
-    await runtime.reconciler.client.close()
+    await asyncio.gather(*operator_ctx.tasks, return_exceptions=True)
+    operator_ctx.reconciler.queue.close()
+    await operator_ctx.reconciler.client.close()
