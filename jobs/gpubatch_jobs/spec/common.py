@@ -114,7 +114,11 @@ class DeviceSpec(ApiModel):
         json_schema_extra=OPERATOR_DEFAULT,
     )
     fallback_on_gpu_failure: bool = Field(
-        True, description="Re-run on CPU when the GPU pod exits 75 (GPU requested but unusable)."
+        True,
+        description=(
+            "When the GPU is unusable or fails mid-run (other than out-of-memory), finish on the CPU: the GPU "
+            "pod exits 75 and the operator re-runs the job on the CPU image. false: the job fails (GpuUnusable)."
+        ),
     )
 
     @field_validator("gpu_pending_timeout")
