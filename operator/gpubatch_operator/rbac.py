@@ -49,6 +49,12 @@ OPERATOR_CLUSTER_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
 ]
 
 
+# Leader election (GPUBATCH_LEADER_ELECTION): a Role in the operator's own namespace.
+OPERATOR_LEASE_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
+    ("coordination.k8s.io", "leases", ("get", "create", "update")),
+]
+
+
 def as_rules(entries: list[tuple[str, str, tuple[str, ...]]]) -> list[dict[str, list[str]]]:
     """The entries as Kubernetes PolicyRules."""
     return [{"apiGroups": [g], "resources": [r], "verbs": list(v)} for g, r, v in entries]

@@ -65,3 +65,10 @@ fails when the chart and the operator differ. No rule uses a wildcard.
   resources: ["pods"]
   verbs: ["get", "patch"]
 {{- end }}
+
+{{/* Leader election: the operator replicas' Lease (gpubatch_operator.rbac.OPERATOR_LEASE_RBAC). */}}
+{{- define "gpubatch.rules.leaderElection" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
+{{- end }}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,7 @@ import kopf
 from gpubatch_jobs.contract import JOB_IDENTITY_SELECTOR
 from gpubatch_operator import metrics
 from gpubatch_operator.client import ApiError, KubeClient, cluster_path
+from gpubatch_operator.leader import RETRY_S, LeaderElection
 from gpubatch_operator.naming import MANAGED_SELECTOR
 from gpubatch_operator.reconciler import Reconciler
 from gpubatch_operator.settings import Settings
@@ -35,6 +38,23 @@ class OperatorContext:
     store: Store
     reconciler: Reconciler
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    election: LeaderElection | None = None
+    election_task: asyncio.Task[None] | None = None
+
+    def start_workers(self) -> None:
+        """Reconcile: at startup, or when this replica becomes the leader (every known resource, again)."""
+        if self.tasks:
+            return
+        self.tasks = [asyncio.create_task(self.reconciler.worker()) for _ in range(self.settings.reconcile_workers)]
+        for key in list(self.store.resources):
+            self.reconciler.queue.add(key)
+
+    def stop_workers(self) -> None:
+        """Another replica leads now: no more Jobs or status writes from this one."""
+        for task in self.tasks:
+            task.cancel()
+        self.tasks = []
+        self.reconciler.written.clear()  # the next leader writes; what this one wrote may be stale later
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -102,7 +122,16 @@ async def startup(kopf_settings: kopf.OperatorSettings, memo: kopf.Memo, setting
         await client.close()
         raise kopf.TemporaryError(f"cannot list nodes, Jobs and pods yet: {err}", delay=5) from err
     operator_ctx = OperatorContext(settings, store, reconciler)
-    operator_ctx.tasks = [asyncio.create_task(reconciler.worker()) for _ in range(settings.reconcile_workers)]
+    if settings.leader_election:
+        identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}-{os.getpid()}"
+        operator_ctx.election = LeaderElection(
+            client, settings.leader_election_namespace, settings.leader_election_lease, identity,
+            on_started=operator_ctx.start_workers, on_stopped=operator_ctx.stop_workers,
+            lease_s=settings.lease_s, renew_s=settings.lease_s / 3, retry_s=min(RETRY_S, settings.lease_s / 5),
+        )
+        operator_ctx.election_task = asyncio.create_task(operator_ctx.election.run())
+    else:
+        operator_ctx.start_workers()
     metrics.serve(settings.metrics_port, store, lambda: len(reconciler.queue))
     memo["operator_ctx"] = operator_ctx
     log.info(
@@ -117,8 +146,11 @@ async def cleanup(memo: kopf.Memo) -> None:
     operator_ctx: OperatorContext | None = memo.get("operator_ctx")
     if operator_ctx is None:
         return
-    for task in operator_ctx.tasks:
-        task.cancel()
-    await asyncio.gather(*operator_ctx.tasks, return_exceptions=True)
+    if operator_ctx.election_task is not None:  # lets go of the Lease: another replica takes over at once
+        operator_ctx.election_task.cancel()
+        await asyncio.gather(operator_ctx.election_task, return_exceptions=True)
+    tasks = operator_ctx.tasks
+    operator_ctx.stop_workers()
+    await asyncio.gather(*tasks, return_exceptions=True)
     operator_ctx.reconciler.queue.close()
     await operator_ctx.reconciler.client.close()
