@@ -46,7 +46,7 @@ POD_STATUS_GRACE_S = 10.0
 
 @dataclass(frozen=True)
 class World:
-    kind: JobKind
+    job_kind: JobKind  # the kind's plug-in; `kind` elsewhere is the name (RenderJob)
     name: str
     namespace: str
     uid: str
@@ -103,8 +103,8 @@ def decide(world: World) -> Plan:
     if world.spec is None:
         return Plan(Outcome(FAILED, "InvalidSpec", world.spec_error or "the spec does not validate"))
     spec = world.spec
-    first = job_name(world.name, world.kind.command)
-    rerun = job_name(world.name, world.kind.command, cpu_rerun=True)
+    first = job_name(world.name, world.job_kind.command)
+    rerun = job_name(world.name, world.job_kind.command, cpu_rerun=True)
     mine = {j.name: j for j in world.jobs if j.owner_uid == world.uid}
     fallback = _stored_fallback(status)
 
@@ -143,7 +143,7 @@ def _start(world: World, spec: CommonSpec, first: str) -> Plan:
 
 
 def _fall_back(world: World, current: str, reason: str, message: str) -> Plan:
-    rerun = job_name(world.name, world.kind.command, cpu_rerun=True)
+    rerun = job_name(world.name, world.job_kind.command, cpu_rerun=True)
     outcome = Outcome(
         PENDING, "FellBackToCPU", f"{message}; re-running as Job {rerun} on the CPU image",
         device="cpu", job_name=rerun, attempts=2, fallback=(reason, message),

@@ -119,7 +119,7 @@ class Reconciler:
             spec, error = None, "; ".join(err.problems)
         jobs, pods = self.store.children(view.uid)
         return World(
-            kind=kind, name=view.name, namespace=view.namespace, uid=view.uid, generation=view.generation,
+            job_kind=kind, name=view.name, namespace=view.namespace, uid=view.uid, generation=view.generation,
             spec=spec, spec_error=error, status=status, jobs=jobs, pods=pods,
             gpu_nodes=self.store.gpu_node_count(), now=time.time(),
             default_policy=self.settings.default_device_policy,
@@ -160,7 +160,7 @@ class Reconciler:
             return
         assert world.spec is not None
         request = JobRequest(
-            kind=world.kind, name=view.name, namespace=view.namespace, uid=view.uid, spec=world.spec,
+            job_kind=world.job_kind, name=view.name, namespace=view.namespace, uid=view.uid, spec=world.spec,
             job_name=action.job_name, device=action.device,
             attempt=action.attempt, test_hooks=view.test_annotations,
         )

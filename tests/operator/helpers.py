@@ -76,7 +76,7 @@ class JobMaker:
     def request(self) -> JobRequest:
         command = job_kind(self._kind).command
         return JobRequest(
-            kind=job_kind(self._kind), name=self._name, namespace="ns", uid=UID,
+            job_kind=job_kind(self._kind), name=self._name, namespace="ns", uid=UID,
             spec=parse_spec(self._kind, self._spec), job_name=job_name(self._name, command),
             device=self._device, attempt=self._attempt, test_hooks=self._annotations,
         )
@@ -168,7 +168,7 @@ class WorldMaker:
     def obj(self) -> World:
         kind = self._body["kind"]
         return World(
-            kind=job_kind(kind), name=self._body["metadata"]["name"], namespace="ns", uid=UID, generation=1,
+            job_kind=job_kind(kind), name=self._body["metadata"]["name"], namespace="ns", uid=UID, generation=1,
             spec=parse_spec(kind, self._body["spec"]), spec_error=None, status=self._status,
             jobs=self._jobs, pods=self._pods, gpu_nodes=self._gpu_nodes, now=self._now, **self._defaults,
         )

@@ -46,7 +46,7 @@ FAIL_AT_ONCE_EXIT_CODES = sorted(FAIL_AT_ONCE)
 class JobRequest:
     """Everything that decides the Job: the resource, its spec and this attempt's device."""
 
-    kind: JobKind
+    job_kind: JobKind  # the kind's plug-in; `kind` elsewhere is the name (RenderJob)
     name: str
     namespace: str
     uid: str
@@ -94,7 +94,7 @@ def image_for(request: JobRequest, settings: Settings) -> tuple[str, str]:
 def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     spec = request.spec
     labels = {
-        **owner_labels(request.kind.kind, request.name, request.uid),
+        **owner_labels(request.job_kind.kind, request.name, request.uid),
         DEVICE_LABEL: request.device,
         ATTEMPT_LABEL: str(request.attempt),
     }
@@ -103,12 +103,12 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
     test_hooks = test_annotations(request.test_hooks, request.device) if settings.test_hooks else {}
     image, pull_policy = image_for(request, settings)
-    volumes, mounts = pvc_volumes(request.kind.data_paths(spec))
+    volumes, mounts = pvc_volumes(request.job_kind.data_paths(spec))
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": image,
         "imagePullPolicy": pull_policy,
-        "command": ["gpubatch-job", request.kind.command],
+        "command": ["gpubatch-job", request.job_kind.command],
         # The spec as written (validated; defaults are the pod's own models' to fill in).
         "env": container_env(spec.model_dump(by_alias=True, mode="json", exclude_unset=True),
                              request.instruction, request.name),
@@ -156,7 +156,7 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         },
         "template": {"metadata": template_meta, "spec": pod_spec},
     }
-    shards = request.kind.shards(spec)
+    shards = request.job_kind.shards(spec)
     if shards > 1:
         job_spec.update(completions=shards, parallelism=shards, completionMode="Indexed")
     if spec.active_deadline_seconds is not None:
@@ -176,7 +176,7 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
             "ownerReferences": [
                 {
                     "apiVersion": API,
-                    "kind": request.kind.kind,
+                    "kind": request.job_kind.kind,
                     "name": request.name,
                     "uid": request.uid,
                     "controller": True,
