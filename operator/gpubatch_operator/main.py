@@ -4,8 +4,8 @@ Run it as `gpubatch-operator` (settings from GPUBATCH_* variables, see
 settings.py) or as `kopf run -m gpubatch_operator.main [-A | -n NS...]
 [--standalone] [--liveness=http://0.0.0.0:8081/healthz]`.
 
-How it works: kopf watches the three kinds, their Jobs and pods (server-side
-label-filtered) and the nodes; each event updates the store and enqueues the
+How it works (docs/architecture.md): kopf watches the three kinds, their Jobs
+and pods (server-side label-filtered), the job ServiceAccounts and the nodes; each event updates the store and enqueues the
 resource; reconcile workers decide and act (reconciler.py, decide.py) and move
 `status` through the state machine (state.py).
 
@@ -18,7 +18,8 @@ GPUBATCH_PROGRESS_INTERVAL seconds. The job pods run as the ServiceAccount
 patch on pods of its own namespace; the operator creates that ServiceAccount,
 Role and RoleBinding in each namespace where it launches a Job, if missing.
 
-Test hook: annotations of a resource starting with `gpubatch.dev/test-` are
+Test hook (only with GPUBATCH_TEST_HOOKS=true; off by default and in the
+chart): annotations of a resource starting with `gpubatch.dev/test-` are
 copied onto its pods, so the kwok test cluster can script a pod's fate;
 `gpubatch.dev/test-gpu-X` / `gpubatch.dev/test-cpu-X` reach only the GPU / CPU
 pods, as `gpubatch.dev/test-X` (e.g. exit 75 on the GPU, succeed on the CPU).
