@@ -95,8 +95,17 @@ def two_replicas(k8s_cluster, namespace, operator, tmp_path):
 
 
 def lease_holder(cluster: harness.Cluster, namespace: str) -> str:
-    result = cluster.kubectl("get", "lease", "gpubatch-ha-test", "-n", namespace, "-o", "json")
-    return json.loads(result.stdout)["spec"].get("holderIdentity") or "" if result.returncode == 0 else ""
+    """The Lease's holder, read with the official (synchronous) client, as a user's script would."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CoordinationV1Api(config.new_client_from_config(str(cluster.kubeconfig)))
+    try:
+        return api.read_namespaced_lease("gpubatch-ha-test", namespace).spec.holder_identity or ""
+    except ApiException as err:
+        if err.status == 404:
+            return ""
+        raise
 
 
 def test_killing_the_active_replica_hands_over_within_the_lease(k8s_cluster, namespace, two_replicas):
