@@ -21,18 +21,14 @@ unit test checks that every request path the operator builds is covered.
 
 from __future__ import annotations
 
-from gpubatch_jobs.spec import API_GROUP
+from gpubatch_jobs.contract import API_GROUP, KINDS
+
+_PLURALS = [info.plural for info in KINDS.values()]  # the contract's kinds table
 
 OPERATOR_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
-    (API_GROUP, "renderjobs", ("get", "list", "watch")),
-    (API_GROUP, "trainjobs", ("get", "list", "watch")),
-    (API_GROUP, "predictjobs", ("get", "list", "watch")),
-    (API_GROUP, "renderjobs/status", ("get", "patch", "update")),
-    (API_GROUP, "trainjobs/status", ("get", "patch", "update")),
-    (API_GROUP, "predictjobs/status", ("get", "patch", "update")),
-    (API_GROUP, "renderjobs/finalizers", ("update",)),
-    (API_GROUP, "trainjobs/finalizers", ("update",)),
-    (API_GROUP, "predictjobs/finalizers", ("update",)),
+    *((API_GROUP, plural, ("get", "list", "watch")) for plural in _PLURALS),
+    *((API_GROUP, f"{plural}/status", ("get", "patch", "update")) for plural in _PLURALS),
+    *((API_GROUP, f"{plural}/finalizers", ("update",)) for plural in _PLURALS),
     ("batch", "jobs", ("get", "list", "watch", "create", "delete")),
     ("", "pods", ("get", "list", "watch", "patch")),
     ("", "events", ("create",)),
