@@ -127,3 +127,17 @@ def test_a_failed_job_whose_pod_never_shows_fails_after_a_grace_period_with_the_
     assert plan.outcome is not None and plan.outcome.phase == "Failed"
     assert plan.outcome.reason == "BackoffLimitExceeded" and "backoff limit" in plan.outcome.message
     assert UID  # the helpers' resource
+
+
+def test_a_resource_recreated_under_the_same_name_does_not_inherit_the_old_jobs() -> None:
+    store = Store()
+    old = resource("RenderJob", "x")
+    store.put_resource(old)
+    job = make_job("x").cpu().obj()
+    store.put_job(job)
+    new = resource("RenderJob", "x")
+    new["metadata"]["uid"] = "another-uid"
+    store.put_resource(old, deleted=True)
+    store.put_resource(new)
+    assert store.children("another-uid") == ([], [])
+    assert store.owner(UID) is None and store.owner("another-uid") == ("RenderJob", "ns", "x")
