@@ -42,11 +42,11 @@ def main() -> int:
 
     os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ["GPUBATCH_DEVICE"] = args.device
     sys.path.insert(0, str(ROOT / "bench"))
     import numpy as np
     import pandas as pd
 
+    from gpubatch_jobs.contract import instruction_for_policy
     from gpubatch_jobs.predict import run
     from gpubatch_jobs.runtime import RunContext
     from gpubatch_jobs.spec.kinds import PredictJobSpec
@@ -63,7 +63,7 @@ def main() -> int:
     body = {"model": str(model_dir), "input": {"path": "rows.parquet"}, "output": {"path": "ours.parquet"},
             "windowSize": args.window, "stride": args.stride, "batchSize": batch}
     started = time.perf_counter()
-    ours = run(PredictJobSpec.model_validate(body), RunContext(base_dir=work))
+    ours = run(PredictJobSpec.model_validate(body), RunContext(base_dir=work, instruction=instruction_for_policy(args.device)))
     ours_wall = time.perf_counter() - started
     windows = ours["items"]["windows"]
     figures = {"windows": windows, "rows": n_rows, "device": ours["device"], "backend": ours["backend"],
@@ -94,7 +94,7 @@ def main() -> int:
     if args.spark:
         body_spark = {**body, "engine": "spark", "output": {"path": "spark.parquet"}}
         started = time.perf_counter()
-        spark = run(PredictJobSpec.model_validate(body_spark), RunContext(base_dir=work))
+        spark = run(PredictJobSpec.model_validate(body_spark), RunContext(base_dir=work, instruction=instruction_for_policy(args.device)))
         wall = time.perf_counter() - started
         spark_frame = pd.read_parquet(work / "spark.parquet").merge(got, on=["doc", "pos"], suffixes=("", "_local"))
         spark_diff = max(float(np.abs(spark_frame[c] - spark_frame[c + "_local"]).max()) for c in probability_columns)

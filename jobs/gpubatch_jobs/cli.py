@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from gpubatch_jobs.contract import instruction_for_policy
 from gpubatch_jobs.errors import EXIT_BAD_INPUT
 from gpubatch_jobs.runtime import RunContext, stderr_progress_bar
 from gpubatch_jobs.spec import SpecError, load_manifest
@@ -53,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         name=resource.metadata.name,
         base_dir=Path(args.file).resolve().parent,
         mounts=dict(args.mount or []),
-        device_override=args.device,
+        instruction=instruction_for_policy(args.device) if args.device else None,
         progress_sinks=[] if args.quiet else [stderr_progress_bar],
         progress_interval_s=0.5,
     )

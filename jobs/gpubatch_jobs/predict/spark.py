@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from gpubatch_jobs.contract import DeviceInstruction
 from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.predict.device import prepare_device
 from gpubatch_jobs.predict.model import load_sequence_model
@@ -35,11 +36,11 @@ DOCS_PER_PARTITION = 64
 
 
 def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_path: Path, output: Path,
-              policy: str) -> dict[str, Any]:
+              instruction: DeviceInstruction) -> dict[str, Any]:
     started = time.perf_counter()
     spark_spec = spec.spark or SparkSpec()
     # The driver only checks the model; it never takes a GPU the executors may need.
-    _, backend = prepare_device("cpu")
+    _, backend = prepare_device(DeviceInstruction("cpu"))
     seq = load_sequence_model(model_dir)
     settings = resolve_settings(spec, seq, output)
     if not settings.position_column:
@@ -53,7 +54,7 @@ def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_p
     conf = spark_conf(spark_spec, app=f"gpubatch-predict-{ctx.name}", backend=backend, partitions=partitions)
     session = start_session(conf)
     stats = session.sparkContext.accumulator({}, StatsParam())
-    config = WorkerConfig(model_dir=str(model_dir), settings=settings, policy=policy,
+    config = WorkerConfig(model_dir=str(model_dir), settings=settings, instruction=instruction,
                           gpu_in_udf=spark_spec.gpu_in_udf,
                           threads=max(1, (os.cpu_count() or 1) // min(parallelism, partitions)))
     ctx.progress(0, 1, stage="predict (spark)", force=True)
