@@ -81,7 +81,9 @@ if ! docker info >/dev/null 2>&1; then
   # No iptables rules, no ip_forward change, no docker0 bridge: nothing on the
   # host's network changes, and builds run with --network host.
   [[ -e /run/containerd ]] || run_containerd_existed=false
+  # 10.87.0.1:5000: the test node's registry (tests/cluster/node.sh), plain HTTP.
   dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none \
+    --insecure-registry 10.87.0.1:5000 \
     --exec-root "$exec_root" --pidfile "$cache/dockerd.pid" >"$cache/dockerd.log" 2>&1 8>&- &
   docker_pid=$!
   for _ in $(seq 120); do

@@ -26,6 +26,9 @@ K8S_VERSION=$(tr -d '[:space:]' <"$here/k8s-version")
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 LPP_VERSION=v0.0.30
+# The test node's image registry (CNCF distribution): our images are pushed
+# there and containerd pulls only the layers it lacks.
+REGISTRY_VERSION=v3.0.0
 
 if [[ ! $K8S_VERSION =~ ^v1\.([0-9]+)\.([0-9]+)$ ]]; then
   echo "k8s-binaries: $here/k8s-version must hold one version like v1.36.1, got '$K8S_VERSION'" >&2
@@ -41,13 +44,13 @@ bin=$dest/bin
 stamps=$dest/stamps
 
 k8s_binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl helm
-  kubelet kube-proxy local-path-provisioner)
+  kubelet kube-proxy local-path-provisioner registry)
 
 all_built() {
   local b
   for b in "${k8s_binaries[@]}"; do [[ -x $bin/$b ]] || return 1; done
   [[ -f $stamps/k8s-$K8S_VERSION && -f $stamps/node-$K8S_VERSION && -f $stamps/kwok-$KWOK_VERSION &&
-    -f $stamps/helm-$HELM_VERSION && -f $stamps/lpp-$LPP_VERSION ]] || return 1
+    -f $stamps/helm-$HELM_VERSION && -f $stamps/lpp-$LPP_VERSION && -f $stamps/registry-$REGISTRY_VERSION ]] || return 1
   compgen -G "$stamps/etcd-*" >/dev/null
 }
 
@@ -216,6 +219,15 @@ build_helm() {
   log "helm $HELM_VERSION built"
 }
 
+build_registry() {
+  [[ -f $stamps/registry-$REGISTRY_VERSION ]] && return 0
+  log "building registry (distribution) $REGISTRY_VERSION"
+  GOBIN=$bin go install -p "$jobs" -ldflags "-s -w" \
+    "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
+  touch "$stamps/registry-$REGISTRY_VERSION"
+  log "registry $REGISTRY_VERSION built"
+}
+
 log "building into $bin"
 build_etcd
 build_kubernetes
@@ -223,6 +235,7 @@ build_node
 build_kwok
 build_helm
 build_lpp
+build_registry
 all_built || { echo "k8s-binaries: build finished but $bin is incomplete" >&2; exit 1; }
 log "done: $(cd "$bin" && echo *)"
 echo "$bin"
