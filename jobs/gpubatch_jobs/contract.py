@@ -153,6 +153,7 @@ EXIT_BAD_INPUT = 1  # the spec or the data is wrong: never retried; the message 
 EXIT_UNEXPECTED = 2  # anything unforeseen (an OSError, a framework error): retried up to backoffLimit
 EXIT_HOST_OOM = 3  # the host ran out of memory: retried
 EXIT_GPU_UNUSABLE = 75  # EX_TEMPFAIL: the GPU is unusable or failed; the operator may re-run on the CPU
+EXIT_TERMINATED = 143  # 128 + SIGTERM: the pod was deleted, evicted or preempted; retried, and resumes
 
 # Exit codes that end the Job at once (podFailurePolicy FailJob), and the reason the resource gets.
 FAIL_AT_ONCE: dict[int, str] = {EXIT_BAD_INPUT: "BadInput", EXIT_GPU_UNUSABLE: "GpuUnusable"}
@@ -162,6 +163,7 @@ EXIT_MEANINGS: dict[int, str] = {
     EXIT_UNEXPECTED: "an unexpected error: retried up to spec.backoffLimit",
     EXIT_HOST_OOM: "the host ran out of memory: retried up to spec.backoffLimit",
     EXIT_GPU_UNUSABLE: "the GPU is unusable or failed: re-run on the CPU when device.fallbackOnGpuFailure",
+    EXIT_TERMINATED: "stopped by SIGTERM (pod deleted, evicted, preempted): retried, resuming from what was written",
 }
 
 

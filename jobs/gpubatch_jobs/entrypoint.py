@@ -11,6 +11,13 @@ into a device. Claims named by `pvc://` paths are mounted under /mnt/pvc/<claim>
 Whatever happens, the pod ends with one of the contract's exit codes: an
 error nobody foresaw is exit 2 (retried), never Python's default 1 (which
 would read as bad input).
+
+SIGTERM (the pod deleted, evicted or preempted) stops the engine at once:
+the engine runs as PID 1, which the kernel spares the default action of
+SIGTERM, so without a handler the pod would run on until the grace period
+ends and be killed mid-write. The handler raises through the engine, whose
+`with` blocks close the partial output consistently; the pod ends with 143
+and the Job's next pod resumes from what was written.
 """
 
 from __future__ import annotations
@@ -18,11 +25,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 from gpubatch_jobs import contract
-from gpubatch_jobs.contract import EXIT_BAD_INPUT, ContractError, DeviceInstruction
+from gpubatch_jobs.contract import EXIT_BAD_INPUT, EXIT_TERMINATED, ContractError, DeviceInstruction
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, so that no `except Exception` in an engine swallows it."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated(signum)
 
 
 def _read_spec() -> str:
@@ -50,8 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get(contract.ENV_LOG_LEVEL, "INFO"),
                         format="%(asctime)s %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return _run(args.kind)
+    except Terminated:
+        from gpubatch_jobs.podreport import write_termination_log
+
+        message = "stopped by SIGTERM (pod deleted, evicted or preempted); the next pod resumes from what was written"
+        print(f"error: {message}", file=sys.stderr)
+        write_termination_log({"ok": False, "reason": "Terminated", "message": message,
+                               "exitCode": EXIT_TERMINATED})
+        return EXIT_TERMINATED
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as err:  # noqa: BLE001 - before the engine runs: still a contract exit code

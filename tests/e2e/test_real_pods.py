@@ -125,10 +125,12 @@ def test_operator_runs_as_a_real_pod(k8s_cluster: harness.Cluster, e2e_namespace
 def test_render_job_runs_in_a_real_pod(k8s_cluster: harness.Cluster, e2e_namespace: str,
                                        claims: tuple[Path, Path], real_node: str) -> None:
     data, out = claims
-    points = 60_015  # 60,000 windows of 16: long enough to report progress on the way
-    write_series(data, "long.h5", points)
-    # Batches of 4,096: the pod reports progress after the first one.
-    k8s_cluster.apply(render_job("render-e2e", "long.h5", "long.h5", batchSize=4096), namespace=e2e_namespace)
+    # 60,000 windows of 1,024 points: some 10 s of drawing, longer than the pod's
+    # 5 s between progress reports, with a small output (32x32 images).
+    windows, seq_len = 60_000, 1024
+    write_series(data, "long.h5", windows + seq_len - 1)
+    k8s_cluster.apply(render_job("render-e2e", "long.h5", "long.h5", batchSize=4096, seqLen=seq_len),
+                      namespace=e2e_namespace)
     seen: list[dict[str, Any]] = []
     done = wait_final(k8s_cluster, e2e_namespace, "renderjob", "render-e2e", watch=seen)
     status = done["status"]
@@ -138,9 +140,9 @@ def test_render_job_runs_in_a_real_pod(k8s_cluster: harness.Cluster, e2e_namespa
     # The output, read back from the volume's host folder.
     with h5py.File(out / "long.h5") as h5:
         images = h5["images"]
-        assert images.shape == (points - 15, 32, 32) and images.dtype == np.uint8
+        assert images.shape == (windows, 32, 32) and images.dtype == np.uint8
         assert int(np.count_nonzero(images[0])) > 0 and int(np.count_nonzero(images[-1])) > 0
-        assert sorted(h5["index"][:].tolist()) == list(range(points - 15))
+        assert sorted(h5["index"][:].tolist()) == list(range(windows))
     assert (out / "long.preview.png").stat().st_size > 0  # <stem>.preview.png
 
     # status.result is what the pod wrote as its termination message.
@@ -150,7 +152,7 @@ def test_render_job_runs_in_a_real_pod(k8s_cluster: harness.Cluster, e2e_namespa
     # (null fields are dropped: a merge patch cannot store them)
     message = json.loads(terminated(pod)["message"])
     assert {key: value for key, value in message.items() if value is not None} == status["result"]
-    assert status["result"]["images"] == points - 15
+    assert status["result"]["images"] == windows
 
     # status.progress moved during the run: the pod patched its own annotation
     # through the kubernetes Service with its ServiceAccount token.
@@ -224,13 +226,15 @@ def test_gpu_pod_without_a_gpu_falls_back_to_the_cpu(k8s_cluster: harness.Cluste
 def test_render_pod_deleted_mid_run_resumes(k8s_cluster: harness.Cluster, e2e_namespace: str,
                                             claims: tuple[Path, Path]) -> None:
     data, out = claims
-    points = 120_015
-    write_series(data, "resume.h5", points, seed=11)
-    k8s_cluster.apply(render_job("render-resume", "resume.h5", "resume.h5", backoffLimit=3),
-                      namespace=e2e_namespace)
+    windows, seq_len = 100_000, 1024  # some 15 s of drawing
+    write_series(data, "resume.h5", windows + seq_len - 1, seed=11)
+    k8s_cluster.apply(render_job("render-resume", "resume.h5", "resume.h5", backoffLimit=3, seqLen=seq_len,
+                                 batchSize=4096), namespace=e2e_namespace)
 
     def running_pod_with_progress() -> dict[str, Any] | None:
-        for pod in job_pods(k8s_cluster, e2e_namespace, "render-resume"):
+        for pod in k8s_cluster.get("pods", "-n", e2e_namespace)["items"]:
+            if not pod["metadata"]["name"].startswith("render-resume-"):
+                continue
             report = pod["metadata"].get("annotations", {}).get("gpubatch.dev/progress")
             if pod["status"].get("phase") == "Running" and report and json.loads(report).get("done", 0) > 0:
                 return pod
@@ -244,11 +248,11 @@ def test_render_pod_deleted_mid_run_resumes(k8s_cluster: harness.Cluster, e2e_na
     assert status["phase"] == "Succeeded", f"{status}\n{diagnose(k8s_cluster, e2e_namespace)}"
     names = {p["metadata"]["name"] for p in job_pods(k8s_cluster, e2e_namespace, status["jobName"])}
     assert first not in names or len(names) >= 2, names  # another pod finished the work
-    windows = points - 15
     with h5py.File(out / "resume.h5") as h5:
         assert h5["images"].shape == (windows, 32, 32)
         assert np.array_equal(np.sort(h5["index"][:]), np.arange(windows))
     # The second pod resumed: it rendered fewer than all the images itself.
+    assert "result" in status, f"{status}\n{diagnose(k8s_cluster, e2e_namespace)}"
     assert status["result"]["images"] == windows
     assert status["result"].get("resumedFrom", 0) > 0, status["result"]
 
@@ -257,7 +261,10 @@ def test_job_pods_run_restricted_under_the_real_runtime(k8s_cluster: harness.Clu
                                                         claims: tuple[Path, Path]) -> None:
     """The namespace enforces PodSecurity `restricted`; the runtime really applies it:
     non-root, read-only root filesystem, no capabilities."""
-    pods = [p for p in k8s_cluster.get("pods", "-n", e2e_namespace, "-l", "gpubatch.dev/kind")["items"]
+    k8s_cluster.apply(render_job("render-restricted", "series.h5", "restricted.h5"), namespace=e2e_namespace)
+    status = wait_final(k8s_cluster, e2e_namespace, "renderjob", "render-restricted")["status"]
+    assert status["phase"] == "Succeeded", f"{status}\n{diagnose(k8s_cluster, e2e_namespace)}"
+    pods = [p for p in job_pods(k8s_cluster, e2e_namespace, status["jobName"])
             if p["status"].get("phase") == "Succeeded"]
     assert pods, diagnose(k8s_cluster, e2e_namespace)
     for pod in pods:

@@ -47,3 +47,46 @@ def test_without_an_instruction_the_pod_refuses_naming_the_variable(tmp_path: Pa
 def test_a_policy_where_a_device_belongs_is_refused(tmp_path: Path) -> None:
     code, summary = pod(tmp_path, GPUBATCH_DEVICE="auto")
     assert code == contract.EXIT_BAD_INPUT and "GPUBATCH_DEVICE='auto'" in summary["message"]
+
+
+def test_sigterm_stops_the_pod_with_143_and_the_next_pod_resumes(tmp_path: Path) -> None:
+    """A deleted pod gets SIGTERM: the engine stops at once (exit 143, partial output kept
+    consistent) and the Job's next pod resumes to exactly N images."""
+    import signal
+    import time
+
+    import h5py
+
+    windows, seq_len = 40_000, 512
+    np.save(tmp_path / "series.npy", np.cumsum(np.random.default_rng(5).normal(size=windows + seq_len - 1)))
+    spec = {**SPEC, "seqLen": seq_len, "batchSize": 1024}
+    log = tmp_path / "termination-log"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+           "GPUBATCH_SPEC": json.dumps(spec), "GPUBATCH_TERMINATION_LOG": str(log),
+           "MPLCONFIGDIR": str(tmp_path / "mpl"), "GPUBATCH_DEVICE": "cpu"}
+    first = subprocess.Popen([sys.executable, "-m", "gpubatch_jobs.entrypoint", "render"], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert first.stderr is not None
+    for line in first.stderr:  # the first batch is on disk once progress past 0 is reported
+        if "progress" in line and "'done': 0," not in line:
+            break
+    first.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    first.communicate(timeout=60)
+    assert first.returncode == contract.EXIT_TERMINATED, first.returncode
+    assert time.monotonic() - started < 30
+    assert json.loads(log.read_text())["reason"] == "Terminated"
+    assert not (tmp_path / "out" / "charts.h5").exists()  # nothing under the final name yet
+
+    code, summary = pod_again(tmp_path, env)
+    assert code == contract.EXIT_OK, summary
+    assert 0 < summary["resumedFrom"] < windows and summary["images"] == windows
+    with h5py.File(tmp_path / "out" / "charts.h5") as h5:
+        assert np.array_equal(np.sort(h5["index"][:]), np.arange(windows))
+
+
+def pod_again(tmp_path: Path, env: dict[str, str]) -> tuple[int, dict]:
+    log = tmp_path / "termination-log"
+    done = subprocess.run([sys.executable, "-m", "gpubatch_jobs.entrypoint", "render"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    return done.returncode, json.loads(log.read_text())
