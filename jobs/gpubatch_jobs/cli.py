@@ -11,6 +11,7 @@ the operator stores in `status.result`) as the last line of stdout.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -39,14 +40,22 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def fail_before_run(kind: str | None, message: str) -> int:
+    """A failure before any engine ran: the error on stderr, the summary JSON as the last stdout line."""
+    print(f"error: {message}", file=sys.stderr)
+    summary = {"kind": kind, "ok": False, "reason": "BadSpec", "message": message, "exitCode": EXIT_BAD_INPUT,
+               "elapsedSeconds": 0.0}
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return EXIT_BAD_INPUT
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from gpubatch_jobs.execute import execute
 
     try:
         resource = load_manifest(args.file)
     except SpecError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail_before_run(err.kind, str(err))
     kind = type(resource).__name__
     spec = resource.spec  # type: ignore[attr-defined]
     ctx = RunContext(
@@ -60,10 +69,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.shard is not None:
         index, count = args.shard
         if kind != "RenderJob" or count != spec.shards:
-            print(f"error: --shard {index}/{count}: the manifest's spec.shards is "
-                  f"{getattr(spec, 'shards', 1)}; --shard applies to a RenderJob with that many shards",
-                  file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return fail_before_run(kind, f"--shard {index}/{count}: the manifest's spec.shards is "
+                                   f"{getattr(spec, 'shards', 1)}; --shard applies to a RenderJob with that many "
+                                   "shards")
         ctx.shard_index = index
     return execute(kind, spec, ctx, termination_log=False)
 
