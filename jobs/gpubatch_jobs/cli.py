@@ -102,7 +102,8 @@ def cmd_crds(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpubatch", description="GPU batch work: run locally, check the GPU, make CRDs.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and TensorFlow's own start-up lines on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a TrainJob, PredictJob or RenderJob manifest here")
@@ -130,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.verbose:
+    if args.verbose:
+        os.environ["GPUBATCH_VERBOSE"] = "1"  # keep TensorFlow's start-up lines (gpubatch_jobs.quiet)
+    else:
         # TensorFlow's C++ INFO/WARNING lines (oneDNN notices etc.) drown the progress bar.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -13,6 +13,7 @@ import os
 import sys
 
 from gpubatch_jobs.devices import DeviceChoice, select_device, setup_framework
+from gpubatch_jobs.quiet import import_keras, quiet_native_stderr, quiet_tensorflow_logs
 
 BACKENDS = ("tensorflow", "torch", "jax")
 
@@ -28,10 +29,12 @@ def prepare_device(policy: str) -> tuple[DeviceChoice, str]:
     """(device choice, Keras backend) with the framework set up for that device."""
     backend = keras_backend()
     os.environ.setdefault("KERAS_BACKEND", backend)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    choice = select_device(policy, framework=backend if backend in BACKENDS else "any")
-    if backend == "torch" and not choice.is_gpu and "keras" not in sys.modules:
-        os.environ["KERAS_TORCH_DEVICE"] = "cpu"
-    if backend in BACKENDS:
-        setup_framework(backend, choice)
+    quiet_tensorflow_logs()
+    with quiet_native_stderr():
+        choice = select_device(policy, framework=backend if backend in BACKENDS else "any")
+        if backend == "torch" and not choice.is_gpu and "keras" not in sys.modules:
+            os.environ["KERAS_TORCH_DEVICE"] = "cpu"
+        if backend in BACKENDS:
+            setup_framework(backend, choice)
+        import_keras()
     return choice, backend

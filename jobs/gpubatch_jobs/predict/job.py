@@ -1,7 +1,9 @@
 """The PredictJob pipeline: check everything that can be checked, predict, publish.
 
-Order matters for "no partial output": the output target, the artifact, the
-settings and the whole input are checked before any prediction starts, and
+Order matters for "no partial output" and for failing fast: the output
+target, the artifact's files (preprocessing.json and the model's config, read
+without any framework), the settings and the whole input are checked before
+TensorFlow is imported (several seconds) and before any prediction starts;
 the result is published by rename only when complete.
 """
 
@@ -13,7 +15,7 @@ from typing import Any
 
 from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.predict.device import prepare_device
-from gpubatch_jobs.predict.model import load_sequence_model
+from gpubatch_jobs.predict.model import inspect_artifact, load_sequence_model
 from gpubatch_jobs.predict.output import check_target, result_columns, write_predictions
 from gpubatch_jobs.predict.settings import PredictSettings, resolve_settings
 from gpubatch_jobs.predict.table import Documents, group_documents, read_columns, table_format
@@ -35,11 +37,19 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
 
         return run_spark(spec, ctx, model_dir=model_dir, input_path=input_path, output=output, policy=policy)
 
-    choice, backend = prepare_device(policy)
-    seq = load_sequence_model(model_dir)
-    settings = resolve_settings(spec, seq, output)
+    info = inspect_artifact(model_dir)
+    settings = resolve_settings(spec, info, output)
     _configure_verbosity(settings.verbosity)
     docs = read_documents(input_path, spec.input.format, spec.input.dataset, settings)
+    info.prep.check_finite(docs.features, settings.features)
+    stages = {"checkSeconds": time.perf_counter() - started}
+
+    mark = time.perf_counter()
+    choice, backend = prepare_device(policy)
+    stages["importSeconds"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    seq = load_sequence_model(info)
+    stages["loadSeconds"] = time.perf_counter() - mark
 
     from gpubatch_jobs.predict.local import predict_documents
 
