@@ -55,13 +55,16 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
 
     ctx.progress(0, 1, stage="predict", force=True)
     probabilities, facts = predict_documents(docs, seq, settings, backend=backend, gpu=choice.is_gpu, ctx=ctx)
+    mark = time.perf_counter()
     columns = result_columns(docs.ids, docs.positions, probabilities, seq.prep.classes, settings.id_column,
                              settings.position_column or "position")
     # Back to the input's row order.
     inverse = docs.order.argsort()
     columns = {name: values[inverse] for name, values in columns.items()}
     write_predictions(columns, output, settings.output_format)
+    stages["writeSeconds"] = time.perf_counter() - mark
     elapsed = time.perf_counter() - started
+    windows = facts["windows"]
     return {
         "ok": True,
         "engine": "local",
@@ -71,12 +74,20 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
         "fallbacks": [choice.reason] if choice.fell_back else [],
         "batchSize": facts["batchSize"],
         "batchSizeProbes": facts["batchSizeProbes"],
+        "batchSizeReason": facts["batchSizeReason"],
         "windowSize": settings.window,
         "stride": settings.stride,
-        "items": {"rows": docs.n_rows, "documents": docs.n_documents, "windows": facts["windows"]},
+        "items": {"rows": docs.n_rows, "documents": docs.n_documents, "windows": windows},
+        # windowsPerSecond: the model loop alone (compile and probe excluded), the same in every mode;
+        # windowsPerSecondEndToEnd: the whole job from the spec to the published file, import included.
         "throughput": facts["windowsPerSecond"],
         "windowsPerSecond": facts["windowsPerSecond"],
+        "windowsPerSecondEndToEnd": round(windows / elapsed, 1) if elapsed else None,
         "rowsPerSecond": round(docs.n_rows / elapsed, 1) if elapsed else None,
+        "modelSeconds": facts["modelSeconds"],
+        "seconds": {**{key: round(value, 3) for key, value in stages.items()},
+                    "probeSeconds": facts["probeSeconds"], "compileSeconds": facts["compileSeconds"],
+                    "modelSeconds": facts["modelSeconds"]},
         "traces": facts["traces"],
         "oomBackoffs": facts["oomBackoffs"],
         "classes": list(seq.prep.classes),
@@ -87,21 +98,33 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
 
 
 def read_documents(path: Any, declared_format: str, dataset: str | None, settings: PredictSettings) -> Documents:
+    """The input's rows grouped by document, features in grouped order (one column-wise pass, no row copies)."""
     fmt = table_format(path, declared_format)
     wanted = [settings.id_column] + ([settings.position_column] if settings.position_column else [])
     wanted += [name for name in settings.features if name not in wanted]
     columns = read_columns(path, fmt, wanted, dataset)
     import numpy as np
 
-    numeric = []
     for name in settings.features:
-        try:
-            numeric.append(np.asarray(columns[name], dtype=np.float64))
-        except (TypeError, ValueError) as err:
-            raise BadInput(f"feature column {name!r} is not numeric ({err})", field="spec.input.features") from err
-    features = np.column_stack(numeric)
+        if columns[name].dtype.kind not in "iufb":
+            try:
+                columns[name] = np.asarray(columns[name], dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise BadInput(f"feature column {name!r} is not numeric ({err})", field="spec.input.features") from err
+    # float32 input stays float32 (half the memory); anything else becomes float64. The scaling
+    # (Preprocessing.transform) computes in float64 either way, so results do not depend on this.
+    kinds = {columns[name].dtype for name in settings.features}
+    dtype = np.float32 if kinds == {np.dtype(np.float32)} else np.float64
     positions = columns[settings.position_column] if settings.position_column else None
-    return group_documents(columns[settings.id_column], positions, features)
+    n_rows = len(columns[settings.id_column])
+    docs = group_documents(columns[settings.id_column], positions, np.empty((n_rows, 0), dtype))
+    in_order = bool(np.array_equal(docs.order, np.arange(n_rows)))
+    features = np.empty((n_rows, len(settings.features)), dtype, order="F")
+    for j, name in enumerate(settings.features):
+        values = columns.pop(name) if name not in (settings.id_column, settings.position_column) else columns[name]
+        features[:, j] = values if in_order else values[docs.order]
+    docs.features = features
+    return docs
 
 
 def _configure_verbosity(verbosity: int) -> None:

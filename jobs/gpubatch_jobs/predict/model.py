@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpubatch_jobs.artifacts import MODEL_FILE, Preprocessing, artifact_folder, load_model, model_input_shape
+from gpubatch_jobs.artifacts import (
+    MODEL_FILE,
+    Preprocessing,
+    artifact_folder,
+    load_model,
+    model_input_shape,
+)
 from gpubatch_jobs.errors import BadInput
 
 
