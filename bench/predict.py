@@ -184,9 +184,10 @@ def first_documents(table, windows: int, window: int, stride: int):  # type: ign
 
 
 def make_model(folder: Path, args: argparse.Namespace) -> Path:
-    import keras
-
     from gpubatch_jobs.artifacts import Preprocessing
+    from gpubatch_jobs.quiet import import_keras
+
+    keras = import_keras()
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((args.window, args.features))

@@ -130,7 +130,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `gpubatch` command. Called with no argv (as the process's entry point), `run` ends the
+    process itself once its summary is out; called with argv (tests, other code), it returns."""
     args = build_parser().parse_args(argv)
+    code = _main(args)
+    if argv is None and args.command == "run":
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown once every output is published and flushed.
+
+    Tearing down a process that loaded TensorFlow takes a second or two (its
+    threads, graphs and shared libraries) and produces nothing a user needs:
+    outputs are complete and renamed before the summary is printed. Spark's
+    shutdown is left to the normal exit.
+    """
+    if "tensorflow" not in sys.modules or "pyspark" in sys.modules:
+        return
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.verbose:
         os.environ["GPUBATCH_VERBOSE"] = "1"  # keep TensorFlow's start-up lines (gpubatch_jobs.quiet)
     else:
