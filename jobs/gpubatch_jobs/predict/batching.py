@@ -47,6 +47,15 @@ class ModelCache:
     def __init__(self, factory: ModelFactory) -> None:
         self.factory = factory
         self.models: dict[int, CompiledModel] = {}
+        self._source: np.ndarray | None = None
+        self._placed: Any = None
+
+    def bind(self, model: CompiledModel, features: np.ndarray) -> None:
+        """Give `model` the chunk's rows, placed on the device once per chunk for every batch size."""
+        if self._source is not features:
+            self._placed = None  # free the previous chunk before placing the next
+            self._placed, self._source = model.to_device(features), features
+        model.use(self._placed)
 
     def get(self, batch: int) -> CompiledModel:
         if batch not in self.models:
@@ -62,7 +71,8 @@ class BatchChoice:
     size: int
     probes: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0  # spent probing (timing runs, and compiles of sizes not chosen)
+    compile_seconds: float = 0.0  # the chosen size's compile, done while probing
 
 
 def padded(rows: np.ndarray, mask: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,22 +86,31 @@ def padded(rows: np.ndarray, mask: np.ndarray, batch: int) -> tuple[np.ndarray, 
 
 def choose_batch_size(cache: ModelCache, plan: WindowPlan, features: np.ndarray, *, gpu: bool,
                       cap: int | None = None, budget_s: float = PROBE_BUDGET_SECONDS,
-                      clock: Callable[[], float] = time.perf_counter) -> BatchChoice:
-    """Probe doubling batch sizes on the plan's first windows, within a tenth of the job's estimated time."""
+                      clock: Callable[[], float] = time.perf_counter, job_windows: int | None = None,
+                      ) -> BatchChoice:
+    """Probe doubling batch sizes on the plan's first windows, within a tenth of the job's estimated time.
+
+    `job_windows`: the whole job's windows when `plan` is only its first chunk.
+    The first size's compile is not probing (the job needs one compile
+    anyway): it is reported as `compile_seconds`, and the budget covers the
+    timing runs and the other sizes' compiles.
+    """
+    job_windows = max(job_windows or 0, plan.n_windows)
     cap = cap or (GPU_CAP if gpu else CPU_CAP)
     # No point probing sizes far beyond the job: the whole job in one batch is the ceiling.
     ceiling = max(FIRST_PROBE, 1 << max(0, int(plan.n_windows - 1).bit_length()))
     cap = max(1, min(cap, ceiling))
-    if plan.n_windows <= SMALL_JOB_BATCHES * FIRST_PROBE:
+    if job_windows <= SMALL_JOB_BATCHES * FIRST_PROBE:
         # Probing would cost more than it saves: the job is a few batches at any size.
-        size = min(cap, max(FIRST_PROBE, 1 << max(0, int(-(-plan.n_windows // SMALL_JOB_BATCHES) - 1).bit_length())))
-        return BatchChoice(size=size, reason=f"small job ({plan.n_windows} windows): not probed")
-    started = clock()
+        size = min(cap, max(FIRST_PROBE, 1 << max(0, int(-(-job_windows // SMALL_JOB_BATCHES) - 1).bit_length())))
+        return BatchChoice(size=size, reason=f"small job ({job_windows} windows): not probed")
     best = BatchChoice(size=0)
+    size = min(FIRST_PROBE, cap)
+    first_size, first_compile = size, warm(cache, size, plan, features)
+    started = clock()
     best_rate = 0.0
     allowed = budget_s
     last_cost = 0.0
-    size = min(FIRST_PROBE, cap)
     while True:
         probe_started = clock()
         try:
@@ -115,7 +134,7 @@ def choose_batch_size(cache: ModelCache, plan: WindowPlan, features: np.ndarray,
         best.probes.append({"batchSize": size, "windowsPerSecond": round(rate, 1), "seconds": round(last_cost, 3)})
         if not best.size:
             # The first rate sets the budget: a tenth of the job's estimated time at this size.
-            allowed = min(budget_s, PROBE_SHARE * plan.n_windows / max(rate, 1e-9))
+            allowed = min(budget_s, PROBE_SHARE * job_windows / max(rate, 1e-9))
         if rate < best_rate * MIN_GAIN:
             best.reason = f"{size} was not {MIN_GAIN:.2f}x faster than {best.size}"
             break
@@ -124,10 +143,10 @@ def choose_batch_size(cache: ModelCache, plan: WindowPlan, features: np.ndarray,
         if size * 2 > cap:
             best.reason = f"reached the cap ({cap})"
             break
-        # A larger size costs at least what this one did (its compile grows with the batch).
-        if clock() - started + last_cost > allowed:
+        # The next size costs a compile (at least the first size's) and a timing run like this one.
+        if clock() - started + first_compile + last_cost > allowed:
             best.reason = (f"probing budget spent ({allowed:.2f}s: {PROBE_SHARE:.0%} of the job's estimated "
-                           f"{plan.n_windows / best_rate:.1f}s)" if allowed < budget_s
+                           f"{job_windows / best_rate:.1f}s)" if allowed < budget_s
                            else f"probing budget ({budget_s:.0f}s) spent")
             break
         size *= 2
@@ -135,6 +154,10 @@ def choose_batch_size(cache: ModelCache, plan: WindowPlan, features: np.ndarray,
         if other != best.size:
             cache.drop(other)
     best.seconds = clock() - started
+    if best.size == first_size:
+        best.compile_seconds = first_compile
+    else:  # the first size's compile went to waste: it was probing after all
+        best.seconds += first_compile
     log.info("batch size %d (%s); probes: %s", best.size, best.reason, best.probes)
     return best
 
@@ -148,7 +171,7 @@ def warm(cache: ModelCache, batch: int, plan: WindowPlan, features: np.ndarray) 
     if model.calls:
         return 0.0
     started = time.perf_counter()
-    model.bind(features)
+    cache.bind(model, features)
     rows, mask = padded(*plan.row_index(0, min(batch, plan.n_windows)), batch)
     try:
         model.fetch(model.launch(rows, mask))
@@ -161,7 +184,7 @@ def warm(cache: ModelCache, batch: int, plan: WindowPlan, features: np.ndarray) 
 
 def _probe(cache: ModelCache, plan: WindowPlan, features: np.ndarray, size: int) -> float:
     model = cache.get(size)
-    model.bind(features)
+    cache.bind(model, features)
     hi = min(size, plan.n_windows)
     rows, mask = padded(*plan.row_index(0, hi), size)
     model.fetch(model.launch(rows, mask))  # trace / compile
@@ -199,7 +222,7 @@ def predict_plan(cache: ModelCache, batch: int, plan: WindowPlan, features: np.n
     def run_from_done(size: int) -> None:
         nonlocal done
         model = cache.get(size)
-        model.bind(features)
+        cache.bind(model, features)
         pending: tuple[int, int, Any] | None = None
         for lo in range(done, plan.n_windows, size):
             hi = min(lo + size, plan.n_windows)

@@ -98,33 +98,50 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
 
 
 def read_documents(path: Any, declared_format: str, dataset: str | None, settings: PredictSettings) -> Documents:
-    """The input's rows grouped by document, features in grouped order (one column-wise pass, no row copies)."""
+    """The input's rows grouped by document, features in grouped order.
+
+    Features are copied once, column by column, from the reader's buffers
+    (Parquet row groups) into one column-major matrix in grouped order.
+    """
     fmt = table_format(path, declared_format)
-    wanted = [settings.id_column] + ([settings.position_column] if settings.position_column else [])
-    wanted += [name for name in settings.features if name not in wanted]
-    columns = read_columns(path, fmt, wanted, dataset)
+    keys = [settings.id_column] + ([settings.position_column] if settings.position_column else [])
+    wanted = keys + [name for name in settings.features if name not in keys]
+    columns = read_columns(path, fmt, wanted, dataset, chunked=True)
     import numpy as np
 
     for name in settings.features:
-        if columns[name].dtype.kind not in "iufb":
+        if any(part.dtype.kind not in "iufb" for part in columns[name]):
             try:
-                columns[name] = np.asarray(columns[name], dtype=np.float64)
+                columns[name] = [np.asarray(part, dtype=np.float64) for part in columns[name]]
             except (TypeError, ValueError) as err:
                 raise BadInput(f"feature column {name!r} is not numeric ({err})", field="spec.input.features") from err
     # float32 input stays float32 (half the memory); anything else becomes float64. The scaling
     # (Preprocessing.transform) computes in float64 either way, so results do not depend on this.
-    kinds = {columns[name].dtype for name in settings.features}
+    kinds = {part.dtype for name in settings.features for part in columns[name]}
     dtype = np.float32 if kinds == {np.dtype(np.float32)} else np.float64
-    positions = columns[settings.position_column] if settings.position_column else None
-    n_rows = len(columns[settings.id_column])
-    docs = group_documents(columns[settings.id_column], positions, np.empty((n_rows, 0), dtype))
+    ids = _joined(columns[settings.id_column])
+    positions = _joined(columns[settings.position_column]) if settings.position_column else None
+    n_rows = len(ids)
+    docs = group_documents(ids, positions, np.empty((n_rows, 0), dtype))
     in_order = bool(np.array_equal(docs.order, np.arange(n_rows)))
     features = np.empty((n_rows, len(settings.features)), dtype, order="F")
     for j, name in enumerate(settings.features):
-        values = columns.pop(name) if name not in (settings.id_column, settings.position_column) else columns[name]
-        features[:, j] = values if in_order else values[docs.order]
+        parts = columns.pop(name) if name not in keys else columns[name]
+        if in_order:
+            offset = 0
+            for part in parts:
+                features[offset:offset + len(part), j] = part
+                offset += len(part)
+        else:
+            features[:, j] = _joined(parts)[docs.order]
     docs.features = features
     return docs
+
+
+def _joined(parts: list[Any]) -> Any:
+    import numpy as np
+
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _configure_verbosity(verbosity: int) -> None:

@@ -82,8 +82,9 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
                             settings.window, settings.stride)
         features = seq.prep.transform(docs.features[row_lo:row_hi])
         if batch == "auto":
-            choice = choose_batch_size(cache, plan, features, gpu=gpu)
+            choice = choose_batch_size(cache, plan, features, gpu=gpu, job_windows=total_windows)
             batch, probes, reason, probe_seconds = choice.size, choice.probes, choice.reason, choice.seconds
+            compile_seconds += choice.compile_seconds
         compile_seconds += warm(cache, int(batch), plan, features)
         probabilities[row_lo:row_hi] = predict_plan(cache, int(batch), plan, features, seq.n_classes,
                                                     on_batch=advance, stats=stats)
