@@ -82,19 +82,35 @@ def quiet_native_stderr() -> Iterator[None]:
                 sys.stderr.flush()
 
 
+@contextmanager
+def without_optional_imports() -> Iterator[None]:
+    """While TensorFlow/Keras load: `import sklearn` and `import matplotlib` fail (Keras guards both)."""
+    blocked = [name for name in OPTIONAL_FOR_KERAS if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
+    try:
+        yield
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
+@contextmanager
+def framework_import() -> Iterator[None]:
+    """The context for importing and setting up TensorFlow/Keras: quiet, without optional modules.
+
+    (`import tensorflow` imports Keras itself, so the device set-up belongs inside.)
+    """
+    quiet_tensorflow_logs()
+    with quiet_native_stderr(), without_optional_imports():
+        yield
+
+
 def import_keras() -> ModuleType:
     """`import keras`, quietly, without its optional scikit-learn and matplotlib imports."""
     if "keras" in sys.modules:
         return sys.modules["keras"]
-    quiet_tensorflow_logs()
-    blocked = [name for name in OPTIONAL_FOR_KERAS if name not in sys.modules]
-    with quiet_native_stderr():
-        for name in blocked:
-            sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
-        try:
-            import keras
-        finally:
-            for name in blocked:
-                if name in sys.modules and sys.modules[name] is None:
-                    del sys.modules[name]
+    with framework_import():
+        import keras
     return keras

@@ -13,7 +13,7 @@ import os
 import sys
 
 from gpubatch_jobs.devices import DeviceChoice, select_device, setup_framework
-from gpubatch_jobs.quiet import import_keras, quiet_native_stderr, quiet_tensorflow_logs
+from gpubatch_jobs.quiet import framework_import, import_keras
 
 BACKENDS = ("tensorflow", "torch", "jax")
 
@@ -29,8 +29,7 @@ def prepare_device(policy: str) -> tuple[DeviceChoice, str]:
     """(device choice, Keras backend) with the framework set up for that device."""
     backend = keras_backend()
     os.environ.setdefault("KERAS_BACKEND", backend)
-    quiet_tensorflow_logs()
-    with quiet_native_stderr():
+    with framework_import():
         choice = select_device(policy, framework=backend if backend in BACKENDS else "any")
         if backend == "torch" and not choice.is_gpu and "keras" not in sys.modules:
             os.environ["KERAS_TORCH_DEVICE"] = "cpu"

@@ -77,11 +77,10 @@ def require_backend(backend: str) -> None:
 
 def prepare_runtime(backend: str, policy: str, mixed_precision: str) -> Runtime:
     """Select and set up the device for `backend`, then decide mixed precision; imports Keras, quietly."""
-    from gpubatch_jobs.quiet import import_keras, quiet_native_stderr, quiet_tensorflow_logs
+    from gpubatch_jobs.quiet import framework_import, import_keras
 
     require_backend(backend)
-    quiet_tensorflow_logs()
-    with quiet_native_stderr():
+    with framework_import():
         choice = select_device(policy, framework=backend)
         if choice.kind == "cpu":
             # Keras' torch backend picks CUDA on its own whenever torch sees a GPU.
