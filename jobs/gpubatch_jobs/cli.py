@@ -15,10 +15,11 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from gpubatch_jobs.errors import EXIT_BAD_INPUT
-from gpubatch_jobs.runtime import RunContext, stderr_progress_bar
+from gpubatch_jobs.runtime import RunContext, close_progress_line, stderr_progress_bar
 from gpubatch_jobs.spec import SpecError, load_manifest
 
 
@@ -40,13 +41,13 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def fail_before_run(kind: str | None, message: str) -> int:
-    """A failure before any engine ran: the error on stderr, the summary JSON as the last stdout line."""
+def fail_before_run(kind: str | None, message: str, reason: str = "BadSpec", code: int = EXIT_BAD_INPUT) -> int:
+    """A failure outside the engine's own reporting: the error on stderr, the summary JSON last on stdout."""
+    close_progress_line()
     print(f"error: {message}", file=sys.stderr)
-    summary = {"kind": kind, "ok": False, "reason": "BadSpec", "message": message, "exitCode": EXIT_BAD_INPUT,
-               "elapsedSeconds": 0.0}
+    summary = {"kind": kind, "ok": False, "reason": reason, "message": message, "exitCode": code}
     print(json.dumps(summary, sort_keys=True), flush=True)
-    return EXIT_BAD_INPUT
+    return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -73,7 +74,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    f"{getattr(spec, 'shards', 1)}; --shard applies to a RenderJob with that many "
                                    "shards")
         ctx.shard_index = index
-    return execute(kind, spec, ctx, termination_log=False)
+    try:
+        return execute(kind, spec, ctx, termination_log=False)
+    except KeyboardInterrupt:
+        return fail_before_run(kind, "interrupted (Ctrl-C); outputs are published only when complete, "
+                               "so nothing partial is left under the output name", "Interrupted", 130)
+    except Exception as err:  # a bug, or an error the engine does not classify: retryable, and reported
+        traceback.print_exc()
+        return fail_before_run(kind, f"{type(err).__name__}: {err}", "InternalError", 2)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

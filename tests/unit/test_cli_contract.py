@@ -72,3 +72,19 @@ def test_bad_shard_flag_ends_with_the_summary_json(tmp_path: Path) -> None:
     result = gpubatch("run", str(manifest), "--shard", "0/2")
     assert result.returncode == 1
     assert "--shard 0/2" in last_json(result.stdout)["message"]
+
+
+def test_an_unexpected_engine_error_still_ends_with_the_summary_json(tmp_path: Path) -> None:
+    """A RenderJob writing under /proc: h5py fails in a way no engine classifies (a retryable exit)."""
+    import numpy as np
+
+    np.save(tmp_path / "s.npy", np.random.default_rng(0).random((10, 120)))
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text("apiVersion: gpubatch.dev/v1alpha1\nkind: RenderJob\nmetadata: {name: r}\n"
+                        "spec: {input: {path: s.npy}, output: {path: /proc/gpubatch-test.h5}}\n")
+    result = gpubatch("run", "-q", str(manifest))
+    assert result.returncode == 2
+    summary = last_json(result.stdout)
+    assert summary == {"kind": "RenderJob", "ok": False, "reason": "InternalError", "exitCode": 2,
+                       "message": summary["message"]}
+    assert "gpubatch-test.h5" in summary["message"] and "Traceback" in result.stderr
