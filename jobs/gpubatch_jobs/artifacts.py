@@ -55,6 +55,7 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 
 MODEL_TYPES = ("dnn", "rnn", "cnn")
+TRANSFORM_BLOCK_ROWS = 1 << 15
 
 
 def _camel(name: str) -> str:
@@ -141,7 +142,9 @@ class Preprocessing:
         """
         if self.model_type == "cnn":
             return self._transform_images(features)
-        values = np.asarray(features, dtype=np.float64)
+        values = np.asarray(features)
+        if values.dtype.kind not in "fiub":
+            values = values.astype(np.float64)
         if values.shape[-1] != self.n_features:
             raise BadInput(
                 f"expected {self.n_features} feature columns {self.feature_columns}, got {values.shape[-1]}",
@@ -150,7 +153,14 @@ class Preprocessing:
         self.check_finite(values)
         mean = np.asarray(self.mean, dtype=np.float64)
         scale = np.asarray(self.scale, dtype=np.float64)
-        return ((values - mean) / scale).astype(np.float32)
+        # Computed in float64, stored as float32, in blocks of rows: the same numbers as one
+        # expression over the whole array, without float64 temporaries of the whole input.
+        out = np.empty(values.shape, dtype=np.float32)
+        flat_in, flat_out = values.reshape(-1, self.n_features), out.reshape(-1, self.n_features)
+        for lo in range(0, flat_in.shape[0], TRANSFORM_BLOCK_ROWS):
+            hi = lo + TRANSFORM_BLOCK_ROWS
+            flat_out[lo:hi] = (flat_in[lo:hi].astype(np.float64) - mean) / scale
+        return out
 
     def check_finite(self, values: np.ndarray, names: list[str] | None = None) -> None:
         """BadInput naming the first feature column with NaN or infinite values."""
