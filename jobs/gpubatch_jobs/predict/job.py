@@ -87,7 +87,10 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
         "modelSeconds": facts["modelSeconds"],
         "seconds": {**{key: round(value, 3) for key, value in stages.items()},
                     "probeSeconds": facts["probeSeconds"], "compileSeconds": facts["compileSeconds"],
-                    "modelSeconds": facts["modelSeconds"]},
+                    "modelSeconds": facts["modelSeconds"],
+                    # windows planned and rows scaled per chunk, outside the timed model loop
+                    "prepareSeconds": round(max(0.0, facts["predictSeconds"] - facts["modelSeconds"]
+                                                - facts["probeSeconds"] - facts["compileSeconds"]), 3)},
         "traces": facts["traces"],
         "oomBackoffs": facts["oomBackoffs"],
         "classes": list(seq.prep.classes),
