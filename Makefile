@@ -7,14 +7,15 @@ EXTRAS ?= operator,render,train,spark,demo,dev
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test unit test-cluster lint bench crds crds-check k8s-binaries cluster-up cluster-down cluster-kubeconfig clean
+.PHONY: help install demo test unit test-cluster lint bench crds crds-check k8s-binaries node-deps images cluster-up cluster-down cluster-kubeconfig cluster-data-dir clean
 
 help:
 	@echo "make demo      run every manifest under examples/ with gpubatch run"
 	@echo "make test      unit, cluster and operator tests (GPU and kind tests skip without the hardware)"
 	@echo "make lint      ruff and mypy"
 	@echo "make bench     the benchmarks under bench/ (figures and ratios against their baselines)"
-	@echo "make cluster-up / cluster-down / -s cluster-kubeconfig   the local test control plane"
+	@echo "make images    build the operator, CPU and GPU images with Docker (cached by inputs)"
+	@echo "make cluster-up / cluster-down / -s cluster-kubeconfig / -s cluster-data-dir   the local test cluster"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +31,17 @@ demo: install
 k8s-binaries:
 	bash tests/cluster/k8s-binaries.sh
 
-test: install k8s-binaries
+# The real node and the image builds use Debian's container tools (root).
+NODE_DEPS := docker.io containerd runc containernetworking-plugins debootstrap iptables curl
+node-deps:
+	@missing=""; for p in $(NODE_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+
+images: node-deps
+	bash images/build.sh
+
+test: install k8s-binaries images
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: install
@@ -54,7 +65,7 @@ crds: install
 crds-check: install
 	$(VENV)/bin/gpubatch crds --check
 
-cluster-up: k8s-binaries
+cluster-up: k8s-binaries node-deps
 	bash tests/cluster/cluster.sh up
 
 cluster-down:
@@ -62,6 +73,9 @@ cluster-down:
 
 cluster-kubeconfig:
 	@bash tests/cluster/cluster.sh kubeconfig
+
+cluster-data-dir:
+	@bash tests/cluster/cluster.sh data-dir
 
 clean:
 	rm -rf examples/*/out examples/*/data .pytest_cache .mypy_cache .ruff_cache

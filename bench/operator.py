@@ -67,9 +67,9 @@ def resources(kind: str, n: int, namespace: str) -> list[dict[str, Any]]:
 
 def jobs_for(kind: str, n: int, namespace: str) -> list[dict[str, Any]]:
     spec, plugin = parse_spec(kind, SPECS[kind]), job_kind(kind)
-    return [build_job(JobRequest(kind=plugin, name=f"b{i:05d}", namespace=namespace, uid="00000000-bench",
-                                 spec=spec, job_name=job_name(f"b{i:05d}", plugin.command), device="cpu",
-                                 policy="cpu"), Settings()) | {"metadata": {
+    return [build_job(JobRequest(job_kind=plugin, name=f"b{i:05d}", namespace=namespace, uid="00000000-bench",
+                                 spec=spec, job_name=job_name(f"b{i:05d}", plugin.command), device="cpu"),
+                      Settings()) | {"metadata": {
                                      "name": job_name(f"b{i:05d}", plugin.command), "namespace": namespace,
                                      "labels": {"bench": "floor"}}} for i in range(n)]
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,16 +52,25 @@ def main() -> int:
     parser.add_argument("--fixed", type=int, help="also run ours with this fixed batchSize")
     parser.add_argument("--spark", action="store_true", help="also run engine: spark")
     parser.add_argument("--json", help="write the figures here as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (model, data, outputs)")
     args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-predict-"))
+    try:
+        return bench(args, work)
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
+
+def bench(args: argparse.Namespace, work: Path) -> int:
     os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env = {**os.environ, "GPUBATCH_DEVICE": args.device,
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "jobs"), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "jobs"), os.environ.get("PYTHONPATH", "")])}
     import numpy as np
     import pandas as pd
 
-    work = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     model_dir = Path(args.model).resolve() if args.model else make_model(work / "model", args)
     table = make_documents(args, model_dir)
     table.to_parquet(work / "rows.parquet", index=False)
@@ -130,7 +140,7 @@ def run_ours(work: Path, model_dir: Path, args: argparse.Namespace, env: dict, b
                  "output": {"path": output, "overwrite": True}, "engine": engine,
                  "windowSize": args.window, "stride": args.stride,
                  "batchSize": batch if batch == "auto" else int(batch)}}))
-    command = [sys.executable, "-m", "gpubatch_jobs.cli", "run", "-q", str(manifest)]
+    command = [sys.executable, "-m", "gpubatch_jobs.cli", "run", "-q", "--device", args.device, str(manifest)]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     whole = time.perf_counter() - started
@@ -149,6 +159,8 @@ def run_seed(work: Path, model_dir: Path, table, args: argparse.Namespace, env: 
             subset.to_parquet(rows, index=False)
     command = [sys.executable, str(ROOT / "bench" / "seed_process.py"), str(model_dir), str(rows),
                str(work / "seed.parquet"), str(args.window), str(args.stride)]
+    if args.device == "cpu":  # the seed's script had no device switch: hide the GPU from it
+        env = {**env, "CUDA_VISIBLE_DEVICES": ""}
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     whole = time.perf_counter() - started

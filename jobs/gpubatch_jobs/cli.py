@@ -18,6 +18,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from gpubatch_jobs.contract import instruction_for_policy
 from gpubatch_jobs.errors import EXIT_BAD_INPUT
 from gpubatch_jobs.runtime import RunContext, close_progress_line, stderr_progress_bar
 from gpubatch_jobs.spec import SpecError, load_manifest
@@ -63,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         name=resource.metadata.name,
         base_dir=Path(args.file).resolve().parent,
         mounts=dict(args.mount or []),
-        device_override=args.device,
+        instruction=instruction_for_policy(args.device) if args.device else None,
         progress_sinks=[] if args.quiet else [stderr_progress_bar],
         progress_interval_s=0.5,
     )
@@ -79,9 +80,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return fail_before_run(kind, "interrupted (Ctrl-C); outputs are published only when complete, "
                                "so nothing partial is left under the output name", "Interrupted", 130)
-    except Exception as err:  # a bug, or an error the engine does not classify: retryable, and reported
+    except Exception as err:  # raised outside execute's own handling (it reports engine errors itself)
         traceback.print_exc()
-        return fail_before_run(kind, f"{type(err).__name__}: {err}", "InternalError", 2)
+        return fail_before_run(kind, f"unexpected error (exit 2, retried up to backoffLimit): "
+                               f"{type(err).__name__}: {err}", "UnexpectedError", 2)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

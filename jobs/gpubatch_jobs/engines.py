@@ -12,14 +12,11 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from gpubatch_jobs.contract import KINDS
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec.common import CommonSpec
 
-ENGINES = {
-    "RenderJob": "gpubatch_jobs.render",
-    "TrainJob": "gpubatch_jobs.train",
-    "PredictJob": "gpubatch_jobs.predict",
-}
+ENGINES = {kind: info.engine for kind, info in KINDS.items()}
 
 Engine = Callable[[Any, RunContext], dict[str, Any]]
 

@@ -1,9 +1,16 @@
 """`gpubatch-job KIND`: the command the operator runs in every job pod.
 
-The operator hands the validated spec as JSON in `GPUBATCH_SPEC` (or a file
-named by `GPUBATCH_SPEC_FILE`), the effective device in `GPUBATCH_DEVICE`, and
-the pod's identity through the downward API (`POD_NAME`, `POD_NAMESPACE`).
-Claims named by `pvc://` paths are mounted under /mnt/pvc/<claim>.
+What the pod is handed is the contract's (gpubatch_jobs/contract.py): the
+validated spec as JSON in `GPUBATCH_SPEC` (or a file named by
+`GPUBATCH_SPEC_FILE`), the device instruction in `GPUBATCH_DEVICE` (gpu|cpu,
+decided by the operator) and `GPUBATCH_ON_GPU_FAILURE` (exit|cpu), and the
+pod's identity through the downward API (`POD_NAME`, `POD_NAMESPACE`). The
+spec's `device.policy` is not read here: the operator has already turned it
+into a device. Claims named by `pvc://` paths are mounted under /mnt/pvc/<claim>.
+
+Whatever happens, the pod ends with one of the contract's exit codes: an
+error nobody foresaw is exit 2 (retried), never Python's default 1 (which
+would read as bad input).
 """
 
 from __future__ import annotations
@@ -14,41 +21,70 @@ import os
 import sys
 from pathlib import Path
 
-from gpubatch_jobs.errors import EXIT_BAD_INPUT
-from gpubatch_jobs.execute import execute
-from gpubatch_jobs.podreport import PodAnnotationProgress, write_termination_log
-from gpubatch_jobs.runtime import POD_PVC_ROOT, RunContext
-from gpubatch_jobs.spec import SpecError, kind_for, parse_spec
+from gpubatch_jobs import contract
+from gpubatch_jobs.contract import EXIT_BAD_INPUT, ContractError, DeviceInstruction
 
 
 def _read_spec() -> str:
-    if os.environ.get("GPUBATCH_SPEC"):
-        return os.environ["GPUBATCH_SPEC"]
-    spec_file = os.environ.get("GPUBATCH_SPEC_FILE")
+    from gpubatch_jobs.spec import SpecError
+
+    if os.environ.get(contract.ENV_SPEC):
+        return os.environ[contract.ENV_SPEC]
+    spec_file = os.environ.get(contract.ENV_SPEC_FILE)
     if spec_file:
         return Path(spec_file).read_text()
-    raise SpecError("environment", ["GPUBATCH_SPEC: not set; the operator passes the spec as JSON here"])
+    raise SpecError("environment", [f"{contract.ENV_SPEC}: not set; the operator passes the spec as JSON here"])
+
+
+def _instruction() -> DeviceInstruction:
+    instruction = DeviceInstruction.from_env()
+    if instruction is None:
+        raise ContractError(f"{contract.ENV_DEVICE}: not set; the operator sets gpu or cpu here "
+                            f"(to run a manifest by hand, use `gpubatch run`)")
+    return instruction
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpubatch-job", description=__doc__.splitlines()[0])
     parser.add_argument("kind", help="render, train or predict (RenderJob, TrainJob, PredictJob)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("GPUBATCH_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=os.environ.get(contract.ENV_LOG_LEVEL, "INFO"),
+                        format="%(asctime)s %(levelname)s %(message)s")
     try:
-        kind = kind_for(args.kind).__name__
+        return _run(args.kind)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:  # noqa: BLE001 - before the engine runs: still a contract exit code
+        from gpubatch_jobs.execute import unexpected
+        from gpubatch_jobs.podreport import write_termination_log
+
+        summary, code = unexpected(args.kind, err, on_gpu=False)
+        print(f"error: {summary['message']}", file=sys.stderr)
+        write_termination_log(summary)
+        return code
+
+
+def _run(kind_word: str) -> int:
+    from gpubatch_jobs.execute import execute
+    from gpubatch_jobs.podreport import PodAnnotationProgress, write_termination_log
+    from gpubatch_jobs.runtime import RunContext
+    from gpubatch_jobs.spec import SpecError, parse_spec
+
+    try:
+        kind = contract.kind_info(kind_word).kind
         spec = parse_spec(kind, _read_spec())
-    except (KeyError, SpecError) as err:
+        instruction = _instruction()
+    except (KeyError, SpecError, ContractError) as err:
         message = str(err.args[0]) if isinstance(err, KeyError) else str(err)
         print(f"error: {message}", file=sys.stderr)
         write_termination_log({"ok": False, "reason": "BadSpec", "message": message, "exitCode": EXIT_BAD_INPUT})
         return EXIT_BAD_INPUT
-    index = os.environ.get("JOB_COMPLETION_INDEX")
+    index = os.environ.get(contract.ENV_COMPLETION_INDEX)
     ctx = RunContext(
-        name=os.environ.get("GPUBATCH_NAME", kind.lower()),
+        name=os.environ.get(contract.ENV_NAME, kind.lower()),
         base_dir=Path.cwd(),
-        pvc_root=Path(os.environ.get("GPUBATCH_PVC_ROOT", POD_PVC_ROOT)),
-        device_override=os.environ.get("GPUBATCH_DEVICE") or None,
+        pvc_root=Path(os.environ.get(contract.ENV_PVC_ROOT, contract.POD_PVC_ROOT)),
+        instruction=instruction,
         shard_index=int(index) if index is not None else None,
     )
     reporter = PodAnnotationProgress.from_environment()

@@ -1,22 +1,23 @@
-"""Exceptions the engines raise, and the exit codes the operator reads from them.
+"""Exceptions the engines raise, and the exit code each one ends the pod with.
 
-The exit code is the contract between engine and operator (DESIGN.md):
-0 success; 1 bad spec or data (permanent, never retried); 75 GPU requested but
-unusable (the operator re-runs on CPU when `fallbackOnGpuFailure` allows);
-anything else is retried up to `backoffLimit`.
+The codes and their meaning are the contract's (gpubatch_jobs/contract.py):
+0 success; 1 bad spec or data (permanent, never retried); 75 the GPU is
+unusable or failed (the operator re-runs on CPU when
+`device.fallbackOnGpuFailure` allows); anything else, unexpected errors (2)
+included, is retried up to `backoffLimit`.
 """
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 1
-EXIT_GPU_UNUSABLE = 75  # EX_TEMPFAIL: "try again elsewhere"
+from gpubatch_jobs.contract import EXIT_BAD_INPUT, EXIT_GPU_UNUSABLE, EXIT_OK, EXIT_UNEXPECTED
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_GPU_UNUSABLE", "EXIT_OK", "BadInput", "GpuUnusable", "GpubatchError"]
 
 
 class GpubatchError(Exception):
     """Base of the engine's own errors; `exit_code` is what the pod exits with."""
 
-    exit_code = 2
+    exit_code = EXIT_UNEXPECTED
 
 
 class BadInput(GpubatchError):
@@ -32,6 +33,6 @@ class BadInput(GpubatchError):
 
 
 class GpuUnusable(GpubatchError):
-    """A GPU was required but cannot be used (missing, broken or failing its smoke test)."""
+    """A GPU was required but cannot be used (missing, broken, failing its smoke test or failing mid-run)."""
 
     exit_code = EXIT_GPU_UNUSABLE

@@ -3,8 +3,9 @@
 Progress: the pod patches one annotation, `gpubatch.dev/progress`, on its own
 Pod (name and namespace from the downward API). The operator already watches
 these pods, so it needs no extra watch, and the job's ServiceAccount needs only
-`get`/`patch` on pods in its namespace. Standard library only: the job image
-does not need the kubernetes client.
+`get`/`patch` on pods in its namespace. Standard library only: the job images
+do not ship the kubernetes client for one PATCH every few seconds. The names
+(annotation, files, variables) are the contract's (gpubatch_jobs/contract.py).
 
 Result: the summary JSON goes to the termination-message file
 (`/dev/termination-log`), which the kubelet copies into the container status,
@@ -21,13 +22,19 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from gpubatch_jobs.contract import (
+    ENV_POD_NAME,
+    ENV_POD_NAMESPACE,
+    ENV_TERMINATION_LOG,
+    PROGRESS_ANNOTATION,
+    TERMINATION_LIMIT,
+    TERMINATION_LOG,
+)
+
 log = logging.getLogger("gpubatch")
 
-PROGRESS_ANNOTATION = "gpubatch.dev/progress"
+__all__ = ["PROGRESS_ANNOTATION", "PodAnnotationProgress", "termination_message", "write_termination_log"]
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-TERMINATION_LOG = "/dev/termination-log"
-# The kubelet keeps at most 4096 bytes of a termination message.
-TERMINATION_LIMIT = 4096
 
 
 class PodAnnotationProgress:
@@ -41,7 +48,7 @@ class PodAnnotationProgress:
 
     @classmethod
     def from_environment(cls) -> PodAnnotationProgress | None:
-        pod, namespace = os.environ.get("POD_NAME"), os.environ.get("POD_NAMESPACE")
+        pod, namespace = os.environ.get(ENV_POD_NAME), os.environ.get(ENV_POD_NAMESPACE)
         host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         if not (pod and namespace and host and (SA_DIR / "token").exists()):
             return None
@@ -77,7 +84,7 @@ def termination_message(summary: dict[str, Any]) -> str:
 
 
 def write_termination_log(summary: dict[str, Any], path: str | None = None) -> None:
-    target = Path(path or os.environ.get("GPUBATCH_TERMINATION_LOG", TERMINATION_LOG))
+    target = Path(path or os.environ.get(ENV_TERMINATION_LOG, TERMINATION_LOG))
     try:
         target.write_text(termination_message(summary))
     except OSError as err:

@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpubatch_jobs.contract import DeviceInstruction, instruction_for_policy
 from gpubatch_jobs.errors import BadInput
 
 log = logging.getLogger("gpubatch")
 
 PVC_PREFIX = "pvc://"
-# Where the operator mounts claims inside a pod: /mnt/pvc/<claim>/...
-POD_PVC_ROOT = "/mnt/pvc"
 PROGRESS_INTERVAL_S = 5.0
 
 ProgressSink = Callable[[dict[str, Any]], None]
@@ -45,7 +44,8 @@ class RunContext:
     base_dir: Path = field(default_factory=Path.cwd)
     mounts: dict[str, Path] = field(default_factory=dict)
     pvc_root: Path | None = None
-    device_override: str | None = None  # auto|gpu|cpu from --device or GPUBATCH_DEVICE
+    # The device instruction: the operator's (pod), or --device's (gpubatch run); None: the spec's policy.
+    instruction: DeviceInstruction | None = None
     # None: this process renders every shard; an int: only that one (Indexed Job pod).
     shard_index: int | None = None
     progress_sinks: list[ProgressSink] = field(default_factory=list)
@@ -73,9 +73,9 @@ class RunContext:
             field=field_name,
         )
 
-    def effective_policy(self, spec_policy: str) -> str:
-        """--device beats GPUBATCH_DEVICE (set by the operator in pods), which beats the spec."""
-        return self.device_override or os.environ.get("GPUBATCH_DEVICE") or spec_policy
+    def device_instruction(self, spec_policy: str) -> DeviceInstruction:
+        """The instruction this run was given; without one (gpubatch run, tests) the spec's policy's."""
+        return self.instruction or instruction_for_policy(str(spec_policy))
 
     def progress(self, done: int, total: int, *, stage: str = "", force: bool = False, **extra: Any) -> None:
         """Report progress; sinks are called at most every `progress_interval_s` seconds."""

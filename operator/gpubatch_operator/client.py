@@ -11,7 +11,9 @@ into `ApiError` with the server's message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,10 +45,27 @@ class ApiError(Exception):
 def connection_info(settings: kopf.OperatorSettings | None = None) -> kopf.ConnectionInfo:
     """The credentials of the pod's ServiceAccount, else of $KUBECONFIG / ~/.kube/config."""
     settings = settings or kopf.OperatorSettings()
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    info = kopf.login_with_service_account(settings=settings)
+    if info is not None:
+        info = dataclasses.replace(info, server=in_cluster_server(info.server))
+    info = info or kopf.login_with_kubeconfig(settings=settings)
     if info is None:
         raise kopf.LoginError("no credentials: neither a pod ServiceAccount token nor a kubeconfig was found")
     return info
+
+
+def in_cluster_server(default: str) -> str:
+    """The API server as the kubelet tells a pod: KUBERNETES_SERVICE_HOST and _PORT.
+
+    kopf's minimal ServiceAccount login names it `kubernetes.default.svc`, which
+    needs cluster DNS; the official clients use these variables, which work
+    without it (the Service's IP is in the API server's certificate).
+    """
+    host = os.environ.get("KUBERNETES_SERVICE_HOST", "").strip()
+    if not host:
+        return default
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443").strip() or "443"
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 class KubeClient:

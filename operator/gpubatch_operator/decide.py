@@ -13,6 +13,9 @@ once; else a GPU Job, replaced by the CPU Job when one of its pods stays
 unschedulable longer than gpuPendingTimeout (GpuUnschedulable). Any GPU Job
 whose pod exits 75 is re-run on the CPU when fallbackOnGpuFailure allows
 (GpuUnusable). Exit 1 fails the resource at once with the engine's message.
+Exit codes, reasons and phases are the contract's (gpubatch_jobs/contract.py);
+an exit code is read from the pod's container status only, never from the
+Job controller's message, which is kept for people.
 """
 
 from __future__ import annotations
@@ -21,6 +24,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from gpubatch_jobs.contract import (
+    EXIT_GPU_UNUSABLE,
+    FAIL_AT_ONCE,
+    GPU_UNSCHEDULABLE,
+    GPU_UNUSABLE,
+    NO_GPU_NODES,
+)
 from gpubatch_jobs.runtime import format_progress
 from gpubatch_jobs.spec import parse_duration
 from gpubatch_jobs.spec.common import CommonSpec
@@ -29,13 +39,14 @@ from gpubatch_operator.naming import job_name
 from gpubatch_operator.observe import JobView, PodView, parse_summary
 from gpubatch_operator.state import FAILED, FINAL, PENDING, RUNNING, SUCCEEDED, Outcome
 
-EXIT_BAD_INPUT, EXIT_GPU_UNUSABLE = 1, 75
-NO_GPU_NODES, GPU_UNSCHEDULABLE, GPU_UNUSABLE = "NoGpuNodes", "GpuUnschedulable", "GpuUnusable"
+# A failed Job's pod may reach the operator after the Job (two watches): wait this long
+# for its exit code before calling the failure by the Job controller's reason.
+POD_STATUS_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
 class World:
-    kind: JobKind
+    job_kind: JobKind  # the kind's plug-in; `kind` elsewhere is the name (RenderJob)
     name: str
     namespace: str
     uid: str
@@ -92,8 +103,8 @@ def decide(world: World) -> Plan:
     if world.spec is None:
         return Plan(Outcome(FAILED, "InvalidSpec", world.spec_error or "the spec does not validate"))
     spec = world.spec
-    first = job_name(world.name, world.kind.command)
-    rerun = job_name(world.name, world.kind.command, cpu_rerun=True)
+    first = job_name(world.name, world.job_kind.command)
+    rerun = job_name(world.name, world.job_kind.command, cpu_rerun=True)
     mine = {j.name: j for j in world.jobs if j.owner_uid == world.uid}
     fallback = _stored_fallback(status)
 
@@ -132,7 +143,7 @@ def _start(world: World, spec: CommonSpec, first: str) -> Plan:
 
 
 def _fall_back(world: World, current: str, reason: str, message: str) -> Plan:
-    rerun = job_name(world.name, world.kind.command, cpu_rerun=True)
+    rerun = job_name(world.name, world.job_kind.command, cpu_rerun=True)
     outcome = Outcome(
         PENDING, "FellBackToCPU", f"{message}; re-running as Job {rerun} on the CPU image",
         device="cpu", job_name=rerun, attempts=2, fallback=(reason, message),
@@ -199,28 +210,23 @@ def _follow(
 def _failed(world: World, spec: CommonSpec, job: JobView, pods: list[PodView], device: str,
             attempt: int, outcome: Any) -> Plan:
     failed_pods = [p for p in pods if p.exit_code not in (None, 0)]
-    code = failed_pods[-1].exit_code if failed_pods else _exit_code_from(job.failed_message)
+    if not failed_pods:
+        waited = world.now - job.failed_since if job.failed_since is not None else POD_STATUS_GRACE_S
+        if waited < POD_STATUS_GRACE_S:
+            return Plan(outcome=None, requeue_after=min(1.0, POD_STATUS_GRACE_S - waited))
+    code = failed_pods[-1].exit_code if failed_pods else None
     summary = next((s for p in failed_pods if (s := parse_summary(p.termination_message))), None)
     detail = (summary or {}).get("message") or (failed_pods[-1].termination_message.strip() if failed_pods else "")
     if code == EXIT_GPU_UNUSABLE and device == "gpu" and attempt == 1 and spec.device.fallback_on_gpu_failure:
         message = "the GPU pod exited 75 (GPU requested but unusable)" + (f": {detail}" if detail else "")
         return _fall_back(world, job.name, GPU_UNUSABLE, message)
-    reason = {EXIT_BAD_INPUT: "BadInput", EXIT_GPU_UNUSABLE: GPU_UNUSABLE}.get(code or -1, job.failed_reason or "Failed")
+    reason = FAIL_AT_ONCE.get(code or -1, job.failed_reason or "Failed")
     message = detail or job.failed_message or f"Job {job.name} failed"
     if code is not None and not detail and f"exit code {code}" not in message:
         message = f"{message} (exit code {code})"
     return Plan(outcome(
         FAILED, reason, message, result=summary, start_time=job.start_time, completion_time=iso(world.now),
     ))
-
-
-def _exit_code_from(message: str) -> int | None:
-    """The exit code in a podFailurePolicy message ("... failed with exit code 75 matching ...")."""
-    marker = "exit code "
-    if marker not in message:
-        return None
-    digits = message.split(marker, 1)[1].split(" ", 1)[0]
-    return int(digits) if digits.isdigit() else None
 
 
 def _progress(pods: list[PodView]) -> str | None:

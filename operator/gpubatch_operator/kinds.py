@@ -1,7 +1,8 @@
 """The small interface through which each kind plugs into the one reconciler.
 
 RenderJob, TrainJob and PredictJob differ in three things only: the word the
-pod's entrypoint takes (`gpubatch-job render`), which spec fields name data
+pod's entrypoint takes (`gpubatch-job render`, from the contract's kinds
+table, gpubatch_jobs/contract.py), which spec fields name data
 locations (so their claims get mounted), and how many pods the Job runs
 (RenderJob `shards` makes an Indexed Job). Everything else — device choice,
 fallback, status, events — is shared and lives in the generic reconciler.
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gpubatch_jobs.spec import API_GROUP, API_VERSION
+from gpubatch_jobs.contract import API, KINDS
 from gpubatch_jobs.spec.common import CommonSpec
-from gpubatch_jobs.spec.kinds import NAMES, PredictJobSpec, RenderJobSpec
+from gpubatch_jobs.spec.kinds import PredictJobSpec, RenderJobSpec
 
 
 class JobKind(Protocol):
@@ -45,11 +46,14 @@ class JobKind(Protocol):
 
 class _Kind:
     kind: str = ""
-    command: str = ""
 
     @property
     def plural(self) -> str:
-        return str(NAMES[self.kind]["plural"])
+        return KINDS[self.kind].plural
+
+    @property
+    def command(self) -> str:
+        return KINDS[self.kind].command
 
     def data_paths(self, spec: CommonSpec) -> list[str]:
         return [spec.input.path, spec.output.path]
@@ -59,7 +63,7 @@ class _Kind:
 
 
 class RenderKind(_Kind):
-    kind, command = "RenderJob", "render"
+    kind = "RenderJob"
 
     def shards(self, spec: CommonSpec) -> int:
         assert isinstance(spec, RenderJobSpec)
@@ -67,11 +71,11 @@ class RenderKind(_Kind):
 
 
 class TrainKind(_Kind):
-    kind, command = "TrainJob", "train"
+    kind = "TrainJob"
 
 
 class PredictKind(_Kind):
-    kind, command = "PredictJob", "predict"
+    kind = "PredictJob"
 
     def data_paths(self, spec: CommonSpec) -> list[str]:
         assert isinstance(spec, PredictJobSpec)
@@ -80,7 +84,8 @@ class PredictKind(_Kind):
 
 _ALL: tuple[JobKind, ...] = (RenderKind(), TrainKind(), PredictKind())
 JOB_KINDS: dict[str, JobKind] = {k.kind: k for k in _ALL}
-API = f"{API_GROUP}/{API_VERSION}"
+assert set(JOB_KINDS) == set(KINDS), "every kind of the contract plugs into the reconciler"
+__all__ = ["API", "JOB_KINDS", "JobKind", "job_kind"]
 
 
 def job_kind(kind: str) -> JobKind:

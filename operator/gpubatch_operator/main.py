@@ -4,8 +4,8 @@ Run it as `gpubatch-operator` (settings from GPUBATCH_* variables, see
 settings.py) or as `kopf run -m gpubatch_operator.main [-A | -n NS...]
 [--standalone] [--liveness=http://0.0.0.0:8081/healthz]`.
 
-How it works: kopf watches the three kinds, their Jobs and pods (server-side
-label-filtered) and the nodes; each event updates the store and enqueues the
+How it works (docs/architecture.md): kopf watches the three kinds, their Jobs
+and pods (server-side label-filtered), the job ServiceAccounts and the nodes; each event updates the store and enqueues the
 resource; reconcile workers decide and act (reconciler.py, decide.py) and move
 `status` through the state machine (state.py).
 
@@ -18,7 +18,8 @@ GPUBATCH_PROGRESS_INTERVAL seconds. The job pods run as the ServiceAccount
 patch on pods of its own namespace; the operator creates that ServiceAccount,
 Role and RoleBinding in each namespace where it launches a Job, if missing.
 
-Test hook: annotations of a resource starting with `gpubatch.dev/test-` are
+Test hook (only with GPUBATCH_TEST_HOOKS=true; off by default and in the
+chart): annotations of a resource starting with `gpubatch.dev/test-` are
 copied onto its pods, so the kwok test cluster can script a pod's fate;
 `gpubatch.dev/test-gpu-X` / `gpubatch.dev/test-cpu-X` reach only the GPU / CPU
 pods, as `gpubatch.dev/test-X` (e.g. exit 75 on the GPU, succeed on the CPU).
@@ -39,7 +40,7 @@ from typing import Any
 
 import kopf
 
-from gpubatch_jobs.spec import API_GROUP, API_VERSION
+from gpubatch_jobs.contract import API_GROUP, API_VERSION, JOB_IDENTITY_LABEL
 from gpubatch_operator.client import connection_info
 from gpubatch_operator.handlers import lifecycle, watch_events
 from gpubatch_operator.kinds import JOB_KINDS
@@ -72,11 +73,11 @@ def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
 
 @kopf.on.probe(id="workqueue")
 def workqueue_depth(memo: kopf.Memo, **_: Any) -> int:
-    return len(memo["runtime"].reconciler.queue) if "runtime" in memo else 0
+    return len(memo["operator_ctx"].reconciler.queue) if "operator_ctx" in memo else 0
 
 
 async def resource_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    watch_events.resource_event(memo["runtime"], type, dict(event["object"]))
+    watch_events.resource_event(memo["operator_ctx"], type, dict(event["object"]))
 
 
 for _kind in JOB_KINDS.values():
@@ -85,17 +86,22 @@ for _kind in JOB_KINDS.values():
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 async def job_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    watch_events.job_event(memo["runtime"], type, dict(event["object"]))
+    watch_events.job_event(memo["operator_ctx"], type, dict(event["object"]))
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED)
 async def pod_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    watch_events.pod_event(memo["runtime"], type, dict(event["object"]))
+    watch_events.pod_event(memo["operator_ctx"], type, dict(event["object"]))
+
+
+@kopf.on.event("", "v1", "serviceaccounts", labels={JOB_IDENTITY_LABEL: "true"})
+async def service_account_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    watch_events.service_account_event(memo["operator_ctx"], type, dict(event["object"]))
 
 
 @kopf.on.event("", "v1", "nodes")
 async def node_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    watch_events.node_event(memo["runtime"], type, dict(event["object"]))
+    watch_events.node_event(memo["operator_ctx"], type, dict(event["object"]))
 
 
 class _NoThreadSignalWarning(logging.Filter):

@@ -5,26 +5,28 @@ killed, so names are a function of the resource alone: the first Job of
 RenderJob `x` is `x-render`, its CPU re-run after a GPU fallback is
 `x-render-cpu`. Creating under a fixed name makes the API server the judge:
 a 409 means "it exists already". Labels tie Jobs and pods back to their
-resource (kind, name, uid) for the label-filtered watches.
+resource for the label-filtered watches: children are filed under the
+resource's UID (`gpubatch.dev/owner-uid`, always a valid label value); the
+name label is shortened past 63 characters and is there for people only.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "gpubatch-operator"
-NAME_LABEL = "app.kubernetes.io/name"
-KIND_LABEL = "gpubatch.dev/kind"
-OWNER_LABEL = "gpubatch.dev/owner"
-UID_LABEL = "gpubatch.dev/owner-uid"
-DEVICE_LABEL = "gpubatch.dev/device"
-ATTEMPT_LABEL = "gpubatch.dev/attempt"
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-# Test hook: CR annotations with this prefix are copied onto the job pods, so
-# the kwok-driven test cluster can script a pod's fate (exit code, pending...).
-TEST_ANNOTATION_PREFIX = "gpubatch.dev/test-"
-MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+from gpubatch_jobs.contract import (  # noqa: F401 - the labels are the contract's; re-exported for the operator
+    ATTEMPT_LABEL,
+    DEVICE_LABEL,
+    KIND_LABEL,
+    KUEUE_QUEUE_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    MANAGED_SELECTOR,
+    NAME_LABEL,
+    OWNER_NAME_LABEL,
+    OWNER_UID_LABEL,
+    TEST_ANNOTATION_PREFIX,
+)
 
 # Job names stay short enough for the pod names and `job-name` labels derived
 # from them (Indexed pods add "-<index>-<random>").
@@ -54,6 +56,6 @@ def owner_labels(kind: str, name: str, uid: str) -> dict[str, str]:
         MANAGED_BY_LABEL: MANAGED_BY,
         NAME_LABEL: "gpubatch",
         KIND_LABEL: kind.lower(),
-        OWNER_LABEL: _shorten(name, 63),
-        UID_LABEL: uid,
+        OWNER_NAME_LABEL: _shorten(name, 63),
+        OWNER_UID_LABEL: uid,
     }

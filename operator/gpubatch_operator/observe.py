@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gpubatch_jobs.podreport import PROGRESS_ANNOTATION
-from gpubatch_operator.kinds import JOB_KINDS
-from gpubatch_operator.naming import DEVICE_LABEL, KIND_LABEL, OWNER_LABEL, UID_LABEL
+from gpubatch_jobs.contract import (
+    CONTAINER_NAME,
+    DEVICE_LABEL,
+    OWNER_UID_LABEL,
+    PROGRESS_ANNOTATION,
+)
 
-_KIND_BY_LABEL = {kind.lower(): kind for kind in JOB_KINDS}
 Key = tuple[str, str, str]  # (kind, namespace, name) of a gpubatch resource
 
 
@@ -26,14 +28,9 @@ def parse_time(text: str | None) -> float | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def owner_key(metadata: dict[str, Any]) -> Key | None:
-    """The gpubatch resource a Job or Pod belongs to, from its labels."""
-    labels = metadata.get("labels") or {}
-    kind = _KIND_BY_LABEL.get(labels.get(KIND_LABEL, ""))
-    owner = labels.get(OWNER_LABEL)
-    if kind is None or not owner:
-        return None
-    return kind, metadata.get("namespace", ""), owner
+def owner_uid(metadata: dict[str, Any]) -> str | None:
+    """The UID of the gpubatch resource a Job or Pod belongs to (its owner-uid label)."""
+    return (metadata.get("labels") or {}).get(OWNER_UID_LABEL) or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +41,9 @@ class JobView:
     complete: bool
     failed: bool
     failed_reason: str
-    failed_message: str
+    failed_message: str  # the Job controller's words: for people, never parsed
+    failed_since: float | None
     suspended: bool
-    active: int
     start_time: str | None
     completion_time: str | None
     deleting: bool
@@ -59,14 +56,14 @@ class JobView:
         labels = meta.get("labels") or {}
         return cls(
             name=meta.get("name", ""),
-            owner_uid=labels.get(UID_LABEL, ""),
+            owner_uid=labels.get(OWNER_UID_LABEL, ""),
             device=labels.get(DEVICE_LABEL, ""),
             complete="Complete" in conditions,
             failed=bool(failure),
             failed_reason=failure.get("reason", ""),
             failed_message=failure.get("message", ""),
+            failed_since=parse_time(failure.get("lastTransitionTime")),
             suspended=bool(spec.get("suspend")),
-            active=int(status.get("active") or 0),
             start_time=status.get("startTime"),
             completion_time=status.get("completionTime"),
             deleting=bool(meta.get("deletionTimestamp")),
@@ -79,23 +76,23 @@ class PodView:
     job_name: str
     owner_uid: str
     phase: str
-    node_name: str
     unschedulable_since: float | None
     unschedulable_message: str
     exit_code: int | None
     termination_message: str
     progress: tuple[int, int] | None
     completion_index: int | None
-    started_at: str | None
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> PodView:
-        meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status") or {}
+        meta, status = body.get("metadata", {}), body.get("status") or {}
         labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
         scheduled: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
         unschedulable = scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
         exit_code, message = None, ""
         for container in status.get("containerStatuses") or []:
+            if container.get("name") != CONTAINER_NAME:
+                continue
             terminated = (container.get("state") or {}).get("terminated")
             if terminated:
                 exit_code, message = terminated.get("exitCode"), terminated.get("message") or ""
@@ -103,16 +100,14 @@ class PodView:
         return cls(
             name=meta.get("name", ""),
             job_name=labels.get("job-name") or labels.get("batch.kubernetes.io/job-name", ""),
-            owner_uid=labels.get(UID_LABEL, ""),
+            owner_uid=labels.get(OWNER_UID_LABEL, ""),
             phase=status.get("phase", "Pending"),
-            node_name=spec.get("nodeName", ""),
             unschedulable_since=parse_time(scheduled.get("lastTransitionTime")) if unschedulable else None,
             unschedulable_message=scheduled.get("message", "") if unschedulable else "",
             exit_code=exit_code,
             termination_message=message,
             progress=parse_progress(annotations.get(PROGRESS_ANNOTATION)),
             completion_index=int(index) if index and index.isdigit() else None,
-            started_at=status.get("startTime"),
         )
 
 

@@ -13,29 +13,26 @@ unit test checks that every request path the operator builds is covered.
 - Events: posted on each transition of a resource.
 - ServiceAccounts, Roles, RoleBindings: the job pods' `gpubatch-job` identity,
   created in each namespace where a Job is launched (Role: pods get/patch, so
-  the operator must itself hold get/patch on pods to grant it).
+  the operator must itself hold get/patch on pods to grant it); its
+  ServiceAccounts are watched (label-filtered) so a deleted one is re-created.
 - CustomResourceDefinitions and Namespaces: kopf's discovery of the watched
   resources (list/watch).
 """
 
 from __future__ import annotations
 
-from gpubatch_jobs.spec import API_GROUP
+from gpubatch_jobs.contract import API_GROUP, KINDS
+
+_PLURALS = [info.plural for info in KINDS.values()]  # the contract's kinds table
 
 OPERATOR_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
-    (API_GROUP, "renderjobs", ("get", "list", "watch")),
-    (API_GROUP, "trainjobs", ("get", "list", "watch")),
-    (API_GROUP, "predictjobs", ("get", "list", "watch")),
-    (API_GROUP, "renderjobs/status", ("get", "patch", "update")),
-    (API_GROUP, "trainjobs/status", ("get", "patch", "update")),
-    (API_GROUP, "predictjobs/status", ("get", "patch", "update")),
-    (API_GROUP, "renderjobs/finalizers", ("update",)),
-    (API_GROUP, "trainjobs/finalizers", ("update",)),
-    (API_GROUP, "predictjobs/finalizers", ("update",)),
+    *((API_GROUP, plural, ("get", "list", "watch")) for plural in _PLURALS),
+    *((API_GROUP, f"{plural}/status", ("get", "patch", "update")) for plural in _PLURALS),
+    *((API_GROUP, f"{plural}/finalizers", ("update",)) for plural in _PLURALS),
     ("batch", "jobs", ("get", "list", "watch", "create", "delete")),
     ("", "pods", ("get", "list", "watch", "patch")),
     ("", "events", ("create",)),
-    ("", "serviceaccounts", ("get", "create")),
+    ("", "serviceaccounts", ("get", "list", "watch", "create")),
     ("rbac.authorization.k8s.io", "roles", ("get", "create")),
     ("rbac.authorization.k8s.io", "rolebindings", ("get", "create")),
 ]
@@ -45,6 +42,12 @@ OPERATOR_CLUSTER_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
     ("", "nodes", ("get", "list", "watch")),
     ("apiextensions.k8s.io", "customresourcedefinitions", ("get", "list", "watch")),
     ("", "namespaces", ("get", "list", "watch")),
+]
+
+
+# Leader election (GPUBATCH_LEADER_ELECTION): a Role in the operator's own namespace.
+OPERATOR_LEASE_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
+    ("coordination.k8s.io", "leases", ("get", "create", "update")),
 ]
 
 

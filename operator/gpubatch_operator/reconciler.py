@@ -3,11 +3,14 @@
 Workers take resource keys from the work queue, read the world from the
 store, let `decide()` choose, carry out its actions against the API, move the
 status through the state machine and post one Event per transition. Failures
-are retried with a per-key backoff; nothing here raises into kopf.
+are retried with a per-key backoff; nothing here raises into kopf. Two jobs
+live next door: the pacing of status writes in a burst (pacing.py) and the
+job pods' ServiceAccount per namespace (job_rbac.py).
 
 Side effects are ordered for restart safety: a Job is created under its
 deterministic name before the status records it (a 409 means it exists
 already), and a CPU re-run is created before its GPU Job is deleted.
+See docs/architecture.md for the whole picture.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpubatch_jobs.contract import FINAL_PHASES
 from gpubatch_jobs.spec import SpecError, parse_spec
 from gpubatch_operator import metrics
-from gpubatch_operator.builders import JobRequest, build_event, build_job, job_rbac_objects
+from gpubatch_operator.builders import JobRequest, build_event, build_job
 from gpubatch_operator.client import ApiError, KubeClient, namespaced
 from gpubatch_operator.decide import (
     CreateJob,
@@ -29,30 +32,19 @@ from gpubatch_operator.decide import (
     Plan,
     World,
     decide,
-    effective_policy,
     iso,
 )
+from gpubatch_operator.job_rbac import JobRbac
 from gpubatch_operator.kinds import API, job_kind
-from gpubatch_operator.naming import UID_LABEL
+from gpubatch_operator.naming import OWNER_UID_LABEL
 from gpubatch_operator.observe import Key
+from gpubatch_operator.pacing import StatusPacer
 from gpubatch_operator.settings import Settings
 from gpubatch_operator.state import advance, merge_patch, only_progress_changed
 from gpubatch_operator.store import ResourceView, Store
 from gpubatch_operator.workqueue import WorkQueue
 
 log = logging.getLogger("gpubatch.operator")
-
-RBAC_PATHS = {
-    "ServiceAccount": ("v1", "serviceaccounts"),
-    "Role": ("rbac.authorization.k8s.io/v1", "roles"),
-    "RoleBinding": ("rbac.authorization.k8s.io/v1", "rolebindings"),
-}
-
-
-MAX_STATUS_DELAY_S = 10.0
-# A new resource that arrived less than this before counts as a burst still
-# arriving (kubectl apply, a GitOps sync: one create after another).
-BURST_QUIET_S = 0.5
 
 
 class Retry(Exception):
@@ -73,18 +65,12 @@ class Reconciler:
     # deliver older bodies, and nobody else writes status.
     written: dict[Key, dict[str, Any]] = field(default_factory=dict)
     last_write: dict[Key, float] = field(default_factory=dict)
-    _rbac_ready: dict[str, asyncio.Future[None]] = field(default_factory=dict)
-    # Resources still waiting for their first Job. While there are any, or
-    # while new resources keep arriving, status writes and Events wait (up to
-    # MAX_STATUS_DELAY_S): in a burst the API server's write capacity goes to
-    # creating Jobs first, and one status write per resource instead of one
-    # per transition. The waiting keys are parked, not polled, and all
-    # enqueued again once the burst is over.
-    starting: set[Key] = field(default_factory=set)
-    _deferred_since: dict[Key, float] = field(default_factory=dict)
-    # The last two new resources (arrival time, key): a lone resource never waits.
-    _arrivals: deque[tuple[float, Key]] = field(default_factory=lambda: deque(maxlen=2))
-    _release_timer: asyncio.TimerHandle | None = None
+    pacer: StatusPacer = field(init=False)
+    job_rbac: JobRbac = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pacer = StatusPacer(self.queue)
+        self.job_rbac = JobRbac(self.client, self.settings.job_service_account)
 
     async def worker(self) -> None:
         while True:
@@ -110,43 +96,19 @@ class Reconciler:
     def forget(self, key: Key) -> None:
         self.written.pop(key, None)
         self.last_write.pop(key, None)
-        self._deferred_since.pop(key, None)
-        self._started(key)
+        self.pacer.forget(key)
 
-    def _started(self, key: Key) -> None:
-        """`key` no longer waits for its first Job; the last one out releases the parked status writes."""
-        if key not in self.starting:
-            return
-        self.starting.discard(key)
-        if not self.starting:
-            self._release()
-
-    def _release(self, now: float | None = None) -> None:
-        """Enqueue every parked key once the burst is over; else look again when it may be."""
-        if self._release_timer is not None:
-            self._release_timer.cancel()
-            self._release_timer = None
-        if not self._deferred_since or self.starting:
-            return  # nothing parked, or `_started` calls again when `starting` drains
-        left = self._burst_left(None, time.time() if now is None else now)
-        if left > 0:
-            self._release_timer = asyncio.get_running_loop().call_later(left, self._release)
-            return
-        for parked in list(self._deferred_since):
-            self.queue.add(parked)
-
-    def _burst_left(self, key: Key | None, now: float) -> float:
-        """Seconds until a burst is over: another resource waits for its first Job, or arrived lately."""
-        if self.starting - {key}:
-            return BURST_QUIET_S  # `_started` releases the parked keys when they are done
-        recent = [at for at, other in self._arrivals if other != key]
-        return max(recent) + BURST_QUIET_S - now if recent else 0.0
+    def rbac_lost(self, namespace: str) -> None:
+        """The job ServiceAccount of `namespace` was deleted: look again at every unfinished resource there."""
+        self.job_rbac.lost(namespace)
+        for key, view in list(self.store.resources.items()):
+            if view.namespace == namespace and view.status.get("phase") not in FINAL_PHASES:
+                self.queue.add(key)
 
     def note(self, view: ResourceView, now: float | None = None) -> None:
         """A resource event arrived: remember whether it still needs its first Job, and enqueue it."""
-        if not view.status.get("jobName") and view.key not in self.written and view.key not in self.starting:
-            self.starting.add(view.key)
-            self._arrivals.append((time.time() if now is None else now, view.key))
+        if not view.status.get("jobName") and view.key not in self.written:
+            self.pacer.arrived(view.key, now)
         self.queue.add(view.key)
 
     def world(self, view: ResourceView, status: dict[str, Any]) -> World:
@@ -155,9 +117,9 @@ class Reconciler:
             spec, error = parse_spec(view.kind, view.spec, source=f"{view.kind} {view.name}"), None
         except SpecError as err:
             spec, error = None, "; ".join(err.problems)
-        jobs, pods = self.store.children(view.key)
+        jobs, pods = self.store.children(view.uid)
         return World(
-            kind=kind, name=view.name, namespace=view.namespace, uid=view.uid, generation=view.generation,
+            job_kind=kind, name=view.name, namespace=view.namespace, uid=view.uid, generation=view.generation,
             spec=spec, spec_error=error, status=status, jobs=jobs, pods=pods,
             gpu_nodes=self.store.gpu_node_count(), now=time.time(),
             default_policy=self.settings.default_device_policy,
@@ -175,10 +137,14 @@ class Reconciler:
         status = {k: v for k, v in status.items() if k != "_uid"}
         world = self.world(view, status)
         plan = decide(world)
+        if world.spec is not None and status.get("phase") not in FINAL_PHASES and (
+                plan.actions or not self.job_rbac.known(view.namespace)):
+            # Before a Job is made, and again after the ServiceAccount was lost while one runs.
+            await self.job_rbac.ensure(view.namespace)
         for action in plan.actions:
             await self._act(view, world, action)
         if plan.outcome is not None:
-            self._started(key)
+            self.pacer.started(key)
             await self._write_status(view, status, plan)
         if plan.requeue_after is not None:
             self.queue.add_after(key, plan.requeue_after)
@@ -193,12 +159,10 @@ class Reconciler:
                     raise
             return
         assert world.spec is not None
-        await self._ensure_job_rbac(view.namespace)
         request = JobRequest(
-            kind=world.kind, name=view.name, namespace=view.namespace, uid=view.uid, spec=world.spec,
+            job_kind=world.job_kind, name=view.name, namespace=view.namespace, uid=view.uid, spec=world.spec,
             job_name=action.job_name, device=action.device,
-            policy=effective_policy(world.spec, self.settings.default_device_policy),
-            attempt=action.attempt, annotations=view.test_annotations,
+            attempt=action.attempt, test_hooks=view.test_annotations,
         )
         try:
             created = await self.client.create(path, build_job(request, self.settings))
@@ -215,7 +179,7 @@ class Reconciler:
     async def _check_owner(self, view: ResourceView, job_name: str) -> None:
         """A 409 for a Job of an earlier resource with the same name: wait for its garbage collection."""
         existing = await self.client.get(namespaced("batch/v1", "jobs", view.namespace, job_name))
-        owner = (existing.get("metadata", {}).get("labels") or {}).get(UID_LABEL)
+        owner = (existing.get("metadata", {}).get("labels") or {}).get(OWNER_UID_LABEL)
         if owner != view.uid:
             raise Retry(f"Job {job_name} still belongs to a deleted {view.kind} of the same name", 2.0)
         self.store.put_job(existing)
@@ -227,7 +191,7 @@ class Reconciler:
         patch = merge_patch(status, new)
         if not patch:
             return
-        if self._defer(view.key, now):
+        if self.pacer.defer(view.key, now):
             return
         if only_progress_changed(status, new):
             wait = self.last_write.get(view.key, 0.0) + self.settings.progress_interval_s - now
@@ -242,26 +206,6 @@ class Reconciler:
             await self._post_event(view, transition.condition, transition.reason, transition.message,
                                    transition.warning, now)
 
-    def _defer(self, key: Key, now: float) -> bool:
-        """True (and parked) while a burst is under way (`_burst_left`).
-
-        A parked key comes back when the burst is over (`_release`: the last
-        first Job exists and no new resource came for BURST_QUIET_S) or after
-        MAX_STATUS_DELAY_S, whichever is first.
-        """
-        burst = self._burst_left(key, now)
-        if burst <= 0:
-            self._deferred_since.pop(key, None)
-            return False
-        left = self._deferred_since.setdefault(key, now) + MAX_STATUS_DELAY_S - now
-        if left <= 0:
-            self._deferred_since.pop(key, None)
-            return False
-        self.queue.add_after(key, left)  # a no-op while the timer set at parking time is pending
-        if self._release_timer is None and not self.starting:
-            self._release_timer = asyncio.get_running_loop().call_later(burst, self._release)
-        return True
-
     async def _post_event(self, view: ResourceView, condition: str, reason: str, message: str,
                           warning: bool, now: float) -> None:
         event = build_event(
@@ -273,24 +217,3 @@ class Reconciler:
             await self.client.create(namespaced("v1", "events", view.namespace), event)
         except ApiError as err:  # Events are best effort: never retry a reconcile for one.
             log.info("could not post an Event for %s/%s: %s", view.namespace, view.name, err)
-
-    async def _ensure_job_rbac(self, namespace: str) -> None:
-        """The job pods' ServiceAccount, Role and RoleBinding; once per namespace per process."""
-        ready = self._rbac_ready.get(namespace)
-        if ready is None:
-            ready = self._rbac_ready[namespace] = asyncio.get_running_loop().create_future()
-            try:
-                for obj in job_rbac_objects(namespace, self.settings.job_service_account):
-                    group_version, plural = RBAC_PATHS[obj["kind"]]
-                    try:
-                        await self.client.create(namespaced(group_version, plural, namespace), obj)
-                    except ApiError as err:
-                        if not err.already_exists:
-                            raise
-                ready.set_result(None)
-            except BaseException as err:
-                del self._rbac_ready[namespace]
-                ready.set_exception(err)
-                ready.exception()  # consumed: the waiters below get it re-raised
-                raise
-        await asyncio.shield(ready)

@@ -22,6 +22,16 @@ GPUBATCH_PEERING                     empty (default): standalone, one operator a
 GPUBATCH_RECONCILE_WORKERS           concurrent reconciles: 16 (default)
 GPUBATCH_PROGRESS_INTERVAL           least seconds between two progress-only status writes: 5 (default)
 GPUBATCH_LOG_LEVEL                   DEBUG, INFO (default), WARNING, ERROR
+GPUBATCH_LEADER_ELECTION             false (default): this process reconciles alone; true: replicas elect
+                                     one active operator on a coordination.k8s.io Lease (the chart: true,
+                                     2 replicas); the others keep their caches warm and take over
+GPUBATCH_LEADER_ELECTION_NAMESPACE   namespace of the Lease: POD_NAMESPACE, else the first watched
+                                     namespace, else default
+GPUBATCH_LEADER_ELECTION_LEASE       name of the Lease: gpubatch-operator (default)
+GPUBATCH_LEASE_SECONDS               a Lease not renewed for this long is taken over: 15 (default)
+GPUBATCH_TEST_HOOKS                  false (default); true: copy gpubatch.dev/test-* annotations of a
+                                     resource onto its pods (the kwok test cluster scripts pods with
+                                     them). Never on in production: the chart leaves it off.
 """
 
 from __future__ import annotations
@@ -30,10 +40,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gpubatch_jobs.contract import DEVICE_POLICIES
 from gpubatch_jobs.spec import parse_duration
 
 VERSION_TAG = "0.1.0"
-DEVICE_POLICIES = ("auto", "gpu", "cpu")
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -60,6 +71,11 @@ class Settings:
     reconcile_workers: int = 16
     progress_interval_s: float = 5.0
     log_level: str = "INFO"
+    test_hooks: bool = False
+    leader_election: bool = False
+    leader_election_namespace: str = "default"
+    leader_election_lease: str = "gpubatch-operator"
+    lease_s: float = 15.0
 
     @property
     def clusterwide(self) -> bool:
@@ -98,6 +114,12 @@ class Settings:
                 raise SettingsError(f"{name}={raw!r}: must be >= {minimum}")
             return value
 
+        def flag(name: str, default: bool) -> bool:
+            raw = text(name, str(default).lower()).lower()
+            if raw not in BOOLEANS:
+                raise SettingsError(f"{name}={raw!r}: must be true or false")
+            return BOOLEANS[raw]
+
         timeout = text("GPUBATCH_DEFAULT_GPU_PENDING_TIMEOUT", defaults.default_gpu_pending_timeout)
         try:
             if parse_duration(timeout) <= 0:
@@ -128,4 +150,12 @@ class Settings:
                 number("GPUBATCH_PROGRESS_INTERVAL", defaults.progress_interval_s, float, minimum=0)
             ),
             log_level=choice("GPUBATCH_LOG_LEVEL", defaults.log_level, LOG_LEVELS),
+            test_hooks=flag("GPUBATCH_TEST_HOOKS", defaults.test_hooks),
+            leader_election=flag("GPUBATCH_LEADER_ELECTION", defaults.leader_election),
+            leader_election_namespace=text(
+                "GPUBATCH_LEADER_ELECTION_NAMESPACE",
+                env.get("POD_NAMESPACE", "").strip() or (namespaces[0] if namespaces else "default"),
+            ),
+            leader_election_lease=text("GPUBATCH_LEADER_ELECTION_LEASE", defaults.leader_election_lease),
+            lease_s=float(number("GPUBATCH_LEASE_SECONDS", defaults.lease_s, float, minimum=3)),
         )

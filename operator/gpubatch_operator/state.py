@@ -20,8 +20,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
-FINAL = frozenset({SUCCEEDED, FAILED})
+from gpubatch_jobs.contract import (
+    CONDITION_TYPES,
+    FAILED,
+    FINAL_PHASES,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+)
+
+FINAL = FINAL_PHASES
 ALLOWED: dict[str | None, frozenset[str]] = {
     None: frozenset({PENDING, FAILED}),
     PENDING: frozenset({PENDING, RUNNING, SUCCEEDED, FAILED}),
@@ -30,10 +38,8 @@ ALLOWED: dict[str | None, frozenset[str]] = {
     FAILED: frozenset(),
 }
 
-# Condition types (DESIGN.md "Status").
-JOB_CREATED, COND_RUNNING, COND_SUCCEEDED, COND_FAILED, FELL_BACK = (
-    "JobCreated", "Running", "Succeeded", "Failed", "FellBackToCPU",
-)
+# Condition types (the contract's; docs/architecture.md "The state machine").
+JOB_CREATED, COND_RUNNING, COND_SUCCEEDED, COND_FAILED, FELL_BACK = CONDITION_TYPES
 
 
 @dataclass(frozen=True)

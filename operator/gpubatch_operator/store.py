@@ -5,6 +5,10 @@ resource they concern. The reconciler reads from here instead of asking the
 API server, so a reconcile costs no reads. At startup the store is primed
 with one list per kind of child object, so the first reconcile after a
 restart already sees the Jobs made before it.
+
+Children (Jobs, pods) are filed under their resource's UID, from the
+`gpubatch.dev/owner-uid` label: unlike a name, a UID always fits a label
+value, and a resource re-created under the same name is a different owner.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpubatch_operator.naming import TEST_ANNOTATION_PREFIX
-from gpubatch_operator.observe import JobView, Key, PodView, owner_key
+from gpubatch_jobs.contract import TEST_ANNOTATION_PREFIX
+from gpubatch_operator.observe import JobView, Key, PodView, owner_uid
 
 
 @dataclass(slots=True)
@@ -52,29 +56,42 @@ class ResourceView:
 @dataclass
 class Store:
     resources: dict[Key, ResourceView] = field(default_factory=dict)
-    jobs: dict[Key, dict[str, JobView]] = field(default_factory=dict)
-    pods: dict[Key, dict[str, PodView]] = field(default_factory=dict)
+    owners: dict[str, Key] = field(default_factory=dict)  # resource UID -> key
+    jobs: dict[str, dict[str, JobView]] = field(default_factory=dict)  # by owner UID, then name
+    pods: dict[str, dict[str, PodView]] = field(default_factory=dict)
     gpu_nodes: dict[str, int] = field(default_factory=dict)
     nodes_known: bool = False
 
     def put_resource(self, body: dict[str, Any], deleted: bool = False) -> Key:
         view = ResourceView.parse(body)
         if deleted:
-            self.resources.pop(view.key, None)
+            old = self.resources.pop(view.key, None)
+            self.owners.pop(view.uid, None)
+            if old is not None:
+                self.owners.pop(old.uid, None)
         else:
+            old = self.resources.get(view.key)
+            if old is not None and old.uid != view.uid:
+                self.owners.pop(old.uid, None)
             self.resources[view.key] = view
+            self.owners[view.uid] = view.key
         return view.key
 
-    def put_job(self, body: dict[str, Any], deleted: bool = False) -> Key | None:
+    def owner(self, uid: str | None) -> Key | None:
+        """The resource with this UID, if it is known."""
+        return self.owners.get(uid) if uid else None
+
+    def put_job(self, body: dict[str, Any], deleted: bool = False) -> str | None:
+        """File a Job under its owner's UID; returns that UID (None: not one of ours)."""
         return self._put(self.jobs, body, deleted, JobView.parse)
 
-    def put_pod(self, body: dict[str, Any], deleted: bool = False) -> Key | None:
+    def put_pod(self, body: dict[str, Any], deleted: bool = False) -> str | None:
         return self._put(self.pods, body, deleted, PodView.parse)
 
     @staticmethod
-    def _put(table: dict[Key, dict[str, Any]], body: dict[str, Any], deleted: bool, parse: Any) -> Key | None:
+    def _put(table: dict[str, dict[str, Any]], body: dict[str, Any], deleted: bool, parse: Any) -> str | None:
         meta = body.get("metadata", {})
-        key = owner_key(meta)
+        key = owner_uid(meta)
         if key is None:
             return None
         children = table.setdefault(key, {})
@@ -97,11 +114,9 @@ class Store:
     def gpu_node_count(self) -> int | None:
         return len(self.gpu_nodes) if self.nodes_known else None
 
-    def children(self, key: Key) -> tuple[list[JobView], list[PodView]]:
-        return list(self.jobs.get(key, {}).values()), list(self.pods.get(key, {}).values())
-
-    def forget(self, key: Key) -> None:
-        self.resources.pop(key, None)
+    def children(self, uid: str) -> tuple[list[JobView], list[PodView]]:
+        """The Jobs and pods of the resource with this UID."""
+        return list(self.jobs.get(uid, {}).values()), list(self.pods.get(uid, {}).values())
 
 
 def _quantity(value: Any) -> int:

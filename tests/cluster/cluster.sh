@@ -5,14 +5,18 @@
 # kube-scheduler) run as local processes by kwokctl's binary runtime from the
 # binaries k8s-binaries.sh built, plus a kwok controller that plays kubelet for
 # four fake nodes (tests/cluster/nodes.yaml) following the Stages in
-# tests/cluster/kwok-stages.yaml. kwokctl is handed every binary explicitly,
-# so it never downloads anything.
+# tests/cluster/kwok-stages.yaml, and one real node `real-0` (node.sh: kubelet,
+# kube-proxy, containerd, our images, a default StorageClass) that kwok leaves
+# alone. kwokctl is handed every binary explicitly, so it never downloads anything.
 #
 # Usage:
 #   cluster.sh up          build binaries if missing, start (or reuse) the cluster
 #   cluster.sh down        stop every process of the cluster, remove its state
 #   cluster.sh kubeconfig  print the kubeconfig path, nothing else
+#   cluster.sh data-dir    print the host folder under which provisioned volumes live
 #   cluster.sh status      exit 0 when the cluster answers, 1 otherwise
+#
+# GPUBATCH_REAL_NODE=0 starts the control plane and the kwok nodes only.
 #
 # State lives outside the repo in ${GPUBATCH_CACHE:-~/.cache/gpubatch}/cluster.
 set -euo pipefail
@@ -69,6 +73,23 @@ options:
   etcdctlBinary: $bin/etcdctl
   etcdutlBinary: $bin/etcdutl
   kectlBinary: $bin/kectl
+  # The real node (node.sh) reaches the API server at the host end of its veth,
+  # and its pods at the kubernetes Service's first IP (range 10.0.0.0/24).
+  kubeApiserverCertSANs: [10.87.0.1, 10.0.0.1]
+componentsPatches:
+- name: kube-apiserver
+  extraArgs:
+  # The kubernetes Service's endpoint: where the real node's pods find the API server.
+  - {key: advertise-address, value: 10.87.0.1}
+  # Namespace annotations pick the nodes of a test (kwok or real).
+  - {key: enable-admission-plugins, value: PodNodeSelector}
+  # Logs, exec and port-forward reach the kubelet by the node's IP: no DNS here.
+  - {key: kubelet-preferred-address-types, value: "InternalIP,Hostname"}
+- name: kwok-controller
+  extraArgs:
+  # Play kubelet only for the fake nodes (nodes.yaml), never for real-0.
+  - {key: manage-all-nodes, value: "false"}
+  - {key: manage-nodes-with-annotation-selector, value: kwok.x-k8s.io/node=fake}
 ---
 EOF
     cat "$here/kwok-stages.yaml"
@@ -110,16 +131,20 @@ do_up() {
     fi
   fi
   "${kubectl[@]}" apply -f "$here/nodes.yaml" >/dev/null
-  wait_for "4 Ready nodes" 120 "${kubectl[@]}" wait --for=condition=Ready node --all --timeout=5s
+  wait_for "4 Ready kwok nodes" 120 "${kubectl[@]}" wait --for=condition=Ready node -l type=kwok --timeout=5s
   # The ServiceAccount admission plugin refuses pods until the controller
   # manager has created the namespace's default ServiceAccount.
   wait_for "the default ServiceAccount" 120 "${kubectl[@]}" -n default get serviceaccount default
+  if [[ ${GPUBATCH_REAL_NODE:-1} != 0 ]]; then
+    bash "$here/node.sh" up
+  fi
   log "up: $("${kubectl[@]}" get nodes --no-headers | wc -l) nodes; export KUBECONFIG=$kubeconfig"
 }
 
 do_down() {
   local bin pids
   bin=$(bin_dir)
+  bash "$here/node.sh" down || log "the real node did not stop cleanly"
   if [[ -d $KWOK_WORKDIR/clusters/$cluster_name && -x $bin/kwokctl ]]; then
     "$bin/kwokctl" delete cluster --name "$cluster_name" --kubeconfig "$kubeconfig" >&2 || log "kwokctl delete cluster failed; stopping the processes directly"
   fi
@@ -167,6 +192,7 @@ case "${1:-}" in
     fi
     echo "$kubeconfig"
     ;;
+  data-dir) bash "$here/node.sh" data-dir ;;
   status) answers ;;
   *)
     echo "usage: $0 up|down|kubeconfig|status" >&2

@@ -33,6 +33,12 @@ GPUS_PER_NODE = 4
 NODE_TYPE_LABEL = "gpubatch.dev/node-type"
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
 
+# The real node (tests/cluster/node.sh) and how a namespace sends its pods to
+# one kind of node or the other.
+REAL_NODE = "real-0"
+NODE_SELECTOR_ANNOTATION = "scheduler.alpha.kubernetes.io/node-selector"
+NODE_SELECTORS = {"kwok": "type=kwok", "real": f"kubernetes.io/hostname={REAL_NODE}"}
+
 # Pod annotations the kwok Stages (tests/cluster/kwok-stages.yaml) act on.
 EXIT_CODE_ANNOTATION = "gpubatch.dev/test-exit-code"
 STAY_PENDING_ANNOTATION = "gpubatch.dev/test-stay-pending"
@@ -91,7 +97,13 @@ def kubeconfig_path() -> Path:
     return cache_root() / "cluster" / "kubeconfig"
 
 
-def up(timeout: float = 600) -> None:
+def data_dir() -> Path:
+    """The host folder under which the real node's provisioned volumes live."""
+    return Path(_script(CLUSTER_SH, "data-dir").stdout.strip())
+
+
+def up(timeout: float = 3600) -> None:
+    # Cold, `up` also builds the images (node.sh -> images/build.sh): tens of minutes.
     result = _script(CLUSTER_SH, "up", timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(
@@ -99,7 +111,7 @@ def up(timeout: float = 600) -> None:
         )
 
 
-def down(timeout: float = 120) -> None:
+def down(timeout: float = 300) -> None:
     result = _script(CLUSTER_SH, "down", timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(
@@ -205,15 +217,29 @@ class Cluster:
             check=True,
         )
 
-    def create_namespace(self, name: str, *, pod_security: str | None = "restricted") -> str:
-        """Create a namespace (PodSecurity enforced at `pod_security`) and wait until pods may be made in it."""
+    def create_namespace(
+        self, name: str, *, pod_security: str | None = "restricted", nodes: str | None = "kwok"
+    ) -> str:
+        """Create a namespace (PodSecurity enforced at `pod_security`) and wait until pods may be made in it.
+
+        `nodes` picks where its pods may run (the PodNodeSelector admission
+        plugin adds the namespace's node selector to every pod): "kwok" the
+        fake nodes, "real" the real node, None anywhere.
+        """
         labels: dict[str, str] = {"app.kubernetes.io/part-of": "gpubatch-tests"}
         if pod_security:
             for mode in ("enforce", "warn", "audit"):
                 labels[f"pod-security.kubernetes.io/{mode}"] = pod_security
                 labels[f"pod-security.kubernetes.io/{mode}-version"] = "latest"
+        annotations = {}
+        if nodes is not None:
+            annotations[NODE_SELECTOR_ANNOTATION] = NODE_SELECTORS[nodes]
         self.apply(
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": labels, "annotations": annotations},
+            }
         )
         wait_until(
             lambda: self.kubectl("-n", name, "get", "serviceaccount", "default").returncode == 0,

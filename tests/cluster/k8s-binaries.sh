@@ -25,6 +25,10 @@ K8S_VERSION=$(tr -d '[:space:]' <"$here/k8s-version")
 # against (its go.mod), so the server matches the client the apiserver uses.
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
+LPP_VERSION=v0.0.30
+# The test node's image registry (CNCF distribution): our images are pushed
+# there and containerd pulls only the layers it lacks.
+REGISTRY_VERSION=v3.0.0
 
 if [[ ! $K8S_VERSION =~ ^v1\.([0-9]+)\.([0-9]+)$ ]]; then
   echo "k8s-binaries: $here/k8s-version must hold one version like v1.36.1, got '$K8S_VERSION'" >&2
@@ -39,12 +43,14 @@ dest=$cache_root/k8s-$K8S_VERSION
 bin=$dest/bin
 stamps=$dest/stamps
 
-k8s_binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl helm)
+k8s_binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl helm
+  kubelet kube-proxy local-path-provisioner registry)
 
 all_built() {
   local b
   for b in "${k8s_binaries[@]}"; do [[ -x $bin/$b ]] || return 1; done
-  [[ -f $stamps/k8s-$K8S_VERSION && -f $stamps/kwok-$KWOK_VERSION && -f $stamps/helm-$HELM_VERSION ]] || return 1
+  [[ -f $stamps/k8s-$K8S_VERSION && -f $stamps/node-$K8S_VERSION && -f $stamps/kwok-$KWOK_VERSION &&
+    -f $stamps/helm-$HELM_VERSION && -f $stamps/lpp-$LPP_VERSION && -f $stamps/registry-$REGISTRY_VERSION ]] || return 1
   compgen -G "$stamps/etcd-*" >/dev/null
 }
 
@@ -126,9 +132,13 @@ EOF
   log "$module@$version: wrapper with ${#edits[@]} replace lines derived from its go.mod"
 }
 
-build_kubernetes() {
-  local dir=$work/kubernetes date
-  [[ -f $stamps/k8s-$K8S_VERSION ]] && return 0
+# Build commands of k8s.io/kubernetes at $K8S_VERSION; $1 names the stamp, the
+# rest are the package names under k8s.io/kubernetes/cmd.
+build_kubernetes_cmds() {
+  local stamp=$1 dir date
+  shift
+  [[ -f $stamps/$stamp-$K8S_VERSION ]] && return 0
+  dir=$work/kubernetes-$stamp
   make_wrapper "$dir" k8s.io/kubernetes "$K8S_VERSION" "$STAGING_VERSION"
   # The module's publication time stands in for the build date: reproducible.
   date=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" >/dev/null &&
@@ -140,15 +150,34 @@ build_kubernetes() {
     key=${kv%%=*} val=${kv#*=}
     ldflags+=("-X=k8s.io/component-base/version.$key=$val" "-X=k8s.io/client-go/pkg/version.$key=$val")
   done
-  local -a pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+  local -a pkgs=()
+  local c
+  for c in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
   log "resolving Kubernetes dependencies"
   (cd "$dir" && go get "${pkgs[@]/%/@$K8S_VERSION}" >&2)
-  log "building ${pkgs[*]##*/} (-p $jobs)"
+  log "building $* (-p $jobs)"
   (cd "$dir" && go build -p "$jobs" -ldflags "${ldflags[*]}" -o "$work/out/" "${pkgs[@]}")
   mv "$work/out/"* "$bin/"
-  touch "$stamps/k8s-$K8S_VERSION"
-  log "Kubernetes $K8S_VERSION built"
+  touch "$stamps/$stamp-$K8S_VERSION"
+  log "Kubernetes $K8S_VERSION: $* built"
+}
+
+build_kubernetes() {
+  build_kubernetes_cmds k8s kube-apiserver kube-controller-manager kube-scheduler kubectl
+}
+
+# The real node: kubelet and kube-proxy (pure Go; cgroupfs driver, no systemd).
+build_node() {
+  build_kubernetes_cmds node kubelet kube-proxy
+}
+
+build_lpp() {
+  [[ -f $stamps/lpp-$LPP_VERSION ]] && return 0
+  log "building local-path-provisioner $LPP_VERSION"
+  GOBIN=$bin go install -p "$jobs" -ldflags "-s -w -X=main.VERSION=$LPP_VERSION" \
+    "github.com/rancher/local-path-provisioner@$LPP_VERSION"
+  touch "$stamps/lpp-$LPP_VERSION"
+  log "local-path-provisioner $LPP_VERSION built"
 }
 
 build_etcd() {
@@ -190,11 +219,23 @@ build_helm() {
   log "helm $HELM_VERSION built"
 }
 
+build_registry() {
+  [[ -f $stamps/registry-$REGISTRY_VERSION ]] && return 0
+  log "building registry (distribution) $REGISTRY_VERSION"
+  GOBIN=$bin go install -p "$jobs" -ldflags "-s -w" \
+    "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
+  touch "$stamps/registry-$REGISTRY_VERSION"
+  log "registry $REGISTRY_VERSION built"
+}
+
 log "building into $bin"
 build_etcd
 build_kubernetes
+build_node
 build_kwok
 build_helm
+build_lpp
+build_registry
 all_built || { echo "k8s-binaries: build finished but $bin is incomplete" >&2; exit 1; }
 log "done: $(cd "$bin" && echo *)"
 echo "$bin"

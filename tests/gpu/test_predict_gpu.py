@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gpubatch_jobs.contract import instruction_for_policy
 from gpubatch_jobs.devices import reset_cache, select_device
 from gpubatch_jobs.predict import run
 from gpubatch_jobs.runtime import RunContext
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.gpu
 @pytest.fixture(scope="module")
 def gpu_ready() -> None:
     reset_cache()
-    if select_device("auto", framework="tensorflow").kind != "gpu":
+    if select_device(instruction_for_policy("auto"), framework="tensorflow").kind != "gpu":
         pytest.skip("no usable GPU for TensorFlow")
 
 

@@ -42,7 +42,7 @@ class JobMaker:
     def __init__(self, name: str, kind: str = "RenderJob") -> None:
         self._kind, self._name = kind, name
         self._spec: dict[str, Any] = copy.deepcopy(BASE_SPECS[kind])
-        self._device, self._policy, self._attempt = "cpu", "auto", 1
+        self._device, self._attempt = "cpu", 1
         self._annotations: dict[str, str] = {}
         self._settings = Settings()
 
@@ -57,10 +57,6 @@ class JobMaker:
 
     def cpu(self) -> JobMaker:
         self._device = "cpu"
-        return self
-
-    def policy(self, policy: str) -> JobMaker:
-        self._policy = policy
         return self
 
     def shards(self, count: int) -> JobMaker:
@@ -80,9 +76,9 @@ class JobMaker:
     def request(self) -> JobRequest:
         command = job_kind(self._kind).command
         return JobRequest(
-            kind=job_kind(self._kind), name=self._name, namespace="ns", uid=UID,
+            job_kind=job_kind(self._kind), name=self._name, namespace="ns", uid=UID,
             spec=parse_spec(self._kind, self._spec), job_name=job_name(self._name, command),
-            device=self._device, policy=self._policy, attempt=self._attempt, annotations=self._annotations,
+            device=self._device, attempt=self._attempt, test_hooks=self._annotations,
         )
 
     def obj(self) -> dict[str, Any]:
@@ -172,7 +168,7 @@ class WorldMaker:
     def obj(self) -> World:
         kind = self._body["kind"]
         return World(
-            kind=job_kind(kind), name=self._body["metadata"]["name"], namespace="ns", uid=UID, generation=1,
+            job_kind=job_kind(kind), name=self._body["metadata"]["name"], namespace="ns", uid=UID, generation=1,
             spec=parse_spec(kind, self._body["spec"]), spec_error=None, status=self._status,
             jobs=self._jobs, pods=self._pods, gpu_nodes=self._gpu_nodes, now=self._now, **self._defaults,
         )

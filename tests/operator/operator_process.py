@@ -40,6 +40,7 @@ class OperatorProcess:
             "GPUBATCH_PROGRESS_INTERVAL": "1",
             "GPUBATCH_GPU_IMAGE": "registry.invalid/gpubatch/gpu:test",
             "GPUBATCH_CPU_IMAGE": "registry.invalid/gpubatch/cpu:test",
+            "GPUBATCH_TEST_HOOKS": "true",  # the kwok pods' fate is scripted by gpubatch.dev/test-* annotations
             **settings,
         }
         self.process: subprocess.Popen[bytes] | None = None

@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from gpubatch_operator.builders.rbac import JOB_POD_RULES
-from gpubatch_operator.rbac import OPERATOR_CLUSTER_RBAC, OPERATOR_RBAC, as_rules
+from gpubatch_operator.rbac import (
+    OPERATOR_CLUSTER_RBAC,
+    OPERATOR_LEASE_RBAC,
+    OPERATOR_RBAC,
+    as_rules,
+)
 from gpubatch_operator.settings import Settings
 from tests.unit.test_chart_support import find, render
 
@@ -30,8 +35,18 @@ def grants(rules: list[dict[str, Any]]) -> Grants:
 
 
 def operator_rbac(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The operator's ClusterRole/Roles on the jobs (the leader-election Role aside)."""
     return [obj for obj in objects if obj["kind"] in {"ClusterRole", "Role"}
-            and obj["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
+            and obj["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+            and not obj["metadata"]["name"].endswith("-leader-election")]
+
+
+def test_leader_election_has_a_role_on_leases_in_the_release_namespace_only() -> None:
+    objects = render()
+    (role,) = [obj for obj in objects if obj["kind"] == "Role" and obj["metadata"]["name"].endswith("-leader-election")]
+    assert grants(role["rules"]) == grants(as_rules(OPERATOR_LEASE_RBAC))
+    assert not [obj for obj in render("leaderElection.enabled=false", "replicas=1")
+                if obj["metadata"]["name"].endswith("-leader-election")]
 
 
 NAMESPACED = grants(as_rules(OPERATOR_RBAC))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -31,8 +32,11 @@ def settings_of(objects: list[dict[str, Any]]) -> Settings:
 
 def test_defaults_give_the_operators_own_defaults() -> None:
     settings = settings_of(render())
-    assert settings == Settings()  # chart defaults and operator defaults agree
-    assert settings.clusterwide
+    # Chart defaults and operator defaults agree, except that the chart runs two replicas with
+    # leader election (a lone `gpubatch-operator` needs none) on a Lease named after the release.
+    assert settings.leader_election and settings.leader_election_lease == "rel-gpubatch"
+    assert replace(settings, leader_election=False, leader_election_lease=Settings().leader_election_lease) == Settings()
+    assert settings.clusterwide and not settings.test_hooks
 
 
 def test_values_reach_the_operator_settings() -> None:
@@ -85,10 +89,13 @@ def test_the_operator_container_is_probed_and_bounded() -> None:
     assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
 
 
-def test_one_operator_at_a_time() -> None:
+def test_one_active_operator_at_a_time() -> None:
     (deployment,) = find(render(), "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
+    (alone,) = find(render("leaderElection.enabled=false", "replicas=1"), "Deployment")
+    assert alone["spec"]["replicas"] == 1 and alone["spec"]["strategy"] == {"type": "Recreate"}
+    with pytest.raises(AssertionError, match="replicas > 1 needs leaderElection.enabled"):
+        render("leaderElection.enabled=false")
 
 
 def test_a_settings_change_rolls_the_pod() -> None:

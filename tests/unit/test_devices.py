@@ -1,19 +1,24 @@
-"""The device layer: the auto chain, the gpu policy's error, OOM recognition and backoff."""
+"""The device layer: the instruction obeyed, the gpu device's error, OOM and GPU-failure recognition, backoff."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 
+from gpubatch_jobs.contract import DeviceInstruction, instruction_for_policy
 from gpubatch_jobs.devices import OomBackoff, is_oom_error, probe, select_device
+from gpubatch_jobs.devices.oom import is_gpu_failure
 from gpubatch_jobs.errors import GpuUnusable
+
+AUTO, GPU, CPU = (instruction_for_policy(p) for p in ("auto", "gpu", "cpu"))
 
 
 def test_auto_picks_the_gpu_when_probe_and_smoke_pass(fake_gpu) -> None:
     calls = fake_gpu(smoke_ok=True)
-    choice = select_device("auto", framework="tensorflow")
+    choice = select_device(AUTO, framework="tensorflow")
     assert (choice.kind, choice.backend, choice.fell_back) == ("gpu", "tensorflow", False)
     assert calls == ["tensorflow"]
     assert "passed the tensorflow smoke test" in choice.reason
@@ -21,13 +26,13 @@ def test_auto_picks_the_gpu_when_probe_and_smoke_pass(fake_gpu) -> None:
 
 def test_auto_tries_the_next_framework_when_one_fails(fake_gpu) -> None:
     calls = fake_gpu(smoke_ok={"torch": False, "tensorflow": True})
-    choice = select_device("auto")
+    choice = select_device(AUTO)
     assert choice.backend == "tensorflow" and calls == ["torch", "tensorflow"]
 
 
 def test_auto_falls_back_to_cpu_when_the_smoke_fails(fake_gpu) -> None:
     fake_gpu(smoke_ok=False)
-    choice = select_device("auto", framework="cupy")
+    choice = select_device(AUTO, framework="cupy")
     assert (choice.kind, choice.fell_back) == ("cpu", True)
     assert "no kernel image" in choice.reason
 
@@ -35,7 +40,7 @@ def test_auto_falls_back_to_cpu_when_the_smoke_fails(fake_gpu) -> None:
 def test_gpu_policy_without_usable_gpu_fails_clearly(fake_gpu) -> None:
     fake_gpu(smoke_ok=False)
     with pytest.raises(GpuUnusable) as caught:
-        select_device("gpu", framework="torch")
+        select_device(GPU, framework="torch")
     message = str(caught.value)
     assert caught.value.exit_code == 75
     for hint in ("device policy gpu", "nvidia.com/gpu", "CUDA_VISIBLE_DEVICES", "driver"):
@@ -43,27 +48,51 @@ def test_gpu_policy_without_usable_gpu_fails_clearly(fake_gpu) -> None:
 
 
 def test_no_gpu_on_this_machine_means_cpu() -> None:
-    assert select_device("auto").kind == "cpu"
+    assert select_device(AUTO).kind == "cpu"
     with pytest.raises(GpuUnusable):
-        select_device("gpu")
+        select_device(GPU)
 
 
 def test_cpu_policy_never_probes(fake_gpu) -> None:
     calls = fake_gpu(smoke_ok=True)
-    assert select_device("cpu").kind == "cpu" and calls == []
+    assert select_device(CPU).kind == "cpu" and calls == []
 
 
-@pytest.mark.parametrize(("env", "kind"), [("cpu", "cpu"), ("gpu", "gpu"), ("auto", "gpu")])
-def test_environment_override(fake_gpu, monkeypatch: pytest.MonkeyPatch, env: str, kind: str) -> None:
+@pytest.mark.parametrize(("policy", "device", "on_failure"), [("auto", "gpu", "cpu"), ("gpu", "gpu", "exit"),
+                                                            ("cpu", "cpu", "exit")])
+def test_a_policy_becomes_an_instruction_in_one_place(policy: str, device: str, on_failure: str) -> None:
+    assert instruction_for_policy(policy) == DeviceInstruction(device, on_failure)
+
+
+@pytest.mark.parametrize(("env", "kind"), [("cpu", "cpu"), ("gpu", "gpu")])
+def test_the_pod_obeys_the_operators_device(fake_gpu, env: str, kind: str) -> None:
     fake_gpu(smoke_ok=True)
-    monkeypatch.setenv("GPUBATCH_DEVICE", env)
-    assert select_device(None).kind == kind
+    instruction = DeviceInstruction.from_env({"GPUBATCH_DEVICE": env, "GPUBATCH_ON_GPU_FAILURE": "exit"})
+    assert instruction is not None and select_device(instruction).kind == kind
 
 
-def test_bad_environment_override_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GPUBATCH_DEVICE", "tpu")
-    with pytest.raises(ValueError, match="GPUBATCH_DEVICE='tpu'"):
-        select_device(None)
+def test_the_device_environment_holds_a_device_not_a_policy() -> None:
+    for bad in ({"GPUBATCH_DEVICE": "auto"}, {"GPUBATCH_DEVICE": "tpu"}):
+        with pytest.raises(ValueError, match=f"GPUBATCH_DEVICE='{bad['GPUBATCH_DEVICE']}'"):
+            DeviceInstruction.from_env(bad)
+    with pytest.raises(ValueError, match="GPUBATCH_ON_GPU_FAILURE='retry'"):
+        DeviceInstruction.from_env({"GPUBATCH_DEVICE": "gpu", "GPUBATCH_ON_GPU_FAILURE": "retry"})
+    assert DeviceInstruction.from_env({}) is None
+
+
+def test_select_device_refuses_a_policy() -> None:
+    with pytest.raises(TypeError, match="DeviceInstruction"):
+        select_device("auto")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("message", "gpu_failure"), [
+    ("CUDA error: an illegal memory access was encountered", True),
+    ("CUDNN_STATUS_EXECUTION_FAILED", True),
+    ("CUDA out of memory. Tried to allocate 20.00 MiB", False),
+    ("No such file or directory: 'x.csv'", False),
+])
+def test_gpu_failures_are_told_from_oom_and_other_errors(message: str, gpu_failure: bool) -> None:
+    assert is_gpu_failure(RuntimeError(message)) is gpu_failure
 
 
 @pytest.mark.parametrize(
@@ -83,9 +112,10 @@ def test_cuda_visible_devices_is_honoured(monkeypatch: pytest.MonkeyPatch, visib
 
 
 def test_fake_gpu_variable_drives_subprocesses() -> None:
-    code = "from gpubatch_jobs.devices import select_device; print(select_device('auto', 'tensorflow').as_dict())"
+    code = "from gpubatch_jobs.contract import instruction_for_policy; from gpubatch_jobs.devices import select_device; print(select_device(instruction_for_policy('auto'), 'tensorflow').as_dict())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={"GPUBATCH_FAKE_GPU": "broken", "PATH": "/usr/bin:/bin"}, check=True).stdout
+                         env={"GPUBATCH_FAKE_GPU": "broken", "PATH": "/usr/bin:/bin",
+                              "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}, check=True).stdout
     assert "'device': 'cpu'" in out and "faked by GPUBATCH_FAKE_GPU" in out
 
 

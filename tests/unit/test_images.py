@@ -138,10 +138,17 @@ def test_the_operator_target_is_slim() -> None:
     assert not any("requirements-cpu" in line or "openjdk" in line for line in operator)
 
 
-def test_gpu_image_is_cuda_12_with_cudnn() -> None:
+def test_gpu_image_takes_cuda_and_cudnn_from_wheels() -> None:
+    """No CUDA base image: any Python base, CUDA 12 and cuDNN 9 from NVIDIA's wheels."""
     text = (ROOT / "Dockerfile.gpu").read_text()
-    base = re.search(r"ARG CUDA_IMAGE=(\S+)", text)
-    assert base and re.fullmatch(r"nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu24\.04", base.group(1))
+    assert "nvidia/cuda" not in text
+    for dockerfile in ("Dockerfile.cpu", "Dockerfile.gpu"):
+        base = re.search(r"^ARG BASE_IMAGE=(\S+)", (ROOT / dockerfile).read_text(), re.M)
+        assert base and base.group(1) == "python:3.11-slim-bookworm", dockerfile
+    gpu = pins("requirements-gpu.txt")
+    for library in ("nvidia-cuda-runtime-cu12", "nvidia-cudnn-cu12", "nvidia-cublas-cu12", "nvidia-cuda-nvrtc-cu12"):
+        assert library in gpu, f"images/requirements-gpu.txt lacks {library}"
+    assert gpu["nvidia-cudnn-cu12"].startswith("9."), "TensorFlow 2.21 needs cuDNN 9"
 
 
 # --- slow: the package index and the smoke script ----------------------------------------------

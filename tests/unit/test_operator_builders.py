@@ -57,12 +57,14 @@ def test_spec_image_overrides_settings():
     assert (container(job)["image"], container(job)["imagePullPolicy"]) == ("mine:2", "Always")
 
 
-def test_pod_runs_the_entrypoint_with_the_validated_spec_and_effective_policy():
-    job = make_job("x", "TrainJob").policy("gpu").gpus(1).obj()
+def test_pod_runs_the_entrypoint_with_the_validated_spec_and_the_device_instruction():
+    job = make_job("x", "TrainJob").gpus(1).obj()
     assert container(job)["command"] == ["gpubatch-job", "train"]
     spec = json.loads(env(job)["GPUBATCH_SPEC"])
-    assert spec["device"]["policy"] == "gpu"
-    assert spec["model"]["type"] == "dnn" and spec["epochs"] == 10
+    # The pod gets a device, not a policy: the spec travels as written (no policy filled in).
+    assert "policy" not in spec["device"]
+    assert (env(job)["GPUBATCH_DEVICE"], env(job)["GPUBATCH_ON_GPU_FAILURE"]) == ("gpu", "exit")
+    assert spec["model"]["type"] == "dnn" and "epochs" not in spec  # as written; the pod fills in defaults
     assert env(job)["GPUBATCH_NAME"] == "x"
     assert env(job)["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env(job)["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
@@ -142,11 +144,16 @@ def test_owner_reference_and_labels_tie_the_job_to_its_resource():
     ],
 )
 def test_only_test_hook_annotations_reach_the_pod(annotations, device, expected):
-    maker = make_job("x")
+    maker = make_job("x").settings(test_hooks=True)
     for key, value in annotations.items():
         maker.annotate(key, value)
     job = (maker.gpus(1) if device == "gpu" else maker.cpu()).obj()
     assert job["spec"]["template"]["metadata"].get("annotations", {}) == expected
+
+
+def test_the_test_hook_is_off_unless_the_operator_turns_it_on():
+    job = make_job("x").annotate("gpubatch.dev/test-exit-code", "1").cpu().obj()
+    assert "annotations" not in job["spec"]["template"]["metadata"]
 
 
 @pytest.mark.parametrize("name", ["x", "a" * 63, "b" * 40 + "-c" * 11])

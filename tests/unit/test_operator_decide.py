@@ -116,11 +116,6 @@ def test_exit_codes(code, fallback_allowed, device, expect):
         assert plan.outcome.reason == ("BadInput" if code == 1 else "GpuUnusable")
 
 
-def test_exit_code_read_from_the_job_when_the_pod_is_gone():
-    plan = decide(make_world().status(jobName=FIRST, device="gpu").job(failed(75)).obj())
-    assert plan.actions[0] == CreateJob(RERUN, "cpu", 2, "GpuUnusable")
-
-
 def test_after_a_fallback_the_rerun_is_followed_and_the_gpu_job_removed():
     world = (make_world().status(jobName=RERUN, device="cpu", attempts=2)
              .job(job_body(FIRST)).job(job_body(RERUN, device="cpu")).pod(pod_body(RERUN)).obj())

@@ -11,7 +11,8 @@ import pytest
 import gpubatch_operator.main  # noqa: F401 - registers the handlers in kopf's default registry
 from gpubatch_operator.client import KubeClient
 from gpubatch_operator.handlers.lifecycle import NoDiffBase, tune_kopf
-from gpubatch_operator.reconciler import BURST_QUIET_S, MAX_STATUS_DELAY_S, Reconciler
+from gpubatch_operator.pacing import BURST_QUIET_S, MAX_STATUS_DELAY_S
+from gpubatch_operator.reconciler import Reconciler
 from gpubatch_operator.settings import Settings
 from gpubatch_operator.store import ResourceView, Store
 
@@ -35,15 +36,15 @@ def queued(r: Reconciler) -> list[object]:
 def test_parked_status_writes_are_released_once_the_last_first_job_exists() -> None:
     async def scenario() -> None:
         r = reconciler()
-        r.starting.update({A, B})
-        assert r._defer(C, now=100.0)
-        assert r._defer(C, now=101.0)  # still parked; no polling re-queue
+        r.pacer.starting.update({A, B})
+        assert r.pacer.defer(C, now=100.0)
+        assert r.pacer.defer(C, now=101.0)  # still parked; no polling re-queue
         assert queued(r) == []
-        r._started(A)
+        r.pacer.started(A)
         assert queued(r) == []  # B still waits for its Job
-        r._started(B)
+        r.pacer.started(B)
         assert queued(r) == [C]
-        assert not r._defer(C, now=102.0)  # nothing starting any more: write now
+        assert not r.pacer.defer(C, now=102.0)  # nothing starting any more: write now
         r.queue.close()
 
     asyncio.run(scenario())
@@ -52,12 +53,12 @@ def test_parked_status_writes_are_released_once_the_last_first_job_exists() -> N
 def test_a_parked_write_goes_out_after_the_longest_delay_even_if_a_resource_never_starts() -> None:
     async def scenario() -> None:
         r = reconciler()
-        r.starting.add(A)  # e.g. its namespace refuses Jobs, retried with backoff
-        assert r._defer(C, now=100.0)
+        r.pacer.starting.add(A)  # e.g. its namespace refuses Jobs, retried with backoff
+        assert r.pacer.defer(C, now=100.0)
         timer = r.queue._timers[C]
         assert timer.when() - asyncio.get_running_loop().time() == pytest.approx(MAX_STATUS_DELAY_S, abs=0.5)
-        assert not r._defer(C, now=100.0 + MAX_STATUS_DELAY_S)
-        assert C not in r._deferred_since
+        assert not r.pacer.defer(C, now=100.0 + MAX_STATUS_DELAY_S)
+        assert C not in r.pacer.deferred_since
         r.queue.close()
 
     asyncio.run(scenario())
@@ -66,8 +67,8 @@ def test_a_parked_write_goes_out_after_the_longest_delay_even_if_a_resource_neve
 def test_forgetting_a_starting_resource_releases_the_parked_writes() -> None:
     async def scenario() -> None:
         r = reconciler()
-        r.starting.add(A)
-        assert r._defer(C, now=100.0)
+        r.pacer.starting.add(A)
+        assert r.pacer.defer(C, now=100.0)
         r.forget(A)  # deleted before its Job was made
         assert queued(r) == [C]
         r.queue.close()
@@ -85,11 +86,11 @@ def test_a_lone_resource_writes_its_status_at_once() -> None:
     async def scenario() -> None:
         r = reconciler()
         r.note(view(A), now=100.0)
-        r._started(A)
-        assert not r._defer(A, now=100.01)
+        r.pacer.started(A)
+        assert not r.pacer.defer(A, now=100.01)
         r.note(view(B), now=200.0)  # long after A: still alone
-        r._started(B)
-        assert not r._defer(B, now=200.01)
+        r.pacer.started(B)
+        assert not r.pacer.defer(B, now=200.01)
         r.queue.close()
 
     asyncio.run(scenario())
@@ -100,23 +101,23 @@ def test_resources_arriving_one_by_one_park_their_status_until_the_arrivals_stop
     `starting` drains after every one; their status writes still wait for the burst to end."""
     async def scenario() -> None:
         r = reconciler()
-        t = time.time()  # _started() reads the clock itself
+        t = time.time()  # started() reads the clock itself
         r.note(view(A), now=t + 0.0)
-        r._started(A)
+        r.pacer.started(A)
         r.note(view(B), now=t + 0.01)
-        r._started(B)
-        assert r._defer(A, now=t + 0.02)
-        assert r._defer(B, now=t + 0.02)
-        assert r._release_timer is not None
+        r.pacer.started(B)
+        assert r.pacer.defer(A, now=t + 0.02)
+        assert r.pacer.defer(B, now=t + 0.02)
+        assert r.pacer._release_timer is not None
         assert queued(r) == [A, B]  # note()'s own enqueues, before the reconciles above
         r.note(view(C), now=t + 0.3)
-        r._started(C)
-        r._release(now=t + 0.31)  # C arrived 0.01 s ago: not yet
+        r.pacer.started(C)
+        r.pacer.release(now=t + 0.31)  # C arrived 0.01 s ago: not yet
         assert queued(r) == [C]  # note()'s own; nothing released
-        assert r._release_timer is not None
-        r._release(now=t + 0.3 + BURST_QUIET_S + 0.01)
+        assert r.pacer._release_timer is not None
+        r.pacer.release(now=t + 0.3 + BURST_QUIET_S + 0.01)
         assert set(queued(r)) == {A, B}
-        assert not r._defer(A, now=t + 0.3 + BURST_QUIET_S + 0.02)
+        assert not r.pacer.defer(A, now=t + 0.3 + BURST_QUIET_S + 0.02)
         r.queue.close()
 
     asyncio.run(scenario())
@@ -127,13 +128,13 @@ def test_the_release_timer_enqueues_the_parked_keys_once_arrivals_stop() -> None
         r = reconciler()
         r.note(view(A))
         r.note(view(B))
-        r._started(A)
-        r._started(B)
+        r.pacer.started(A)
+        r.pacer.started(B)
         assert queued(r) == [A, B]
-        assert r._defer(A, now=time.time())
+        assert r.pacer.defer(A, now=time.time())
         await asyncio.sleep(BURST_QUIET_S + 0.3)
         assert queued(r) == [A]
-        assert r._release_timer is None
+        assert r.pacer._release_timer is None
         r.queue.close()
 
     asyncio.run(scenario())

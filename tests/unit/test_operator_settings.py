@@ -38,6 +38,9 @@ def test_values_are_read():
         ("GPUBATCH_METRICS_PORT", "eighty"),
         ("GPUBATCH_IMAGE_PULL_POLICY", "Sometimes"),
         ("GPUBATCH_RECONCILE_WORKERS", "0"),
+        ("GPUBATCH_TEST_HOOKS", "sometimes"),
+        ("GPUBATCH_LEADER_ELECTION", "maybe"),
+        ("GPUBATCH_LEASE_SECONDS", "1"),
     ],
 )
 def test_bad_values_name_the_variable(variable, value):
@@ -45,12 +48,21 @@ def test_bad_values_name_the_variable(variable, value):
         Settings.from_env({variable: value})
 
 
+def test_the_test_hook_and_leader_election_are_off_unless_turned_on():
+    assert not Settings.from_env({}).test_hooks and not Settings.from_env({}).leader_election
+    on = Settings.from_env({"GPUBATCH_TEST_HOOKS": "true", "GPUBATCH_LEADER_ELECTION": "true",
+                            "POD_NAMESPACE": "gpubatch-system", "GPUBATCH_LEASE_SECONDS": "6"})
+    assert on.test_hooks and on.leader_election and on.lease_s == 6
+    assert on.leader_election_namespace == "gpubatch-system"
+    assert Settings.from_env({"GPUBATCH_WATCH_NAMESPACES": "a,b"}).leader_election_namespace == "a"
+
+
 def test_rbac_covers_every_resource_the_operator_touches():
-    granted = {(g, r) for g, r, _ in rbac.OPERATOR_RBAC + rbac.OPERATOR_CLUSTER_RBAC}
+    granted = {(g, r) for g, r, _ in rbac.OPERATOR_RBAC + rbac.OPERATOR_CLUSTER_RBAC + rbac.OPERATOR_LEASE_RBAC}
     used = {("batch", "jobs"), ("", "pods"), ("", "events"), ("", "nodes"), ("", "serviceaccounts"),
             ("rbac.authorization.k8s.io", "roles"), ("rbac.authorization.k8s.io", "rolebindings"),
             ("gpubatch.dev", "renderjobs/status"), ("gpubatch.dev", "predictjobs"),
-            ("apiextensions.k8s.io", "customresourcedefinitions")}
+            ("apiextensions.k8s.io", "customresourcedefinitions"), ("coordination.k8s.io", "leases")}
     assert used <= granted
     verbs = {(g, r): v for g, r, v in rbac.OPERATOR_RBAC}
     assert "update" not in verbs[("gpubatch.dev", "trainjobs")], "the spec is never written"
@@ -79,3 +91,16 @@ def test_backoff_doubles_up_to_a_cap():
     assert delays == [1, 2, 4, 5, 5]
     queue.forget("k")
     assert queue.backoff("k", base=1) == 1
+
+
+def test_in_cluster_server_comes_from_the_kubelets_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No cluster DNS needed: the operator in a pod talks to KUBERNETES_SERVICE_HOST:PORT."""
+    from gpubatch_operator.client import in_cluster_server
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert in_cluster_server("https://kubernetes.default.svc") == "https://kubernetes.default.svc"
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    assert in_cluster_server("https://kubernetes.default.svc") == "https://10.0.0.1:443"
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
+    assert in_cluster_server("x") == "https://[fd00::1]:443"

@@ -49,6 +49,8 @@ app.kubernetes.io/component: operator
 {{- define "gpubatch.jobLabels" -}}
 {{ include "gpubatch.commonLabels" . }}
 app.kubernetes.io/component: job
+{{- /* gpubatch_jobs.contract.JOB_IDENTITY_LABEL: the operator re-creates a deleted one. */}}
+gpubatch.dev/job-identity: "true"
 {{- end }}
 
 {{/* Labels that select the operator pod (never change them: selectors are immutable). */}}
@@ -113,4 +115,10 @@ The operator's settings (gpubatch_operator.settings reads them once at startup).
   value: {{ .Values.health.port | quote }}
 - name: GPUBATCH_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
+- name: GPUBATCH_LEADER_ELECTION
+  value: {{ .Values.leaderElection.enabled | quote }}
+- name: GPUBATCH_LEADER_ELECTION_LEASE
+  value: {{ include "gpubatch.fullname" . | quote }}
+- name: GPUBATCH_LEASE_SECONDS
+  value: {{ .Values.leaderElection.leaseSeconds | quote }}
 {{- end }}

@@ -34,10 +34,11 @@ fails when the chart and the operator differ. No rule uses a wildcard.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-# The job pods' ServiceAccount, Role and RoleBinding, created where missing.
+# The job pods' ServiceAccount, Role and RoleBinding, created where missing;
+# the ServiceAccounts watched (label gpubatch.dev/job-identity) to re-create a deleted one.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["get", "create"]
+  verbs: ["get", "list", "watch", "create"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["get", "create"]
@@ -63,4 +64,11 @@ fails when the chart and the operator differ. No rule uses a wildcard.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "patch"]
+{{- end }}
+
+{{/* Leader election: the operator replicas' Lease (gpubatch_operator.rbac.OPERATOR_LEASE_RBAC). */}}
+{{- define "gpubatch.rules.leaderElection" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
 {{- end }}

@@ -42,6 +42,49 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+# A GPU that failed (not one that is merely full): CUDA runtime and driver errors, cuDNN and
+# cuBLAS failures, XLA and TensorFlow reporting a failed launch. Retrying on the same GPU
+# rarely helps; the CPU re-run does.
+_GPU_FAILURE_MESSAGES = (
+    "cuda error",
+    "cuda_error_",
+    "cudaerror",
+    "cuda runtime error",
+    "cudnn",
+    "cublas_status_",
+    "cufft_",
+    "cusolver_status_",
+    "device-side assert",
+    "illegal memory access",
+    "unspecified launch failure",
+    "failed to launch cuda kernel",
+    "gpu sync failed",
+    "nccl error",
+    "xid",
+)
+_GPU_FAILURE_CLASSES = {
+    "CUDARuntimeError",  # cupy.cuda.runtime
+    "CUDADriverError",  # cupy.cuda.driver
+    "CUDNNError",  # cupy.cuda.cudnn
+    "CUBLASError",
+    "AcceleratorError",  # torch >= 2.8
+}
+
+
+def is_gpu_failure(exc: BaseException) -> bool:
+    """True when `exc` (or what caused it) is a GPU failing, other than running out of memory."""
+    if is_oom_error(exc):
+        return False
+    for err in _chain(exc):
+        names = {cls.__name__ for cls in type(err).__mro__}
+        if names & _GPU_FAILURE_CLASSES:
+            return True
+        text = str(err).lower()
+        if any(marker in text for marker in _GPU_FAILURE_MESSAGES if marker != "xid") or " xid " in f" {text} ":
+            return True
+    return False
+
+
 def is_oom_error(exc: BaseException) -> bool:
     """True when `exc` (or what caused it) is an out-of-memory error of any framework."""
     for err in _chain(exc):

@@ -1,10 +1,13 @@
-"""The auto chain: which device an engine gets, and why.
+"""The device an engine gets, and why: the instruction obeyed, the GPU checked.
 
-`select_device` probes the driver (cheap, no CUDA context), then asks each
-candidate framework to run its smoke operation on the GPU; the first that
-passes wins. A GPU is never trusted on the driver's word alone. With policy
-`auto` every failure ends on the CPU with the reason recorded; with policy
-`gpu` it raises GpuUnusable (exit 75) and says how to fix it.
+`select_device(instruction, framework)` takes the contract's
+`DeviceInstruction` (gpubatch_jobs/contract.py): the device the operator (or
+`gpubatch run`) decided, and what to do if the GPU is unusable. It never sees
+a policy. For `gpu` it probes the driver (cheap, no CUDA context), then asks
+each candidate framework to run its smoke operation on the GPU; the first
+that passes wins. A GPU is never trusted on the driver's word alone. When
+none passes, `onGpuFailure: cpu` ends on the CPU with the reason recorded,
+and `exit` raises GpuUnusable (exit 75) saying how to fix it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import functools
 import logging
 import os
 
+from gpubatch_jobs.contract import DEVICE_POLICIES, ENV_DEVICE, DeviceInstruction
 from gpubatch_jobs.devices import cuda
 from gpubatch_jobs.devices.base import DeviceChoice
 from gpubatch_jobs.devices.frameworks import CPU, GPU_BACKENDS, Backend
@@ -20,8 +24,7 @@ from gpubatch_jobs.errors import GpuUnusable
 
 log = logging.getLogger("gpubatch")
 
-POLICY_ENV = "GPUBATCH_DEVICE"
-POLICIES = ("auto", "gpu", "cpu")
+POLICY_ENV = ENV_DEVICE
 
 FIX_HINTS = (
     "check that the NVIDIA driver is installed on the node (nvidia-smi works), "
@@ -32,10 +35,10 @@ FIX_HINTS = (
 
 
 def requested_policy(policy: str | None = None) -> str:
-    """The policy in force: the explicit one, else GPUBATCH_DEVICE, else auto."""
+    """For `gpubatch doctor`: the policy asked, else the device the operator gave this pod, else auto."""
     chosen = policy or os.environ.get(POLICY_ENV) or "auto"
-    if chosen not in POLICIES:
-        raise ValueError(f"{POLICY_ENV}={chosen!r}: must be one of {', '.join(POLICIES)}")
+    if chosen not in DEVICE_POLICIES:
+        raise ValueError(f"{POLICY_ENV}={chosen!r}: must be one of {', '.join(DEVICE_POLICIES)}")
     return chosen
 
 
@@ -61,11 +64,12 @@ def smoke_test(name: str) -> None:
     backend.smoke()
 
 
-def select_device(policy: str | None = None, framework: str = "any") -> DeviceChoice:
-    """Pick the device for `framework` under `policy` (auto|gpu|cpu)."""
-    policy = requested_policy(policy)
-    if policy == "cpu":
-        return DeviceChoice("cpu", CPU.name, "device policy is cpu")
+def select_device(instruction: DeviceInstruction, framework: str = "any") -> DeviceChoice:
+    """The device for `framework` as `instruction` says, the GPU only once it passed a smoke test."""
+    if not isinstance(instruction, DeviceInstruction):
+        raise TypeError(f"select_device takes a DeviceInstruction, not {instruction!r}")
+    if instruction.device == "cpu":
+        return DeviceChoice("cpu", CPU.name, "the device is cpu")
     probe = cuda.probe()
     problems: list[str] = []
     if not probe.gpus:
@@ -84,8 +88,9 @@ def select_device(policy: str | None = None, framework: str = "any") -> DeviceCh
             return DeviceChoice("gpu", backend.name, f"{gpu.name} passed the {backend.name} smoke test",
                                 gpus=tuple(probe.gpus))
     summary = "; ".join(problems)
-    if policy == "gpu":
-        raise GpuUnusable(f"a GPU is required (device policy gpu) but none is usable: {summary}. To fix: {FIX_HINTS}")
+    if not instruction.fall_back_here:
+        raise GpuUnusable(f"a GPU is required (device gpu, device policy gpu) but none is usable: {summary}. "
+                          f"To fix: {FIX_HINTS}")
     log.info("using the CPU: %s", summary)
     return DeviceChoice("cpu", CPU.name, f"no usable GPU: {summary}", fell_back=True)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
+from gpubatch_jobs.contract import DeviceInstruction
 from gpubatch_jobs.devices import DeviceChoice, select_device, setup_framework
 from gpubatch_jobs.quiet import framework_import, import_keras
 
@@ -25,12 +26,12 @@ def keras_backend() -> str:
     return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
-def prepare_device(policy: str) -> tuple[DeviceChoice, str]:
+def prepare_device(instruction: DeviceInstruction) -> tuple[DeviceChoice, str]:
     """(device choice, Keras backend) with the framework set up for that device."""
     backend = keras_backend()
     os.environ.setdefault("KERAS_BACKEND", backend)
     with framework_import():
-        choice = select_device(policy, framework=backend if backend in BACKENDS else "any")
+        choice = select_device(instruction, framework=backend if backend in BACKENDS else "any")
         if backend == "torch" and not choice.is_gpu and "keras" not in sys.modules:
             os.environ["KERAS_TORCH_DEVICE"] = "cpu"
         if backend in BACKENDS:

@@ -31,11 +31,11 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
     check_target(output, spec.output.overwrite)
     model_dir = ctx.resolve(spec.model, field_name="spec.model")
     input_path = ctx.resolve(spec.input.path, field_name="spec.input.path")
-    policy = ctx.effective_policy(spec.device.policy)
+    instruction = ctx.device_instruction(spec.device.policy)
     if spec.engine == "spark":
         from gpubatch_jobs.predict.spark import run_spark
 
-        return run_spark(spec, ctx, model_dir=model_dir, input_path=input_path, output=output, policy=policy)
+        return run_spark(spec, ctx, model_dir=model_dir, input_path=input_path, output=output, instruction=instruction)
 
     info = inspect_artifact(model_dir)
     settings = resolve_settings(spec, info, output)
@@ -45,7 +45,7 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
     stages = {"checkSeconds": time.perf_counter() - started}
 
     mark = time.perf_counter()
-    choice, backend = prepare_device(policy)
+    choice, backend = prepare_device(instruction)
     stages["importSeconds"] = time.perf_counter() - mark
     mark = time.perf_counter()
     seq = load_sequence_model(info)

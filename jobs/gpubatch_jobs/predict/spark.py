@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from gpubatch_jobs.contract import DeviceInstruction
 from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.predict.device import keras_backend
 from gpubatch_jobs.predict.model import inspect_artifact
@@ -44,7 +45,7 @@ DOCS_PER_PARTITION = 64
 
 
 def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_path: Path, output: Path,
-              policy: str) -> dict[str, Any]:
+              instruction: DeviceInstruction) -> dict[str, Any]:
     started = time.perf_counter()
     spark_spec = spec.spark or SparkSpec()
     # The driver checks the artifact's files without importing any framework (the executors load the
@@ -64,7 +65,7 @@ def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_p
     conf = spark_conf(spark_spec, app=f"gpubatch-predict-{ctx.name}", backend=backend, partitions=partitions)
     session = start_session(conf)
     stats = session.sparkContext.accumulator({}, StatsParam())
-    config = WorkerConfig(model_dir=str(model_dir), settings=settings, policy=policy,
+    config = WorkerConfig(model_dir=str(model_dir), settings=settings, instruction=instruction,
                           gpu_in_udf=spark_spec.gpu_in_udf,
                           threads=max(1, (os.cpu_count() or 1) // min(parallelism, partitions)))
     ctx.progress(0, 1, stage="predict (spark)", force=True)

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from gpubatch_jobs.contract import DeviceInstruction
+
 CHUNK_ROWS = 65_536
 BAD_INPUT_MARKER = "gpubatch-bad-input: "
 
@@ -31,7 +33,7 @@ BAD_INPUT_MARKER = "gpubatch-bad-input: "
 class WorkerConfig:
     model_dir: str
     settings: Any  # PredictSettings
-    policy: str
+    instruction: DeviceInstruction
     gpu_in_udf: bool
     threads: int  # TensorFlow intra-op threads per worker (cores / concurrent tasks)
 
@@ -40,20 +42,20 @@ _STATE: dict[str, Any] = {}
 
 
 def _worker_state(config: WorkerConfig) -> dict[str, Any]:
-    key = f"{config.model_dir}|{config.settings}|{config.policy}|{config.gpu_in_udf}"
+    key = f"{config.model_dir}|{config.settings}|{config.instruction}|{config.gpu_in_udf}"
     if _STATE.get("key") == key:
         return _STATE
-    policy = config.policy
+    instruction = config.instruction
     if not config.gpu_in_udf:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        policy = "cpu"
+        instruction = DeviceInstruction("cpu")
     else:
         assigned = _assigned_gpus()
         if assigned is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(assigned)
     from gpubatch_jobs.predict.device import prepare_device
 
-    choice, backend = prepare_device(policy)
+    choice, backend = prepare_device(instruction)
     if backend == "tensorflow" and not choice.is_gpu:
         import tensorflow as tf
 

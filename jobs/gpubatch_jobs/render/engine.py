@@ -59,6 +59,7 @@ class Device:
     backoff: OomBackoff
     requested_batch: int
     fallbacks: list[dict[str, Any]] = field(default_factory=list)
+    fall_back_here: bool = False  # the instruction's onGpuFailure is cpu: finish on the CPU in this process
 
 
 @dataclass
@@ -97,7 +98,8 @@ def _cpu_batch(params: RenderParams) -> int:
 
 
 def _choose_device(spec: Any, ctx: Any, params: RenderParams) -> Device:
-    choice = select_device(ctx.effective_policy(str(spec.device.policy)), framework="cupy")
+    instruction = ctx.device_instruction(spec.device.policy)
+    choice = select_device(instruction, framework="cupy")
     fallbacks: list[dict[str, Any]] = []
     if choice.is_gpu:
         try:
@@ -106,23 +108,24 @@ def _choose_device(spec: Any, ctx: Any, params: RenderParams) -> Device:
             memory = gpu_memory()
             free = memory[0][0] if memory else None
             size = spec.batch_size if isinstance(spec.batch_size, int) else gpu_module.auto_batch_size(params, free)
-            return Device(renderer, choice.reason, OomBackoff(size), size)
+            return Device(renderer, choice.reason, OomBackoff(size), size, [], instruction.fall_back_here)
         except Exception as err:
-            if not spec.fallback_on_error:
+            if not instruction.fall_back_here:
                 raise GpuUnusable(f"the GPU renderer could not start: {type(err).__name__}: {err}") from err
             log.warning("GPU renderer failed to start, using the CPU: %s", err)
             fallbacks.append({"from": "gpu", "to": "cpu", "atImage": 0,
                               "reason": f"{type(err).__name__}: {err}"})
     size = spec.batch_size if isinstance(spec.batch_size, int) else _cpu_batch(params)
     reason = choice.reason if not fallbacks else f"GPU renderer failed: {fallbacks[-1]['reason']}"
-    return Device(CpuRenderer(params), reason, OomBackoff(size), size, fallbacks)
+    return Device(CpuRenderer(params), reason, OomBackoff(size), size, fallbacks, instruction.fall_back_here)
 
 
 def _fall_back(device: Device, params: RenderParams, err: BaseException, at: int, spec: Any) -> None:
     if device.renderer.device != "gpu":
         raise err
-    if not spec.fallback_on_error:
-        raise GpuUnusable(f"the GPU failed while rendering (fallbackOnError is false): "
+    if not device.fall_back_here:
+        raise GpuUnusable(f"the GPU failed while rendering; exit 75 so the operator re-runs on the CPU "
+                          f"when device.fallbackOnGpuFailure (formerly fallbackOnError) allows: "
                           f"{type(err).__name__}: {err}") from err
     log.warning("GPU error at image %d, finishing on the CPU: %s", at, err)
     device.fallbacks.append({"from": "gpu", "to": "cpu", "atImage": at, "reason": f"{type(err).__name__}: {err}"})

@@ -15,8 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-API_GROUP = "gpubatch.dev"
-API_VERSION = "v1alpha1"
+from gpubatch_jobs.contract import API_GROUP, API_VERSION  # noqa: F401 - re-exported: the API's name
 
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 QUANTITY_PATTERN = (
@@ -115,7 +114,11 @@ class DeviceSpec(ApiModel):
         json_schema_extra=OPERATOR_DEFAULT,
     )
     fallback_on_gpu_failure: bool = Field(
-        True, description="Re-run on CPU when the GPU pod exits 75 (GPU requested but unusable)."
+        True,
+        description=(
+            "When the GPU is unusable or fails mid-run (other than out-of-memory), finish on the CPU: the GPU "
+            "pod exits 75 and the operator re-runs the job on the CPU image. false: the job fails (GpuUnusable)."
+        ),
     )
 
     @field_validator("gpu_pending_timeout")

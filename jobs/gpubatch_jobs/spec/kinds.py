@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from gpubatch_jobs.contract import KINDS as CONTRACT_KINDS
 from gpubatch_jobs.spec.common import (
     ApiModel,
     BatchSize,
@@ -26,13 +27,31 @@ def _cel(rule: str, message: str) -> dict[str, Any]:
     return {"rule": rule, "message": message}
 
 
+# The spec is the job, as a batch/v1 Job's template is: an edit is refused by the API
+# server instead of being half-applied (a running Job cannot change, yet a later CPU
+# re-run would be built from the edited spec). To change a job, delete and re-create it.
+SPEC_IS_IMMUTABLE = _cel(
+    "self == oldSelf",
+    "spec is immutable once the job exists (the running Job cannot follow an edit); "
+    "to change it, delete the resource and create it again, e.g. kubectl replace --force -f FILE",
+)
+FALLBACK_FIELDS_AGREE = _cel(
+    "!has(self.fallbackOnError) || !has(self.device) || !has(self.device.fallbackOnGpuFailure) "
+    "|| self.fallbackOnError == self.device.fallbackOnGpuFailure",
+    "spec.fallbackOnError is deprecated and disagrees with spec.device.fallbackOnGpuFailure: "
+    "remove spec.fallbackOnError",
+)
+
+
 class RenderJobSpec(CommonSpec):
     """Numeric sequences to line-chart images, written to HDF5."""
 
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
+                SPEC_IS_IMMUTABLE,
                 _cel("self.shards == oldSelf.shards", "spec.shards is immutable once the job exists"),
+                FALLBACK_FIELDS_AGREE,
             ]
         }
     }
@@ -43,9 +62,28 @@ class RenderJobSpec(CommonSpec):
     height: int = Field(224, ge=8, le=8192, description="Image height in pixels.")
     line_width: float = Field(1.5, gt=0, le=64, description="Line width in pixels.")
     batch_size: BatchSize = Field("auto", description="Images per GPU batch; auto: sized from free GPU memory.")
-    fallback_on_error: bool = Field(True, description="Finish on the CPU after a GPU error other than out-of-memory.")
+    fallback_on_error: bool | None = Field(
+        None,
+        description=(
+            "Deprecated: use device.fallbackOnGpuFailure, which means the same (finish on the CPU when the "
+            "GPU is unusable or fails, other than out-of-memory). When set, it is copied there."
+        ),
+    )
     shards: int = Field(1, ge=1, le=10_000, description="Parts rendered by an Indexed Job, one pod each.")
     preview_images: int = Field(64, ge=0, le=4096, description="Images in the PNG preview grid (0: none).")
+
+    @model_validator(mode="after")
+    def _one_fallback_field(self) -> RenderJobSpec:
+        if self.fallback_on_error is None:
+            return self
+        given = "fallback_on_gpu_failure" in self.device.model_fields_set
+        if given and self.device.fallback_on_gpu_failure != self.fallback_on_error:
+            raise ValueError(
+                "fallbackOnError is deprecated and disagrees with device.fallbackOnGpuFailure: remove fallbackOnError"
+            )
+        self.device.fallback_on_gpu_failure = self.fallback_on_error
+        self.device.model_fields_set.add("fallback_on_gpu_failure")
+        return self
 
 
 class TrainModelSpec(ApiModel):
@@ -81,6 +119,8 @@ class TrainModelSpec(ApiModel):
 class TrainJobSpec(CommonSpec):
     """Train a Keras model; the output path is a folder of artifacts."""
 
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [SPEC_IS_IMMUTABLE]}}
+
     model: TrainModelSpec
     epochs: int = Field(10, ge=1, le=100_000)
     batch_size: int = Field(64, ge=1, le=1_048_576)
@@ -108,6 +148,7 @@ class PredictJobSpec(CommonSpec):
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
+                SPEC_IS_IMMUTABLE,
                 _cel(
                     "!has(self.stride) || !has(self.windowSize) || self.stride <= self.windowSize",
                     "spec.stride must be <= spec.windowSize, or rows between windows get no prediction",
@@ -195,11 +236,10 @@ KINDS: dict[str, type[GpubatchResource]] = {
     "PredictJob": PredictJob,
 }
 
-# Names the CRDs use: plural, singular, short names (kubectl get rj ...).
+# Names the CRDs use: plural, singular, short names (kubectl get rj ...), from the contract's kinds table.
 NAMES: dict[str, dict[str, Any]] = {
-    "RenderJob": {"plural": "renderjobs", "singular": "renderjob", "shortNames": ["rj"]},
-    "TrainJob": {"plural": "trainjobs", "singular": "trainjob", "shortNames": ["tj"]},
-    "PredictJob": {"plural": "predictjobs", "singular": "predictjob", "shortNames": ["pj"]},
+    kind: {"plural": info.plural, "singular": info.singular, "shortNames": [info.short_name]}
+    for kind, info in CONTRACT_KINDS.items()
 }
 
 

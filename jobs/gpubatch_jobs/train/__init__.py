@@ -69,7 +69,7 @@ def run(spec: Any, ctx: RunContext) -> dict[str, Any]:
 
     from gpubatch_jobs.train.backend import apply_precision, prepare_runtime
 
-    runtime = prepare_runtime(spec.backend, ctx.effective_policy(spec.device.policy), spec.mixed_precision)
+    runtime = prepare_runtime(spec.backend, ctx.device_instruction(spec.device.policy), spec.mixed_precision)
     import keras
 
     apply_precision(runtime)

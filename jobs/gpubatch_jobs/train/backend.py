@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from gpubatch_jobs.contract import DeviceInstruction
 from gpubatch_jobs.devices import DeviceChoice, select_device, setup_framework
 from gpubatch_jobs.devices.base import is_installed
 from gpubatch_jobs.errors import BadInput
@@ -75,13 +76,13 @@ def require_backend(backend: str) -> None:
     os.environ["KERAS_BACKEND"] = backend
 
 
-def prepare_runtime(backend: str, policy: str, mixed_precision: str) -> Runtime:
+def prepare_runtime(backend: str, instruction: DeviceInstruction, mixed_precision: str) -> Runtime:
     """Select and set up the device for `backend`, then decide mixed precision; imports Keras, quietly."""
     from gpubatch_jobs.quiet import framework_import, import_keras
 
     require_backend(backend)
     with framework_import():
-        choice = select_device(policy, framework=backend)
+        choice = select_device(instruction, framework=backend)
         if choice.kind == "cpu":
             # Keras' torch backend picks CUDA on its own whenever torch sees a GPU.
             os.environ["KERAS_TORCH_DEVICE"] = "cpu"

@@ -2,10 +2,15 @@
 
 `build_job(JobRequest(...), settings)` is pure: the tests build requests with
 the fluent helper in tests/unit and assert on the dict. The Job ends at once
-on exit 1 (bad input: retrying cannot help) and exit 75 (GPU unusable: the
-operator decides whether to re-run on the CPU); other failures are retried
-up to spec.backoffLimit, and pod disruptions (eviction, preemption) are not
-counted against it.
+on the contract's fail-at-once exit codes (gpubatch_jobs/contract.py: 1 bad
+input, retrying cannot help; 75 GPU unusable, the operator decides whether to
+re-run on the CPU); other failures, unexpected errors (2) included, are
+retried up to spec.backoffLimit, and pod disruptions (eviction, preemption)
+are not counted against it.
+
+The pod is told the device (gpu|cpu) and to exit 75 if the GPU fails: the
+CPU re-run then gets the CPU image and gives the GPU back. The spec travels
+as the user wrote it; its device.policy is not the pod's business.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpubatch_jobs.contract import FAIL_AT_ONCE, DeviceInstruction
 from gpubatch_jobs.spec.common import CommonSpec
 from gpubatch_operator.builders.pod import (
     CONTAINER_NAME,
@@ -33,23 +39,27 @@ from gpubatch_operator.naming import (
 )
 from gpubatch_operator.settings import Settings
 
-FAIL_AT_ONCE_EXIT_CODES = [1, 75]
+FAIL_AT_ONCE_EXIT_CODES = sorted(FAIL_AT_ONCE)
 
 
 @dataclass(frozen=True)
 class JobRequest:
     """Everything that decides the Job: the resource, its spec and this attempt's device."""
 
-    kind: JobKind
+    job_kind: JobKind  # the kind's plug-in; `kind` elsewhere is the name (RenderJob)
     name: str
     namespace: str
     uid: str
     spec: CommonSpec
     job_name: str
-    device: str  # gpu | cpu
-    policy: str  # the effective device policy (spec's, else the operator's default)
+    device: str  # gpu | cpu, decided by decide()
     attempt: int = 1
-    annotations: dict[str, str] = field(default_factory=dict)  # the resource's metadata.annotations
+    test_hooks: dict[str, str] = field(default_factory=dict)  # the resource's gpubatch.dev/test-* annotations
+
+    @property
+    def instruction(self) -> DeviceInstruction:
+        """What the pod is told: this device; on a GPU failure exit 75 and let the operator decide."""
+        return DeviceInstruction(self.device, "exit")
 
 
 def test_annotations(annotations: dict[str, str], device: str) -> dict[str, str]:
@@ -71,13 +81,6 @@ def test_annotations(annotations: dict[str, str], device: str) -> dict[str, str]
     return {**hooks, **scoped}
 
 
-def spec_for_pod(request: JobRequest) -> dict[str, Any]:
-    """The spec as the engine receives it: wire form, effective policy filled in."""
-    wire = request.spec.wire()
-    wire.setdefault("device", {})["policy"] = request.policy
-    return wire
-
-
 def image_for(request: JobRequest, settings: Settings) -> tuple[str, str]:
     override = request.spec.image
     if request.device == "gpu":
@@ -91,22 +94,24 @@ def image_for(request: JobRequest, settings: Settings) -> tuple[str, str]:
 def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     spec = request.spec
     labels = {
-        **owner_labels(request.kind.kind, request.name, request.uid),
+        **owner_labels(request.job_kind.kind, request.name, request.uid),
         DEVICE_LABEL: request.device,
         ATTEMPT_LABEL: str(request.attempt),
     }
     job_labels = dict(labels)
     if spec.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
-    test_hooks = test_annotations(request.annotations, request.device)
+    test_hooks = test_annotations(request.test_hooks, request.device) if settings.test_hooks else {}
     image, pull_policy = image_for(request, settings)
-    volumes, mounts = pvc_volumes(request.kind.data_paths(spec))
+    volumes, mounts = pvc_volumes(request.job_kind.data_paths(spec))
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": image,
         "imagePullPolicy": pull_policy,
-        "command": ["gpubatch-job", request.kind.command],
-        "env": container_env(spec_for_pod(request), request.device, request.name),
+        "command": ["gpubatch-job", request.job_kind.command],
+        # The spec as written (validated; defaults are the pod's own models' to fill in).
+        "env": container_env(spec.model_dump(by_alias=True, mode="json", exclude_unset=True),
+                             request.instruction, request.name),
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -151,7 +156,7 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         },
         "template": {"metadata": template_meta, "spec": pod_spec},
     }
-    shards = request.kind.shards(spec)
+    shards = request.job_kind.shards(spec)
     if shards > 1:
         job_spec.update(completions=shards, parallelism=shards, completionMode="Indexed")
     if spec.active_deadline_seconds is not None:
@@ -171,7 +176,7 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
             "ownerReferences": [
                 {
                     "apiVersion": API,
-                    "kind": request.kind.kind,
+                    "kind": request.job_kind.kind,
                     "name": request.name,
                     "uid": request.uid,
                     "controller": True,

@@ -1,10 +1,12 @@
 """The job pod: container, environment, mounts and a security context that
 passes PodSecurity `restricted`.
 
-The pod runs `gpubatch-job KIND` with the validated spec as JSON in
-GPUBATCH_SPEC and the effective device in GPUBATCH_DEVICE; the engine writes
-its summary to /dev/termination-log (copied into status.result) and patches
-its own `gpubatch.dev/progress` annotation (copied into status.progress).
+The pod runs `gpubatch-job KIND` with what the contract
+(gpubatch_jobs/contract.py) says it gets: the validated spec as JSON in
+GPUBATCH_SPEC and the device instruction (GPUBATCH_DEVICE gpu|cpu, decided by
+the operator, and GPUBATCH_ON_GPU_FAILURE); the engine writes its summary to
+/dev/termination-log (copied into status.result) and patches its own
+`gpubatch.dev/progress` annotation (copied into status.progress).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gpubatch_jobs.runtime import POD_PVC_ROOT, split_pvc
+from gpubatch_jobs import contract
+from gpubatch_jobs.contract import CONTAINER_NAME, POD_PVC_ROOT, DeviceInstruction
+from gpubatch_jobs.runtime import split_pvc
 from gpubatch_jobs.spec.common import CommonSpec
 from gpubatch_operator.naming import volume_name
 
-CONTAINER_NAME = "main"
+__all__ = ["CONTAINER_NAME", "container_env", "pvc_volumes", "resources", "tolerations"]
 JOB_USER_ID = 1000
 
 POD_SECURITY_CONTEXT: dict[str, Any] = {
@@ -49,15 +53,16 @@ def pvc_volumes(paths: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, 
     return volumes, mounts
 
 
-def container_env(spec_json: dict[str, Any], device: str, resource_name: str) -> list[dict[str, Any]]:
+def container_env(spec_json: dict[str, Any], instruction: DeviceInstruction, name: str) -> list[dict[str, Any]]:
+    """The job container's environment: spec, device instruction, the resource's name, the pod's identity."""
     env: list[dict[str, Any]] = [
-        {"name": "GPUBATCH_SPEC", "value": json.dumps(spec_json, separators=(",", ":"), sort_keys=True)},
-        {"name": "GPUBATCH_DEVICE", "value": device},
-        {"name": "GPUBATCH_NAME", "value": resource_name},
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": contract.ENV_SPEC, "value": json.dumps(spec_json, separators=(",", ":"), sort_keys=True)},
+        *({"name": k, "value": v} for k, v in instruction.env().items()),
+        {"name": contract.ENV_NAME, "value": name},
+        {"name": contract.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": contract.ENV_POD_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
-    if device == "cpu":
+    if instruction.device == "cpu":
         # A CUDA base image sets NVIDIA_VISIBLE_DEVICES=all; on a node whose
         # default runtime is nvidia, a CPU pod would otherwise see every GPU.
         env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})

@@ -4,14 +4,15 @@ A job pod reports progress by merge-patching the `gpubatch.dev/progress`
 annotation on its own Pod, so its ServiceAccount may `get` and `patch` pods in
 its namespace and nothing else. The operator creates these three objects in
 each namespace where it launches a Job (the chart pre-creates them where it
-can); existing ones are left as they are.
+can); existing ones are left as they are. All carry `gpubatch.dev/job-identity:
+"true"`, by which the operator watches the ServiceAccounts to re-create a deleted one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gpubatch_operator.naming import MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL
+from gpubatch_jobs.contract import JOB_IDENTITY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL
 
 JOB_POD_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]},
@@ -23,7 +24,7 @@ def job_rbac_objects(namespace: str, service_account: str) -> list[dict[str, Any
     meta = {
         "name": service_account,
         "namespace": namespace,
-        "labels": {MANAGED_BY_LABEL: MANAGED_BY, NAME_LABEL: "gpubatch"},
+        "labels": {MANAGED_BY_LABEL: MANAGED_BY, NAME_LABEL: "gpubatch", JOB_IDENTITY_LABEL: "true"},
     }
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
+from gpubatch_jobs.contract import JOB_IDENTITY_SELECTOR
 from gpubatch_operator import metrics
 from gpubatch_operator.client import ApiError, KubeClient, cluster_path
+from gpubatch_operator.leader import RETRY_S, LeaderElection
 from gpubatch_operator.naming import MANAGED_SELECTOR
 from gpubatch_operator.reconciler import Reconciler
 from gpubatch_operator.settings import Settings
@@ -27,13 +31,30 @@ log = logging.getLogger("gpubatch.operator")
 
 
 @dataclass
-class Runtime:
+class OperatorContext:
     """Everything the handlers share, kept in kopf's `memo`."""
 
     settings: Settings
     store: Store
     reconciler: Reconciler
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    election: LeaderElection | None = None
+    election_task: asyncio.Task[None] | None = None
+
+    def start_workers(self) -> None:
+        """Reconcile: at startup, or when this replica becomes the leader (every known resource, again)."""
+        if self.tasks:
+            return
+        self.tasks = [asyncio.create_task(self.reconciler.worker()) for _ in range(self.settings.reconcile_workers)]
+        for key in list(self.store.resources):
+            self.reconciler.queue.add(key)
+
+    def stop_workers(self) -> None:
+        """Another replica leads now: no more Jobs or status writes from this one."""
+        for task in self.tasks:
+            task.cancel()
+        self.tasks = []
+        self.reconciler.written.clear()  # the next leader writes; what this one wrote may be stale later
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -63,11 +84,11 @@ def tune_kopf(kopf_settings: kopf.OperatorSettings, settings: Settings) -> None:
     # Server-side filters: only our Jobs and their pods travel over the watch.
     kopf_settings.watching.label_selectors["batch", "jobs"] = MANAGED_SELECTOR
     kopf_settings.watching.label_selectors["pods"] = MANAGED_SELECTOR
+    kopf_settings.watching.label_selectors["serviceaccounts"] = JOB_IDENTITY_SELECTOR
     kopf_settings.watching.server_timeout = 300
     kopf_settings.watching.client_timeout = 330
     kopf_settings.watching.connect_timeout = 10
     kopf_settings.networking.request_timeout = 30
-    kopf_settings.persistence.finalizer = "gpubatch.dev/finalizer"
     if settings.peering:
         kopf_settings.peering.name = settings.peering
     kopf_settings.peering.standalone = settings.standalone
@@ -85,7 +106,7 @@ async def prime(store: Store, client: KubeClient, settings: Settings) -> None:
             store.put_pod(pod)
 
 
-async def startup(kopf_settings: kopf.OperatorSettings, memo: kopf.Memo, settings: Settings | None = None) -> Runtime:
+async def startup(kopf_settings: kopf.OperatorSettings, memo: kopf.Memo, settings: Settings | None = None) -> OperatorContext:
     settings = settings or Settings.from_env()
     logging.getLogger("gpubatch").setLevel(settings.log_level)
     # kopf logs every handled event at INFO: thousands of lines per burst, and CPU.
@@ -100,24 +121,36 @@ async def startup(kopf_settings: kopf.OperatorSettings, memo: kopf.Memo, setting
     except ApiError as err:
         await client.close()
         raise kopf.TemporaryError(f"cannot list nodes, Jobs and pods yet: {err}", delay=5) from err
-    runtime = Runtime(settings, store, reconciler)
-    runtime.tasks = [asyncio.create_task(reconciler.worker()) for _ in range(settings.reconcile_workers)]
+    operator_ctx = OperatorContext(settings, store, reconciler)
+    if settings.leader_election:
+        identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}-{os.getpid()}"
+        operator_ctx.election = LeaderElection(
+            client, settings.leader_election_namespace, settings.leader_election_lease, identity,
+            on_started=operator_ctx.start_workers, on_stopped=operator_ctx.stop_workers,
+            lease_s=settings.lease_s, renew_s=settings.lease_s / 3, retry_s=min(RETRY_S, settings.lease_s / 5),
+        )
+        operator_ctx.election_task = asyncio.create_task(operator_ctx.election.run())
+    else:
+        operator_ctx.start_workers()
     metrics.serve(settings.metrics_port, store, lambda: len(reconciler.queue))
-    memo["runtime"] = runtime
+    memo["operator_ctx"] = operator_ctx
     log.info(
         "gpubatch operator started: %s, %d GPU node(s), %d Job(s) known",
         "all namespaces" if settings.clusterwide else ", ".join(settings.watch_namespaces),
         len(store.gpu_nodes), sum(len(j) for j in store.jobs.values()),
     )
-    return runtime
+    return operator_ctx
 
 
 async def cleanup(memo: kopf.Memo) -> None:
-    runtime: Runtime | None = memo.get("runtime")
-    if runtime is None:
+    operator_ctx: OperatorContext | None = memo.get("operator_ctx")
+    if operator_ctx is None:
         return
-    for task in runtime.tasks:
-        task.cancel()
-    await asyncio.gather(*runtime.tasks, return_exceptions=True)
-    runtime.reconciler.queue.close()
-    await runtime.reconciler.client.close()
+    if operator_ctx.election_task is not None:  # lets go of the Lease: another replica takes over at once
+        operator_ctx.election_task.cancel()
+        await asyncio.gather(operator_ctx.election_task, return_exceptions=True)
+    tasks = operator_ctx.tasks
+    operator_ctx.stop_workers()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    operator_ctx.reconciler.queue.close()
+    await operator_ctx.reconciler.client.close()

@@ -8,35 +8,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpubatch_operator.handlers.lifecycle import Runtime
+from gpubatch_operator.handlers.lifecycle import OperatorContext
 
 
-def resource_event(runtime: Runtime, event_type: str | None, body: dict[str, Any]) -> None:
+def resource_event(operator_ctx: OperatorContext, event_type: str | None, body: dict[str, Any]) -> None:
     deleted = event_type == "DELETED"
-    key = runtime.store.put_resource(body, deleted=deleted)
+    key = operator_ctx.store.put_resource(body, deleted=deleted)
     if deleted:
-        runtime.reconciler.forget(key)
+        operator_ctx.reconciler.forget(key)
     else:
-        runtime.reconciler.note(runtime.store.resources[key])
+        operator_ctx.reconciler.note(operator_ctx.store.resources[key])
 
 
-def job_event(runtime: Runtime, event_type: str | None, body: dict[str, Any]) -> None:
-    key = runtime.store.put_job(body, deleted=event_type == "DELETED")
-    if key is not None and key in runtime.store.resources:
-        runtime.reconciler.queue.add(key)
+def job_event(operator_ctx: OperatorContext, event_type: str | None, body: dict[str, Any]) -> None:
+    key = operator_ctx.store.owner(operator_ctx.store.put_job(body, deleted=event_type == "DELETED"))
+    if key is not None:
+        operator_ctx.reconciler.queue.add(key)
 
 
-def pod_event(runtime: Runtime, event_type: str | None, body: dict[str, Any]) -> None:
-    key = runtime.store.put_pod(body, deleted=event_type == "DELETED")
-    if key is not None and key in runtime.store.resources:
-        runtime.reconciler.queue.add(key)
+def pod_event(operator_ctx: OperatorContext, event_type: str | None, body: dict[str, Any]) -> None:
+    key = operator_ctx.store.owner(operator_ctx.store.put_pod(body, deleted=event_type == "DELETED"))
+    if key is not None:
+        operator_ctx.reconciler.queue.add(key)
 
 
-def node_event(runtime: Runtime, event_type: str | None, body: dict[str, Any]) -> None:
-    had_gpus = bool(runtime.store.gpu_nodes)
-    runtime.store.put_node(body, runtime.settings.gpu_resource, deleted=event_type == "DELETED")
-    if had_gpus != bool(runtime.store.gpu_nodes):
+def node_event(operator_ctx: OperatorContext, event_type: str | None, body: dict[str, Any]) -> None:
+    had_gpus = bool(operator_ctx.store.gpu_nodes)
+    operator_ctx.store.put_node(body, operator_ctx.settings.gpu_resource, deleted=event_type == "DELETED")
+    if had_gpus != bool(operator_ctx.store.gpu_nodes):
         # Only resources still waiting for their first Job care about GPU nodes.
-        for key, view in list(runtime.store.resources.items()):
+        for key, view in list(operator_ctx.store.resources.items()):
             if not view.status.get("jobName"):
-                runtime.reconciler.queue.add(key)
+                operator_ctx.reconciler.queue.add(key)
+
+
+def service_account_event(operator_ctx: OperatorContext, event_type: str | None, body: dict[str, Any]) -> None:
+    """Our job ServiceAccount deleted (by hand, by a namespace cleanup): create it again where jobs run."""
+    meta = body.get("metadata", {})
+    if event_type == "DELETED" and meta.get("name") == operator_ctx.settings.job_service_account:
+        operator_ctx.reconciler.rbac_lost(meta.get("namespace", ""))

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Build the gpubatch images with a real Docker engine (`make images`).
+#
+#   images/build.sh [NAME...]     NAME: operator cpu gpu (default: all three)
+#   images/build.sh --list        print "NAME TAG" for each image, build nothing
+#
+# - Starts dockerd when none answers (no iptables rules, no bridge: builds use
+#   the host network) and stops it again at exit, so nothing is left running.
+# - Base images: where no registry can be reached, the public Python base the
+#   Dockerfiles name is replaced by one built here from Debian packages
+#   (images/base.sh) and passed as BASE_IMAGE. GPUBATCH_BASE_IMAGE=python:3.11-slim-bookworm
+#   (or any other) uses that instead. Also builds the pause image the test
+#   node's containerd needs (images/pause/pause.go).
+# - Cache: every image is labelled with a hash of its inputs (Dockerfile, the
+#   files of the build context, the base); an image whose label matches is not
+#   rebuilt. Docker keeps the images (and its layer cache) outside the repo;
+#   the Debian base root is kept as a tarball in $GPUBATCH_CACHE/images.
+# - When the test cluster's real node runs (tests/cluster/node.sh), the images
+#   are then loaded into its containerd.
+#
+# Tags: gpubatch/gpubatch-{operator,cpu,gpu}:$GPUBATCH_IMAGE_TAG (default dev).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache_root=${GPUBATCH_CACHE:-$HOME/.cache/gpubatch}
+cache=$cache_root/images
+tag=${GPUBATCH_IMAGE_TAG:-dev}
+label=dev.gpubatch.inputs
+PAUSE_IMAGE=gpubatch.local/pause:3.10
+
+# name -> "Dockerfile target"
+declare -A SPEC=([operator]="Dockerfile.cpu operator" [cpu]="Dockerfile.cpu job" [gpu]="Dockerfile.gpu job")
+ORDER=(operator cpu gpu)
+
+image_tag() { echo "gpubatch/gpubatch-$1:$tag"; }
+
+if [[ ${1:-} == --list ]]; then
+  for name in "${ORDER[@]}"; do echo "$name $(image_tag "$name")"; done
+  echo "pause $PAUSE_IMAGE"
+  exit 0
+fi
+names=("$@")
+((${#names[@]})) || names=("${ORDER[@]}")
+for name in "${names[@]}"; do
+  [[ -n ${SPEC[$name]:-} ]] || { echo "images: unknown image '$name' (choose from: ${ORDER[*]})" >&2; exit 2; }
+done
+
+mkdir -p "$cache"
+# One build at a time (make images, cluster.sh up and pytest may all call this).
+exec 8>"$cache/build.lock"
+flock 8
+started=$SECONDS
+log() { echo "images: [$((SECONDS - started))s] $*" >&2; }
+
+# --- the Docker engine --------------------------------------------------------------------------
+export DOCKER_BUILDKIT=0 # Debian's docker.io has no buildx; the Dockerfiles need no BuildKit feature
+docker_pid=
+exec_root=$cache/docker-run
+run_containerd_existed=true
+stop_docker() {
+  [[ -n $docker_pid ]] || return 0
+  log "stopping the dockerd this script started (pid $docker_pid)"
+  kill "$docker_pid" 2>/dev/null || true
+  for _ in $(seq 60); do kill -0 "$docker_pid" 2>/dev/null || break; sleep 0.5; done
+  kill -9 "$docker_pid" 2>/dev/null || true
+  docker_pid=
+  # What dockerd leaves: its network namespace handle (a mount) in the exec
+  # root, and containerd 1.6's shim socket folder, which is always /run/containerd/s.
+  local m
+  for m in $(awk -v root="$exec_root/" 'index($2, root) == 1 { print $2 }' /proc/self/mounts | sort -r); do
+    umount "$m" 2>/dev/null || umount -l "$m" || true
+  done
+  rm -rf "$exec_root"
+  $run_containerd_existed || rm -rf /run/containerd
+}
+trap stop_docker EXIT
+
+if ! docker info >/dev/null 2>&1; then
+  command -v dockerd >/dev/null || { echo "images: no Docker engine answers and dockerd is not installed (apt-get install docker.io)" >&2; exit 1; }
+  log "starting dockerd (log: $cache/dockerd.log)"
+  # No iptables rules, no ip_forward change, no docker0 bridge: nothing on the
+  # host's network changes, and builds run with --network host.
+  [[ -e /run/containerd ]] || run_containerd_existed=false
+  # 10.87.0.1:5000: the test node's registry (tests/cluster/node.sh), plain HTTP.
+  dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none \
+    --insecure-registry 10.87.0.1:5000 \
+    --exec-root "$exec_root" --pidfile "$cache/dockerd.pid" >"$cache/dockerd.log" 2>&1 8>&- &
+  docker_pid=$!
+  for _ in $(seq 120); do
+    docker info >/dev/null 2>&1 && break
+    kill -0 "$docker_pid" 2>/dev/null || { tail -20 "$cache/dockerd.log" >&2; echo "images: dockerd exited" >&2; exit 1; }
+    sleep 0.5
+  done
+  docker info >/dev/null 2>&1 || { echo "images: dockerd did not answer within 60 s (see $cache/dockerd.log)" >&2; exit 1; }
+fi
+
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+label_of() { docker image inspect -f "{{index .Config.Labels \"$label\"}}" "$1" 2>/dev/null || true; }
+hash_files() { (cd "$root" && sha256sum "$@" | sha256sum | cut -c1-16); }
+
+# --- base images ------------------------------------------------------------------------------------
+base_image=${GPUBATCH_BASE_IMAGE:-}
+if [[ -z $base_image ]]; then
+  key=$(hash_files images/base.sh)
+  base_image=gpubatch.local/python:3.11-bookworm-$key
+  if ! have "$base_image"; then
+    tarball=$cache/base-$key.tar
+    if [[ ! -f $tarball ]]; then
+      log "building the Debian bookworm Python base (images/base.sh)"
+      bash "$root/images/base.sh" "$tarball"
+    fi
+    log "importing $base_image"
+    docker import \
+      -c 'ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      -c 'ENV VIRTUAL_ENV=/opt/venv' -c 'ENV LANG=C.UTF-8' -c 'CMD ["python3"]' \
+      -c 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
+      "$tarball" "$base_image" >/dev/null
+  fi
+fi
+
+# The test node's local-path-provisioner runs its helper pods (mkdir, rm) on the base.
+docker tag "$base_image" gpubatch.local/helper:bookworm
+
+pause_key=$(hash_files images/pause/pause.go)
+if [[ $(label_of "$PAUSE_IMAGE") != "$pause_key" ]]; then
+  log "building $PAUSE_IMAGE"
+  work=$(mktemp -d)
+  (cd "$root/images/pause" && CGO_ENABLED=0 GOFLAGS=-trimpath go build -ldflags "-s -w" -o "$work/pause" pause.go)
+  tar -C "$work" -c pause | docker import -c 'ENTRYPOINT ["/pause"]' -c 'USER 65535:65535' \
+    -c "LABEL $label=$pause_key" - "$PAUSE_IMAGE" >/dev/null
+  rm -rf "$work"
+fi
+
+# --- the gpubatch images ----------------------------------------------------------------------------
+# The build context is what .dockerignore lets through: hash exactly those files.
+context_files() {
+  (cd "$root" && git ls-files -co --exclude-standard -- pyproject.toml README.md jobs operator images |
+    grep -Ev '(__pycache__/|\.pyc$)' | LC_ALL=C sort | while IFS= read -r f; do [[ -f $f ]] && echo "$f"; done)
+}
+mapfile -t ctx < <(context_files)
+ctx_hash=$(hash_files .dockerignore "${ctx[@]}")
+base_id=$(docker image inspect -f '{{.Id}}' "$base_image" 2>/dev/null || echo "$base_image")
+
+for name in "${names[@]}"; do
+  read -r dockerfile target <<<"${SPEC[$name]}"
+  image=$(image_tag "$name")
+  key=$(echo "$ctx_hash $(hash_files "$dockerfile") $target $base_id" | sha256sum | cut -c1-16)
+  if [[ $(label_of "$image") == "$key" ]]; then
+    log "$image is up to date (inputs $key)"
+    continue
+  fi
+  log "building $image ($dockerfile --target $target; log: $cache/build-$name.log)"
+  t0=$SECONDS
+  if ! docker build --network host -f "$root/$dockerfile" --target "$target" \
+    --build-arg "BASE_IMAGE=$base_image" --label "$label=$key" -t "$image" "$root" \
+    >"$cache/build-$name.log" 2>&1; then
+    tail -40 "$cache/build-$name.log" >&2
+    echo "images: building $image failed (whole log: $cache/build-$name.log)" >&2
+    exit 1
+  fi
+  size=$(docker image inspect -f '{{.Size}}' "$image")
+  echo "$name $((SECONDS - t0)) $size" >"$cache/build-$name.seconds"
+  log "$image built in $((SECONDS - t0)) s, $((size / 1000000)) MB"
+done
+
+# Dangling layers of superseded builds would fill the disk over many runs.
+docker image prune -f >/dev/null 2>&1 || true
+
+if bash "$root/tests/cluster/node.sh" status >/dev/null 2>&1; then
+  bash "$root/tests/cluster/node.sh" load-images
+fi
+log "done"
