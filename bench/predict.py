@@ -1,14 +1,25 @@
-"""PredictJob benchmark: windows/s of the seed's way against the engine (local, and Spark).
+"""PredictJob benchmark: the whole process a user waits for, and the model loop, against the seed's way.
 
-    .venv/bin/python bench/predict.py                        # CPU, LSTM 2x128, window 50, 100 features
-    .venv/bin/python bench/predict.py --spark                # also engine: spark (local[*])
-    python bench/predict.py --backend torch --device gpu --docs 2000   # the H100 run
+    .venv/bin/python bench/predict.py --windows 4000                 # CPU, LSTM 2x128, window 50, 100 features
+    .venv/bin/python bench/predict.py --windows 100000
+    .venv/bin/python bench/predict.py --windows 4000 --fixed 256     # also batchSize: 256 beside auto
+    .venv/bin/python bench/predict.py --windows 4000 --spark         # also engine: spark (local[*])
+    python bench/predict.py --backend torch --device gpu --windows 1000000   # on a GPU
 
 Same model (a fresh LSTM 2x128 saved as a TrainJob artifact, or --model
-FOLDER), same documents, same machine, one run. Prints windows/s for each
-way, the ratios, and the largest difference between outputs (must be < 1e-5).
-The seed's way runs on a subset of documents (--seed-docs) when it would
-take too long; windows/s are compared, outputs on the shared documents.
+FOLDER), same documents, same machine, one run. Each side runs as its own
+process, timed from outside from interpreter start to exit:
+
+- ours: `gpubatch run -q job.yaml` (a PredictJob manifest, engine local);
+- the seed's way: `bench/seed_process.py` (import TensorFlow, load the model,
+  pandas, one `model.predict()` per 64 windows, write Parquet).
+
+Prints both whole-process times and their ratio, each side's model-loop
+windows/s (ours excludes the one compile and any probe in every mode, see
+`seconds` in the summary), and the largest difference between the outputs
+(must be < 1e-5). `--seed-windows N` runs the seed's way on the first
+documents up to N windows and extrapolates its whole-process time from its
+own fixed cost and rate (printed as such); by default it runs on everything.
 """
 
 from __future__ import annotations
@@ -16,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,86 +46,160 @@ def main() -> int:
     parser.add_argument("--stride", type=int, default=25)
     parser.add_argument("--features", type=int, default=100)
     parser.add_argument("--classes", type=int, default=4)
-    parser.add_argument("--docs", type=int, default=120, help="documents (about 1,000 rows each)")
-    parser.add_argument("--seed-docs", type=int, default=60, help="documents the seed's way runs on")
-    parser.add_argument("--batch-size", default="auto")
+    parser.add_argument("--windows", type=int, default=4000, help="about this many windows (documents of 20-2,000 rows)")
+    parser.add_argument("--seed-windows", type=int, help="run the seed's way on about this many windows, extrapolate")
+    parser.add_argument("--batch-size", default="auto", help="spec.batchSize of our run (auto or a size)")
+    parser.add_argument("--fixed", type=int, help="also run ours with this fixed batchSize")
     parser.add_argument("--spark", action="store_true", help="also run engine: spark")
     parser.add_argument("--json", help="write the figures here as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (model, data, outputs)")
     args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-predict-"))
+    try:
+        return bench(args, work)
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
+
+def bench(args: argparse.Namespace, work: Path) -> int:
     os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, str(ROOT / "bench"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "jobs"), os.environ.get("PYTHONPATH", "")])}
     import numpy as np
     import pandas as pd
 
-    from gpubatch_jobs.contract import instruction_for_policy
-    from gpubatch_jobs.predict import run
-    from gpubatch_jobs.runtime import RunContext
-    from gpubatch_jobs.spec.kinds import PredictJobSpec
-
-    work = Path(tempfile.mkdtemp(prefix="bench-predict-"))
-    model_dir = Path(args.model) if args.model else make_model(work / "model", args)
+    model_dir = Path(args.model).resolve() if args.model else make_model(work / "model", args)
     table = make_documents(args, model_dir)
     table.to_parquet(work / "rows.parquet", index=False)
-    n_rows = len(table)
-    print(f"data: {args.docs} documents, {n_rows} rows, window {args.window}, stride {args.stride}, "
-          f"{args.features} features, backend {args.backend}")
+    print(f"data: {table['doc'].nunique()} documents, {len(table)} rows, window {args.window}, "
+          f"stride {args.stride}, {args.features} features, backend {args.backend}, {os.cpu_count()} CPUs")
 
-    batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
-    body = {"model": str(model_dir), "input": {"path": "rows.parquet"}, "output": {"path": "ours.parquet"},
-            "windowSize": args.window, "stride": args.stride, "batchSize": batch}
-    started = time.perf_counter()
-    ours = run(PredictJobSpec.model_validate(body), RunContext(base_dir=work, instruction=instruction_for_policy(args.device)))
-    ours_wall = time.perf_counter() - started
-    windows = ours["items"]["windows"]
-    figures = {"windows": windows, "rows": n_rows, "device": ours["device"], "backend": ours["backend"],
-               "batchSize": ours["batchSize"], "ours": {
-                   "windowsPerSecond": round(windows / ours["modelSeconds"], 1) if "modelSeconds" in ours
-                   else ours["windowsPerSecond"],
-                   "windowsPerSecondEndToEnd": round(windows / ours_wall, 1), "seconds": round(ours_wall, 2)}}
-    figures["ours"]["windowsPerSecond"] = ours["windowsPerSecond"]
-    print(f"ours (local):   {ours['windowsPerSecond']:>10,.0f} windows/s in the model loop, "
-          f"{windows / ours_wall:>10,.0f} windows/s end to end (load, read, probe, write), "
-          f"batch {ours['batchSize']}, {ours['device']}")
+    runs = {"ours": run_ours(work, model_dir, args, env, args.batch_size, "ours.parquet")}
+    if args.fixed:
+        runs["fixed"] = run_ours(work, model_dir, args, env, str(args.fixed), "fixed.parquet")
+    seed = run_seed(work, model_dir, table, args, env)
+    windows = runs["ours"]["summary"]["items"]["windows"]
+    figures: dict = {"windows": windows, "rows": len(table), "seed": seed}
 
-    seed_figures, seed_frame = run_seed(model_dir, table, args)
-    figures["seed"] = seed_figures
-    print(f"seed's way:     {seed_figures['windowsPerSecond']:>10,.0f} windows/s "
-          f"(model.predict per 64 windows, {seed_figures['windows']} windows)")
+    print(f"seed's way:  whole process {seed['wholeSeconds']:7.2f} s"
+          f"{' (extrapolated from ' + str(seed['windowsRun']) + ' windows)' if seed['extrapolated'] else ''}; "
+          f"model loop {seed['windowsPerSecond']:>9,.0f} windows/s "
+          f"(import {seed['importSeconds']:.2f} s, load {seed['loadSeconds']:.2f} s, read {seed['readSeconds']:.2f} s)")
+    for name, run in runs.items():
+        summary = run["summary"]
+        whole = run["wholeSeconds"]
+        parts = summary["seconds"]
+        label = f"ours ({summary['batchSize']}{', auto' if name == 'ours' and args.batch_size == 'auto' else ''})"
+        figures[name] = {"wholeSeconds": round(whole, 2), "windowsPerSecond": summary["windowsPerSecond"],
+                         "batchSize": summary["batchSize"], "batchSizeReason": summary["batchSizeReason"],
+                         "probes": summary["batchSizeProbes"], "seconds": parts,
+                         "speedupWholeProcess": round(seed["wholeSeconds"] / whole, 2),
+                         "speedupModelLoop": round(summary["windowsPerSecond"] / seed["windowsPerSecond"], 2)}
+        print(f"{label + ':':<12} whole process {whole:7.2f} s ({seed['wholeSeconds'] / whole:.2f}x the seed's way); "
+              f"model loop {summary['windowsPerSecond']:>9,.0f} windows/s "
+              f"({summary['windowsPerSecond'] / seed['windowsPerSecond']:.1f}x); "
+              + ", ".join(f"{k.removesuffix('Seconds')} {v:.2f}" for k, v in parts.items()) + " s; "
+              + summary["batchSizeReason"])
+
     got = pd.read_parquet(work / "ours.parquet")
+    seed_frame = pd.read_parquet(work / "seed.parquet")
     merged = got.merge(seed_frame, on=["doc", "pos"], suffixes=("", "_seed"))
     probability_columns = [c for c in got.columns if c.startswith("p_")]
     diff = max(float(np.abs(merged[c] - merged[c + "_seed"]).max()) for c in probability_columns)
     figures["maxAbsDiff"] = diff
     figures["labelsEqual"] = bool((merged["label"] == merged["label_seed"]).all())
-    figures["speedupModelLoop"] = round(ours["windowsPerSecond"] / seed_figures["windowsPerSecond"], 2)
-    figures["speedupEndToEnd"] = round((windows / ours_wall) / seed_figures["windowsPerSecond"], 2)
     print(f"max |ours - seed| = {diff:.2e} over {len(merged)} rows (labels equal: {figures['labelsEqual']})")
-    print(f"speed-up: {figures['speedupModelLoop']}x (model loop), {figures['speedupEndToEnd']}x (end to end)")
 
     if args.spark:
-        body_spark = {**body, "engine": "spark", "output": {"path": "spark.parquet"}}
-        started = time.perf_counter()
-        spark = run(PredictJobSpec.model_validate(body_spark), RunContext(base_dir=work, instruction=instruction_for_policy(args.device)))
-        wall = time.perf_counter() - started
-        spark_frame = pd.read_parquet(work / "spark.parquet").merge(got, on=["doc", "pos"], suffixes=("", "_local"))
-        spark_diff = max(float(np.abs(spark_frame[c] - spark_frame[c + "_local"]).max()) for c in probability_columns)
-        figures["spark"] = {"windowsPerSecond": spark["windowsPerSecond"], "endToEndSeconds": round(wall, 2),
-                            "maxAbsDiffToLocal": spark_diff, "batchSize": spark["batchSize"]}
-        print(f"ours (spark):   {spark['windowsPerSecond']:>10,.0f} windows/s (Spark job incl. worker start), "
-              f"{wall:.1f}s end to end incl. JVM; max |spark - local| = {spark_diff:.2e}; "
-              f"{spark['windowsPerSecond'] / seed_figures['windowsPerSecond']:.2f}x the seed's way")
+        spark = run_ours(work, model_dir, args, env, args.batch_size, "spark.parquet", engine="spark")
+        spark_frame = pd.read_parquet(work / "spark.parquet")
+        same_order = bool((spark_frame["doc"].to_numpy() == got["doc"].to_numpy()).all()
+                          and (spark_frame["pos"].to_numpy() == got["pos"].to_numpy()).all())
+        spark_diff = max(float(np.abs(spark_frame[c] - got[c]).max()) for c in probability_columns)
+        figures["spark"] = {"wholeSeconds": round(spark["wholeSeconds"], 2),
+                            "windowsPerSecond": spark["summary"]["windowsPerSecond"],
+                            "maxAbsDiffToLocal": spark_diff, "sameRowOrder": same_order}
+        print(f"ours (spark): whole process {spark['wholeSeconds']:7.2f} s incl. JVM "
+              f"({seed['wholeSeconds'] / spark['wholeSeconds']:.2f}x the seed's way); "
+              f"max |spark - local| = {spark_diff:.2e}; same file, same row order: {same_order}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     print(json.dumps(figures))
     return 0
 
 
-def make_model(folder: Path, args: argparse.Namespace) -> Path:
-    import keras
+def run_ours(work: Path, model_dir: Path, args: argparse.Namespace, env: dict, batch: str, output: str,
+             engine: str = "local") -> dict:
+    manifest = work / f"{output}.yaml"
+    manifest.write_text(json.dumps({
+        "apiVersion": "gpubatch.dev/v1alpha1", "kind": "PredictJob", "metadata": {"name": "bench"},
+        "spec": {"model": str(model_dir), "input": {"path": "rows.parquet"},
+                 "output": {"path": output, "overwrite": True}, "engine": engine,
+                 "windowSize": args.window, "stride": args.stride,
+                 "batchSize": batch if batch == "auto" else int(batch)}}))
+    command = [sys.executable, "-m", "gpubatch_jobs.cli", "run", "-q", "--device", args.device, str(manifest)]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    whole = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"gpubatch run failed ({result.returncode}):\n{result.stderr}\n{result.stdout}")
+    return {"wholeSeconds": whole, "summary": json.loads(result.stdout.strip().splitlines()[-1])}
 
+
+def run_seed(work: Path, model_dir: Path, table, args: argparse.Namespace, env: dict) -> dict:  # type: ignore[no-untyped-def]
+    rows = work / "rows.parquet"
+    extrapolated = False
+    if args.seed_windows:
+        subset = first_documents(table, args.seed_windows, args.window, args.stride)
+        if len(subset) < len(table):
+            rows, extrapolated = work / "seed-rows.parquet", True
+            subset.to_parquet(rows, index=False)
+    command = [sys.executable, str(ROOT / "bench" / "seed_process.py"), str(model_dir), str(rows),
+               str(work / "seed.parquet"), str(args.window), str(args.stride)]
+    if args.device == "cpu":  # the seed's script had no device switch: hide the GPU from it
+        env = {**env, "CUDA_VISIBLE_DEVICES": ""}
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    whole = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"the seed's way failed ({result.returncode}):\n{result.stderr}")
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
+    rate = facts["windows"] / facts["modelSeconds"]
+    total_windows = count_windows(table, args.window, args.stride)
+    if extrapolated:
+        # Its fixed cost (interpreter, import, load, read, write) as measured, plus every window at its rate.
+        whole = whole - facts["modelSeconds"] + total_windows / rate
+    return {"wholeSeconds": round(whole, 2), "windowsPerSecond": round(rate, 1), "windowsRun": facts["windows"],
+            "extrapolated": extrapolated, **{k: v for k, v in facts.items() if k.endswith("Seconds")}}
+
+
+def count_windows(table, window: int, stride: int) -> int:  # type: ignore[no-untyped-def]
+    from gpubatch_jobs.artifacts import window_starts
+
+    return sum(len(window_starts(int(n), window, stride)) for n in table.groupby("doc", sort=False).size())
+
+
+def first_documents(table, windows: int, window: int, stride: int):  # type: ignore[no-untyped-def]
+    from gpubatch_jobs.artifacts import window_starts
+
+    sizes = table.groupby("doc", sort=False).size()
+    keep, total = [], 0
+    for doc, n in sizes.items():
+        if total >= windows:
+            break
+        keep.append(doc)
+        total += len(window_starts(int(n), window, stride))
+    return table[table["doc"].isin(keep)]
+
+
+def make_model(folder: Path, args: argparse.Namespace) -> Path:
     from gpubatch_jobs.artifacts import Preprocessing
+    from gpubatch_jobs.quiet import import_keras
+
+    keras = import_keras()
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((args.window, args.features))
@@ -129,36 +216,25 @@ def make_model(folder: Path, args: argparse.Namespace) -> Path:
 
 
 def make_documents(args: argparse.Namespace, model_dir: Path):  # type: ignore[no-untyped-def]
+    """Documents of 20-2,000 rows (some shorter than the window) until about `--windows` windows."""
     import numpy as np
     import pandas as pd
 
-    from gpubatch_jobs.artifacts import Preprocessing
+    from gpubatch_jobs.artifacts import Preprocessing, window_starts
 
     prep = Preprocessing.load(model_dir)
     rng = np.random.default_rng(0)
-    lengths = rng.integers(20, 2000, size=args.docs)  # some shorter than the window
-    n = int(lengths.sum())
+    lengths: list[int] = []
+    windows = 0
+    while windows < args.windows:
+        length = int(rng.integers(20, 2000))
+        lengths.append(length)
+        windows += len(window_starts(length, args.window, args.stride))
+    n = int(sum(lengths))
     frame = pd.DataFrame(rng.normal(size=(n, prep.n_features)).astype(np.float32), columns=prep.feature_columns)
     frame.insert(0, "pos", np.concatenate([np.arange(length) for length in lengths]))
-    frame.insert(0, "doc", np.repeat([f"doc-{i:05d}" for i in range(args.docs)], lengths))
+    frame.insert(0, "doc", np.repeat([f"doc-{i:05d}" for i in range(len(lengths))], lengths))
     return frame
-
-
-def run_seed(model_dir: Path, table, args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    import numpy as np
-    from seed_predict import seed_predict
-
-    from gpubatch_jobs.artifacts import load_artifact, window_starts
-
-    model, prep = load_artifact(model_dir)
-    docs = table["doc"].unique()[: args.seed_docs]
-    subset = table[table["doc"].isin(docs)]
-    windows = sum(len(window_starts(len(g), args.window, args.stride)) for _, g in subset.groupby("doc"))
-    model.predict(np.zeros((64, args.window, prep.n_features), np.float32), verbose=0)  # warm, as a fair start
-    started = time.perf_counter()
-    frame = seed_predict(model, prep, subset, args.window, args.stride)
-    seconds = time.perf_counter() - started
-    return {"windowsPerSecond": round(windows / seconds, 1), "windows": windows, "seconds": round(seconds, 2)}, frame
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ called, after the caller has chosen KERAS_BACKEND.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 
 MODEL_TYPES = ("dnn", "rnn", "cnn")
+TRANSFORM_BLOCK_ROWS = 1 << 15
 
 
 def _camel(name: str) -> str:
@@ -112,7 +114,7 @@ class Preprocessing:
 
     @classmethod
     def load(cls, folder: Path) -> Preprocessing:
-        path = Path(folder) / PREPROCESSING_FILE
+        path = artifact_folder(folder) / PREPROCESSING_FILE
         if not path.is_file():
             raise BadInput(
                 f"no {PREPROCESSING_FILE} here; is this the output folder of a finished TrainJob?",
@@ -140,24 +142,44 @@ class Preprocessing:
         """
         if self.model_type == "cnn":
             return self._transform_images(features)
-        values = np.asarray(features, dtype=np.float64)
+        values = np.asarray(features)
+        if values.dtype.kind not in "fiub":
+            values = values.astype(np.float64)
         if values.shape[-1] != self.n_features:
             raise BadInput(
                 f"expected {self.n_features} feature columns {self.feature_columns}, got {values.shape[-1]}",
                 field="spec.input.features",
             )
+        self.check_finite(values)
+        mean = np.asarray(self.mean, dtype=np.float64)
+        scale = np.asarray(self.scale, dtype=np.float64)
+        # Computed in float64, stored as float32, in blocks of rows: the same numbers as one
+        # expression over the whole array, without float64 temporaries of the whole input.
+        out = np.empty(values.shape, dtype=np.float32)
+        flat_in, flat_out = values.reshape(-1, self.n_features), out.reshape(-1, self.n_features)
+        for lo in range(0, flat_in.shape[0], TRANSFORM_BLOCK_ROWS):
+            hi = lo + TRANSFORM_BLOCK_ROWS
+            flat_out[lo:hi] = (flat_in[lo:hi].astype(np.float64) - mean) / scale
+        return out
+
+    def check_finite(self, values: np.ndarray, names: list[str] | None = None) -> None:
+        """BadInput naming the first feature column with NaN or infinite values."""
+        names = names or self.feature_columns
+        # Fast path: a column's float64 sum is finite unless the column holds a NaN or an infinity
+        # (or, for float64 input near 1e308, overflows; the exact check below settles that).
+        sums = np.asarray(values).reshape(-1, values.shape[-1]).sum(axis=0, dtype=np.float64)
+        if np.isfinite(sums).all():
+            return
         bad = ~np.isfinite(values)
         if bad.any():
-            per_column = bad.reshape(-1, self.n_features).sum(axis=0)
-            column = self.feature_columns[int(np.argmax(per_column > 0))]
+            per_column = bad.reshape(-1, values.shape[-1]).sum(axis=0)
+            index = int(np.argmax(per_column > 0))
+            column = names[index] if index < len(names) else f"#{index}"
             raise BadInput(
-                f"column {column!r} has {int(per_column.max())} NaN or infinite values; "
+                f"column {column!r} has {int(per_column[index])} NaN or infinite values; "
                 "fill or drop those rows first",
                 field="spec.input.features",
             )
-        mean = np.asarray(self.mean, dtype=np.float64)
-        scale = np.asarray(self.scale, dtype=np.float64)
-        return ((values - mean) / scale).astype(np.float32)
 
     def _transform_images(self, images: np.ndarray) -> np.ndarray:
         array = np.asarray(images)
@@ -198,6 +220,65 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
     return starts
 
 
+def artifact_folder(folder: Path, field: str = "spec.model") -> Path:
+    """The artifact folder itself; BadInput with the fix when it is missing or names a file inside it."""
+    folder = Path(folder)
+    if folder.is_file():
+        hint = (f"set {field} to its folder {folder.parent}" if folder.name in (MODEL_FILE, PREPROCESSING_FILE)
+                else f"{field} must be the output folder of a TrainJob (holding {MODEL_FILE} and {PREPROCESSING_FILE})")
+        what = "the model file" if folder.suffix == ".keras" else "a file, not a folder"
+        raise BadInput(f"{folder} is {what}; {hint}", field=field)
+    if not folder.exists():
+        raise BadInput("model folder not found; spec.model must be the output folder of a TrainJob", path=str(folder))
+    return folder
+
+
+def _corrupt_model(path: Path, why: str) -> BadInput:
+    return BadInput(
+        f"not a readable .keras file ({why}); the file is damaged or was not written by Keras 3: "
+        "re-run the TrainJob, or copy the artifact folder again",
+        path=str(path),
+    )
+
+
+def model_input_shape(folder: Path) -> tuple[int | None, ...] | None:
+    """The model's input shape from the config inside `model.keras`, read without Keras.
+
+    Raises BadInput when the file is missing, not a zip or has no readable
+    config (the checks Keras would make, minus its import); None when the
+    config does not state one input shape.
+    """
+    path = Path(folder) / MODEL_FILE
+    _require_model_file(path)
+    try:
+        with zipfile.ZipFile(path) as handle:
+            config = json.loads(handle.read("config.json"))
+    except zipfile.BadZipFile as err:
+        raise _corrupt_model(path, f"not a zip archive: {err}") from None
+    except KeyError:
+        raise _corrupt_model(path, "the archive has no config.json") from None
+    except (OSError, ValueError) as err:
+        raise _corrupt_model(path, f"{type(err).__name__}: {err}") from None
+    try:
+        layers = config["config"]["layers"]
+        inputs = [layer["config"] for layer in layers if layer.get("class_name") == "InputLayer"]
+        if len(inputs) != 1:
+            return None
+        shape = inputs[0].get("batch_shape") or inputs[0].get("batch_input_shape")
+        return None if shape is None else tuple(None if d is None else int(d) for d in shape)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _require_model_file(path: Path) -> None:
+    if not path.is_file():
+        raise BadInput(
+            f"no {MODEL_FILE}: the folder is not a finished TrainJob artifact "
+            "(training still running, failed, or the wrong path)",
+            path=str(path),
+        )
+
+
 def is_finished(folder: Path) -> bool:
     """True when the folder holds a published model (model.keras is renamed in last)."""
     return (Path(folder) / MODEL_FILE).is_file() and (Path(folder) / PREPROCESSING_FILE).is_file()
@@ -209,19 +290,18 @@ def load_model(folder: Path) -> Any:
     Call after KERAS_BACKEND is set: this imports keras. Raises BadInput with
     the path when the file is missing or cannot be read.
     """
-    path = Path(folder) / MODEL_FILE
-    if not path.is_file():
-        raise BadInput(
-            f"no {MODEL_FILE}: the folder is not a finished TrainJob artifact "
-            "(training still running, failed, or the wrong path)",
-            path=str(path),
-        )
-    import keras
+    path = artifact_folder(folder) / MODEL_FILE
+    _require_model_file(path)
+    if not zipfile.is_zipfile(path):
+        # Keras would say "File not found ... ensure the file is an accessible .keras zip file".
+        raise _corrupt_model(path, "not a zip archive")
+    from gpubatch_jobs.quiet import import_keras
 
+    keras = import_keras()
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as err:  # keras raises many kinds for a damaged zip/h5
-        raise BadInput(f"cannot load the model ({type(err).__name__}: {err})", path=str(path)) from err
+        raise _corrupt_model(path, f"Keras could not load it: {type(err).__name__}: {err}") from err
 
 
 def load_artifact(folder: Path) -> tuple[Any, Preprocessing]:
@@ -248,9 +328,11 @@ __all__ = [
     "PREPROCESSING_FILE",
     "SUMMARY_FILE",
     "Preprocessing",
+    "artifact_folder",
     "is_finished",
     "load_artifact",
     "load_model",
+    "model_input_shape",
     "read_metrics",
     "window_starts",
 ]

@@ -11,14 +11,16 @@ the operator stores in `status.result`) as the last line of stdout.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from gpubatch_jobs.contract import instruction_for_policy
 from gpubatch_jobs.errors import EXIT_BAD_INPUT
-from gpubatch_jobs.runtime import RunContext, stderr_progress_bar
+from gpubatch_jobs.runtime import RunContext, close_progress_line, stderr_progress_bar
 from gpubatch_jobs.spec import SpecError, load_manifest
 
 
@@ -40,14 +42,22 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def fail_before_run(kind: str | None, message: str, reason: str = "BadSpec", code: int = EXIT_BAD_INPUT) -> int:
+    """A failure outside the engine's own reporting: the error on stderr, the summary JSON last on stdout."""
+    close_progress_line()
+    print(f"error: {message}", file=sys.stderr)
+    summary = {"kind": kind, "ok": False, "reason": reason, "message": message, "exitCode": code}
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return code
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from gpubatch_jobs.execute import execute
 
     try:
         resource = load_manifest(args.file)
     except SpecError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail_before_run(err.kind, str(err))
     kind = type(resource).__name__
     spec = resource.spec  # type: ignore[attr-defined]
     ctx = RunContext(
@@ -61,12 +71,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.shard is not None:
         index, count = args.shard
         if kind != "RenderJob" or count != spec.shards:
-            print(f"error: --shard {index}/{count}: the manifest's spec.shards is "
-                  f"{getattr(spec, 'shards', 1)}; --shard applies to a RenderJob with that many shards",
-                  file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return fail_before_run(kind, f"--shard {index}/{count}: the manifest's spec.shards is "
+                                   f"{getattr(spec, 'shards', 1)}; --shard applies to a RenderJob with that many "
+                                   "shards")
         ctx.shard_index = index
-    return execute(kind, spec, ctx, termination_log=False)
+    try:
+        return execute(kind, spec, ctx, termination_log=False)
+    except KeyboardInterrupt:
+        return fail_before_run(kind, "interrupted (Ctrl-C); outputs are published only when complete, "
+                               "so nothing partial is left under the output name", "Interrupted", 130)
+    except Exception as err:  # raised outside execute's own handling (it reports engine errors itself)
+        traceback.print_exc()
+        return fail_before_run(kind, f"unexpected error (exit 2, retried up to backoffLimit): "
+                               f"{type(err).__name__}: {err}", "UnexpectedError", 2)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -95,7 +112,8 @@ def cmd_crds(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpubatch", description="GPU batch work: run locally, check the GPU, make CRDs.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and TensorFlow's own start-up lines on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a TrainJob, PredictJob or RenderJob manifest here")
@@ -122,8 +140,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `gpubatch` command. Called with no argv (as the process's entry point), `run` ends the
+    process itself once its summary is out; called with argv (tests, other code), it returns."""
     args = build_parser().parse_args(argv)
-    if not args.verbose:
+    code = _main(args)
+    if argv is None and args.command == "run":
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown once every output is published and flushed.
+
+    Tearing down a process that loaded TensorFlow takes a second or two (its
+    threads, graphs and shared libraries) and produces nothing a user needs:
+    outputs are complete and renamed before the summary is printed. Spark's
+    shutdown is left to the normal exit.
+    """
+    if "tensorflow" not in sys.modules or "pyspark" in sys.modules:
+        return
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.verbose:
+        os.environ["GPUBATCH_VERBOSE"] = "1"  # keep TensorFlow's start-up lines (gpubatch_jobs.quiet)
+    else:
         # TensorFlow's C++ INFO/WARNING lines (oneDNN notices etc.) drown the progress bar.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -53,16 +53,20 @@ class RunContext:
     _last_progress: float = field(default=0.0, repr=False)
 
     def resolve(self, path: str, *, field_name: str = "path") -> Path:
-        """The local filesystem path for a spec path (local, relative or pvc://)."""
+        """The local filesystem path for a spec path (local, relative or pvc://), normalised.
+
+        Absolute, with `..` and `.` folded (symlinks kept), so messages name
+        `/work/data/x` rather than `cases/30/../../data/x`.
+        """
         pvc = split_pvc(path)
         if pvc is None:
             local = Path(path).expanduser()
-            return local if local.is_absolute() else self.base_dir / local
+            return _normal(local if local.is_absolute() else self.base_dir / local)
         claim, sub = pvc
         if claim in self.mounts:
-            return self.mounts[claim] / sub
+            return _normal(self.mounts[claim] / sub)
         if self.pvc_root is not None:
-            return self.pvc_root / claim / sub
+            return _normal(self.pvc_root / claim / sub)
         raise BadInput(
             f"{path} names the PersistentVolumeClaim {claim!r}, which is not mounted here; "
             f"run with --mount {claim}=./some/folder",
@@ -85,6 +89,10 @@ class RunContext:
                 sink(event)
             except Exception as err:  # progress must never kill the job
                 log.debug("progress sink failed: %s", err)
+
+
+def _normal(path: Path) -> Path:
+    return Path(os.path.abspath(path))
 
 
 def format_progress(done: int, total: int) -> str:

@@ -54,7 +54,7 @@ def _corrupt_preprocessing(artifact: Path, tmp: Path) -> Path:
 MODEL_CASES: list[tuple[str, Callable[[Path, Path], Path], str]] = [
     ("missing folder", _missing_folder, "model folder not found"),
     ("no model.keras", _no_model_file, "model.keras"),
-    ("corrupt model.keras", _corrupt_model, "cannot load the model"),
+    ("corrupt model.keras", _corrupt_model, "not a readable .keras file"),
     ("corrupt preprocessing.json", _corrupt_preprocessing, "preprocessing.json"),
 ]
 

@@ -111,6 +111,7 @@ def tiny_job(artifact: Path) -> tuple[ModelCache, object, np.ndarray]:
 
 def test_auto_batch_stops_at_the_first_out_of_memory(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(batching, "MIN_GAIN", 0.0)  # keep doubling: only the OOM may stop the search
+    monkeypatch.setattr(batching, "PROBE_SHARE", float("inf"))  # nor the budget
     monkeypatch.setattr(batching, "FIRST_PROBE", 4)
     monkeypatch.setattr(batching, "PROBE_SECONDS", 0.0)
     cache, plan, features = tiny_job(artifact)
@@ -132,6 +133,7 @@ def test_auto_batch_halves_when_even_the_first_size_does_not_fit(artifact: Path,
 
 def test_auto_batch_respects_the_cap(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(batching, "MIN_GAIN", 0.0)
+    monkeypatch.setattr(batching, "PROBE_SHARE", float("inf"))
     monkeypatch.setattr(batching, "FIRST_PROBE", 2)
     monkeypatch.setattr(batching, "PROBE_SECONDS", 0.0)
     # Throughput that keeps growing with the batch (as on an idle GPU), so only the cap stops it:
@@ -142,10 +144,29 @@ def test_auto_batch_respects_the_cap(artifact: Path, monkeypatch: pytest.MonkeyP
     assert choice.size == 8 and "cap" in choice.reason
 
 
-def test_small_jobs_are_not_probed(artifact: Path) -> None:
+def test_small_jobs_are_not_probed(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batching, "FIRST_PROBE", 32)
     cache, plan, features = tiny_job(artifact)  # 260 windows: 16 batches of 32 would cover them
     choice = choose_batch_size(cache, plan, features, gpu=False)
     assert choice.size == 32 and choice.probes == [] and "small job" in choice.reason
+
+
+def test_probing_stays_within_a_tenth_of_the_estimated_job(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each probe takes 1 s on a fake clock; rates keep growing, so only the budget can stop the search."""
+    monkeypatch.setattr(batching, "MIN_GAIN", 0.0)
+    monkeypatch.setattr(batching, "FIRST_PROBE", 2)
+    now = [0.0]
+
+    def probe(cache: object, plan: object, features: object, size: int) -> float:
+        now[0] += 1.0
+        return 10.0 * size  # 20 windows/s at the first size
+
+    monkeypatch.setattr(batching, "_probe", probe)
+    cache, plan, features = tiny_job(artifact)  # 260 windows: 13 s at 20 windows/s, so 1.3 s of probing
+    choice = choose_batch_size(cache, plan, features, gpu=True, clock=lambda: now[0])
+    assert [p["batchSize"] for p in choice.probes] == [2]
+    assert choice.size == 2 and "10% of the job's estimated 13.0s" in choice.reason
+    assert choice.seconds <= 0.1 * 13.0 + 1.0  # the first size's probe is the only one that can overrun
 
 
 def test_an_oom_mid_run_halves_and_resumes_with_the_same_result(artifact: Path) -> None:

@@ -72,3 +72,34 @@ def test_spark_conf(spark: dict, expected: dict[str, str]) -> None:
     assert {key: conf.get(key) for key in expected} == expected
     if spark.get("gpuInUdf"):
         assert "spark.executorEnv.CUDA_VISIBLE_DEVICES" not in conf
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".h5"])
+def test_spark_and_local_write_the_same_file(workdir: Path, suffix: str) -> None:
+    """One output contract: one file at output.path, the input's row order, the same columns and types."""
+    import pyarrow.parquet as pq
+
+    ctx = RunContext(base_dir=workdir)
+    run(_spec("local", f"same-local{suffix}"), ctx)
+    run(_spec("spark", f"same-spark{suffix}", spark={"master": "local[2]", "partitions": 3}), ctx)
+    local, spark = workdir / f"same-local{suffix}", workdir / f"same-spark{suffix}"
+    assert spark.is_file() and local.is_file()
+    rows = pd.read_parquet(workdir / "rows.parquet", columns=["doc", "pos"])
+    if suffix == ".parquet":
+        assert pq.read_schema(spark).remove_metadata() == pq.read_schema(local).remove_metadata()
+        a, b = pd.read_parquet(local), pd.read_parquet(spark)
+    else:
+        import h5py
+
+        def frame(path: Path) -> pd.DataFrame:
+            with h5py.File(path, "r") as handle:
+                return pd.DataFrame({name: handle[name][()] for name in handle})
+
+        a, b = frame(local), frame(spark)
+        assert list(a.columns) == list(b.columns) and list(a.dtypes) == list(b.dtypes)
+        rows["doc"] = rows["doc"].str.encode("utf-8")
+    assert list(a.columns) == list(b.columns)
+    assert (b["doc"].to_numpy() == rows["doc"].to_numpy()).all() and (b["pos"].to_numpy() == rows["pos"].to_numpy()).all()
+    assert (a["label"].to_numpy() == b["label"].to_numpy()).all()
+    columns = [f"p_{c}" for c in CLASSES]
+    assert np.abs(a[columns].to_numpy() - b[columns].to_numpy()).max() < 1e-5

@@ -130,7 +130,7 @@ def test_load_model_of_an_unfinished_folder_names_the_path(tmp_path) -> None:
         load_model(tmp_path)
     assert caught.value.path and caught.value.path.endswith("model.keras")
     (tmp_path / "model.keras").write_bytes(b"half a zip")
-    with pytest.raises(BadInput, match="cannot load"):
+    with pytest.raises(BadInput, match="not a readable .keras file"):
         load_model(tmp_path)
 
 

@@ -14,6 +14,7 @@ import sys
 
 from gpubatch_jobs.contract import DeviceInstruction
 from gpubatch_jobs.devices import DeviceChoice, select_device, setup_framework
+from gpubatch_jobs.quiet import framework_import, import_keras
 
 BACKENDS = ("tensorflow", "torch", "jax")
 
@@ -29,10 +30,11 @@ def prepare_device(instruction: DeviceInstruction) -> tuple[DeviceChoice, str]:
     """(device choice, Keras backend) with the framework set up for that device."""
     backend = keras_backend()
     os.environ.setdefault("KERAS_BACKEND", backend)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    choice = select_device(instruction, framework=backend if backend in BACKENDS else "any")
-    if backend == "torch" and not choice.is_gpu and "keras" not in sys.modules:
-        os.environ["KERAS_TORCH_DEVICE"] = "cpu"
-    if backend in BACKENDS:
-        setup_framework(backend, choice)
+    with framework_import():
+        choice = select_device(instruction, framework=backend if backend in BACKENDS else "any")
+        if backend == "torch" and not choice.is_gpu and "keras" not in sys.modules:
+            os.environ["KERAS_TORCH_DEVICE"] = "cpu"
+        if backend in BACKENDS:
+            setup_framework(backend, choice)
+        import_keras()
     return choice, backend

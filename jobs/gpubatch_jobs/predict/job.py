@@ -1,7 +1,9 @@
 """The PredictJob pipeline: check everything that can be checked, predict, publish.
 
-Order matters for "no partial output": the output target, the artifact, the
-settings and the whole input are checked before any prediction starts, and
+Order matters for "no partial output" and for failing fast: the output
+target, the artifact's files (preprocessing.json and the model's config, read
+without any framework), the settings and the whole input are checked before
+TensorFlow is imported (several seconds) and before any prediction starts;
 the result is published by rename only when complete.
 """
 
@@ -13,7 +15,7 @@ from typing import Any
 
 from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.predict.device import prepare_device
-from gpubatch_jobs.predict.model import load_sequence_model
+from gpubatch_jobs.predict.model import inspect_artifact, load_sequence_model
 from gpubatch_jobs.predict.output import check_target, result_columns, write_predictions
 from gpubatch_jobs.predict.settings import PredictSettings, resolve_settings
 from gpubatch_jobs.predict.table import Documents, group_documents, read_columns, table_format
@@ -35,23 +37,34 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
 
         return run_spark(spec, ctx, model_dir=model_dir, input_path=input_path, output=output, instruction=instruction)
 
-    choice, backend = prepare_device(instruction)
-    seq = load_sequence_model(model_dir)
-    settings = resolve_settings(spec, seq, output)
+    info = inspect_artifact(model_dir)
+    settings = resolve_settings(spec, info, output)
     _configure_verbosity(settings.verbosity)
     docs = read_documents(input_path, spec.input.format, spec.input.dataset, settings)
+    info.prep.check_finite(docs.features, settings.features)
+    stages = {"checkSeconds": time.perf_counter() - started}
+
+    mark = time.perf_counter()
+    choice, backend = prepare_device(instruction)
+    stages["importSeconds"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    seq = load_sequence_model(info)
+    stages["loadSeconds"] = time.perf_counter() - mark
 
     from gpubatch_jobs.predict.local import predict_documents
 
     ctx.progress(0, 1, stage="predict", force=True)
     probabilities, facts = predict_documents(docs, seq, settings, backend=backend, gpu=choice.is_gpu, ctx=ctx)
+    mark = time.perf_counter()
     columns = result_columns(docs.ids, docs.positions, probabilities, seq.prep.classes, settings.id_column,
                              settings.position_column or "position")
     # Back to the input's row order.
     inverse = docs.order.argsort()
     columns = {name: values[inverse] for name, values in columns.items()}
     write_predictions(columns, output, settings.output_format)
+    stages["writeSeconds"] = time.perf_counter() - mark
     elapsed = time.perf_counter() - started
+    windows = facts["windows"]
     return {
         "ok": True,
         "engine": "local",
@@ -61,12 +74,23 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
         "fallbacks": [choice.reason] if choice.fell_back else [],
         "batchSize": facts["batchSize"],
         "batchSizeProbes": facts["batchSizeProbes"],
+        "batchSizeReason": facts["batchSizeReason"],
         "windowSize": settings.window,
         "stride": settings.stride,
-        "items": {"rows": docs.n_rows, "documents": docs.n_documents, "windows": facts["windows"]},
+        "items": {"rows": docs.n_rows, "documents": docs.n_documents, "windows": windows},
+        # windowsPerSecond: the model loop alone (compile and probe excluded), the same in every mode;
+        # windowsPerSecondEndToEnd: the whole job from the spec to the published file, import included.
         "throughput": facts["windowsPerSecond"],
         "windowsPerSecond": facts["windowsPerSecond"],
+        "windowsPerSecondEndToEnd": round(windows / elapsed, 1) if elapsed else None,
         "rowsPerSecond": round(docs.n_rows / elapsed, 1) if elapsed else None,
+        "modelSeconds": facts["modelSeconds"],
+        "seconds": {**{key: round(value, 3) for key, value in stages.items()},
+                    "probeSeconds": facts["probeSeconds"], "compileSeconds": facts["compileSeconds"],
+                    "modelSeconds": facts["modelSeconds"],
+                    # windows planned and rows scaled per chunk, outside the timed model loop
+                    "prepareSeconds": round(max(0.0, facts["predictSeconds"] - facts["modelSeconds"]
+                                                - facts["probeSeconds"] - facts["compileSeconds"]), 3)},
         "traces": facts["traces"],
         "oomBackoffs": facts["oomBackoffs"],
         "classes": list(seq.prep.classes),
@@ -77,21 +101,50 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
 
 
 def read_documents(path: Any, declared_format: str, dataset: str | None, settings: PredictSettings) -> Documents:
+    """The input's rows grouped by document, features in grouped order.
+
+    Features are copied once, column by column, from the reader's buffers
+    (Parquet row groups) into one column-major matrix in grouped order.
+    """
     fmt = table_format(path, declared_format)
-    wanted = [settings.id_column] + ([settings.position_column] if settings.position_column else [])
-    wanted += [name for name in settings.features if name not in wanted]
-    columns = read_columns(path, fmt, wanted, dataset)
+    keys = [settings.id_column] + ([settings.position_column] if settings.position_column else [])
+    wanted = keys + [name for name in settings.features if name not in keys]
+    columns = read_columns(path, fmt, wanted, dataset, chunked=True)
     import numpy as np
 
-    numeric = []
     for name in settings.features:
-        try:
-            numeric.append(np.asarray(columns[name], dtype=np.float64))
-        except (TypeError, ValueError) as err:
-            raise BadInput(f"feature column {name!r} is not numeric ({err})", field="spec.input.features") from err
-    features = np.column_stack(numeric)
-    positions = columns[settings.position_column] if settings.position_column else None
-    return group_documents(columns[settings.id_column], positions, features)
+        if any(part.dtype.kind not in "iufb" for part in columns[name]):
+            try:
+                columns[name] = [np.asarray(part, dtype=np.float64) for part in columns[name]]
+            except (TypeError, ValueError) as err:
+                raise BadInput(f"feature column {name!r} is not numeric ({err})", field="spec.input.features") from err
+    # float32 input stays float32 (half the memory); anything else becomes float64. The scaling
+    # (Preprocessing.transform) computes in float64 either way, so results do not depend on this.
+    kinds = {part.dtype for name in settings.features for part in columns[name]}
+    dtype = np.float32 if kinds == {np.dtype(np.float32)} else np.float64
+    ids = _joined(columns[settings.id_column])
+    positions = _joined(columns[settings.position_column]) if settings.position_column else None
+    n_rows = len(ids)
+    docs = group_documents(ids, positions, np.empty((n_rows, 0), dtype))
+    in_order = bool(np.array_equal(docs.order, np.arange(n_rows)))
+    features = np.empty((n_rows, len(settings.features)), dtype, order="F")
+    for j, name in enumerate(settings.features):
+        parts = columns.pop(name) if name not in keys else columns[name]
+        if in_order:
+            offset = 0
+            for part in parts:
+                features[offset:offset + len(part), j] = part
+                offset += len(part)
+        else:
+            features[:, j] = _joined(parts)[docs.order]
+    docs.features = features
+    return docs
+
+
+def _joined(parts: list[Any]) -> Any:
+    import numpy as np
+
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _configure_verbosity(verbosity: int) -> None:

@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from gpubatch_jobs.predict.batching import ModelCache, RunStats, choose_batch_size, predict_plan
+from gpubatch_jobs.predict.batching import (
+    ModelCache,
+    RunStats,
+    choose_batch_size,
+    predict_plan,
+    warm,
+)
 from gpubatch_jobs.predict.model import SequenceModel
 from gpubatch_jobs.predict.runner import CompiledModel
 from gpubatch_jobs.predict.settings import PredictSettings
@@ -59,6 +65,8 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
     probes: list[dict[str, Any]] = []
     batch = settings.batch
     done = 0
+    probe_seconds = compile_seconds = 0.0
+    reason = "fixed by spec.batchSize"
     started = time.perf_counter()
 
     def advance(windows: int) -> None:
@@ -74,8 +82,10 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
                             settings.window, settings.stride)
         features = seq.prep.transform(docs.features[row_lo:row_hi])
         if batch == "auto":
-            choice = choose_batch_size(cache, plan, features, gpu=gpu)
-            batch, probes = choice.size, choice.probes
+            choice = choose_batch_size(cache, plan, features, gpu=gpu, job_windows=total_windows)
+            batch, probes, reason, probe_seconds = choice.size, choice.probes, choice.reason, choice.seconds
+            compile_seconds += choice.compile_seconds
+        compile_seconds += warm(cache, int(batch), plan, features)
         probabilities[row_lo:row_hi] = predict_plan(cache, int(batch), plan, features, seq.n_classes,
                                                     on_batch=advance, stats=stats)
         batch = stats.batch_size  # an OOM backoff sticks for the following chunks
@@ -84,9 +94,12 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
     return probabilities, {
         "batchSize": stats.batch_size,
         "batchSizeProbes": probes,
+        "batchSizeReason": reason,
         "windows": stats.windows,
         "batches": stats.batches,
         "modelSeconds": round(stats.seconds, 3),
+        "probeSeconds": round(probe_seconds, 3),
+        "compileSeconds": round(compile_seconds, 3),
         "predictSeconds": round(elapsed, 3),
         "windowsPerSecond": round(stats.windows / stats.seconds, 1) if stats.seconds else None,
         "oomBackoffs": stats.backoffs,

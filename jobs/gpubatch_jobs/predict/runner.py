@@ -84,16 +84,23 @@ class CompiledModel:
     # -- the interface ---------------------------------------------------
     def bind(self, features: np.ndarray) -> None:
         """Place a chunk's scaled rows (n_rows, n_features) float32 on the model's device."""
+        self.use(self.to_device(features))
+
+    def to_device(self, features: np.ndarray) -> Any:
+        """The chunk's rows as this backend's array on the model's device (shareable between batch sizes)."""
         features = np.ascontiguousarray(features, dtype=np.float32)
         if self.backend == "tensorflow":
             import tensorflow as tf
 
             with tf.device(self._device):
-                self._features = tf.identity(tf.convert_to_tensor(features))
-        elif self.backend == "torch":
-            self._features = self._torch.from_numpy(features).to(self._device)
-        else:
-            self._features = features
+                return tf.identity(tf.convert_to_tensor(features))
+        if self.backend == "torch":
+            return self._torch.from_numpy(features).to(self._device)
+        return features
+
+    def use(self, placed: Any) -> None:
+        """Take rows `to_device` placed (by this model or another of the same backend and device)."""
+        self._features = placed
 
     def launch(self, rows: np.ndarray, mask: np.ndarray) -> Any:
         """Start the model on one batch: rows/mask are (batch, window); returns a handle."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpubatch_jobs.errors import BadInput
-from gpubatch_jobs.predict.model import SequenceModel
+from gpubatch_jobs.predict.model import ArtifactInfo
 from gpubatch_jobs.spec.kinds import PredictJobSpec
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
@@ -30,7 +30,7 @@ class PredictSettings:
     verbosity: int
 
 
-def resolve_settings(spec: PredictJobSpec, seq: SequenceModel, output: Path) -> PredictSettings:
+def resolve_settings(spec: PredictJobSpec, seq: ArtifactInfo, output: Path) -> PredictSettings:
     prep = seq.prep
     window = spec.window_size or seq.trained_window
     if window is None:

@@ -5,11 +5,14 @@ The driver checks everything the local engine checks before any task runs
 so bad input fails fast with exit 1. Rows are repartitioned by document id
 and sorted by position within each partition, then `mapInPandas` runs
 `spark_worker.predict_partition` on Arrow batches: PySpark's own batched
-inference path, with the model loaded once per Python worker. Results are
-written by Spark to a temporary folder next to the output and renamed into
-place (Parquet: a folder of part files, as Spark writes it; HDF5: converted on
-the driver, then renamed). Spark output is grouped by document, ordered by
-position within each document.
+inference path, with the model loaded once per Python worker.
+
+One output contract for both engines: Spark writes its part files to a
+temporary folder next to the output; the driver puts the rows back in the
+input's row order (by document id and position, which the checks made
+unique) and writes one Parquet or HDF5 file, published by rename exactly as
+the local engine does. A downstream reader never needs to know which engine
+ran.
 """
 
 from __future__ import annotations
@@ -22,13 +25,19 @@ from typing import Any
 
 from gpubatch_jobs.contract import DeviceInstruction
 from gpubatch_jobs.errors import BadInput
-from gpubatch_jobs.predict.device import prepare_device
-from gpubatch_jobs.predict.model import load_sequence_model
-from gpubatch_jobs.predict.output import publish, remove, write_predictions
+from gpubatch_jobs.predict.device import keras_backend
+from gpubatch_jobs.predict.model import inspect_artifact
+from gpubatch_jobs.predict.output import remove, write_predictions
 from gpubatch_jobs.predict.settings import PredictSettings, resolve_settings
 from gpubatch_jobs.predict.spark_session import spark_conf, start_session
 from gpubatch_jobs.predict.spark_worker import BAD_INPUT_MARKER, WorkerConfig, predict_partition
-from gpubatch_jobs.predict.table import column_names, group_documents, read_columns, table_format
+from gpubatch_jobs.predict.table import (
+    Documents,
+    column_names,
+    group_documents,
+    read_columns,
+    table_format,
+)
 from gpubatch_jobs.runtime import RunContext, atomic_target
 from gpubatch_jobs.spec.kinds import PredictJobSpec, SparkSpec
 
@@ -39,15 +48,17 @@ def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_p
               instruction: DeviceInstruction) -> dict[str, Any]:
     started = time.perf_counter()
     spark_spec = spec.spark or SparkSpec()
-    # The driver only checks the model; it never takes a GPU the executors may need.
-    _, backend = prepare_device(DeviceInstruction("cpu"))
-    seq = load_sequence_model(model_dir)
+    # The driver checks the artifact's files without importing any framework (the executors load the
+    # model), so it never takes a GPU the executors may need and starts the JVM seconds earlier.
+    backend = keras_backend()
+    seq = inspect_artifact(model_dir)
     settings = resolve_settings(spec, seq, output)
     if not settings.position_column:
         raise BadInput("engine spark needs a position column to order rows; set spec.input.positionColumn",
                        field="spec.input.positionColumn")
     fmt = table_format(input_path, spec.input.format)
-    n_rows, n_docs = _check_input(input_path, fmt, spec.input.dataset, settings)
+    docs = _check_input(input_path, fmt, spec.input.dataset, settings)
+    n_rows, n_docs = docs.n_rows, docs.n_documents
 
     parallelism = _parallelism(spark_spec)
     partitions = spark_spec.partitions or max(1, min(parallelism * 2, -(-n_docs // DOCS_PER_PARTITION)))
@@ -76,18 +87,7 @@ def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_p
                 raise BadInput(cause) from None
             raise
         predict_seconds = time.perf_counter() - predict_started
-        if settings.output_format == "hdf5":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(spark_dir)
-            write_predictions({name: table.column(name).to_numpy(zero_copy_only=False)
-                               for name in table.column_names}, output, "hdf5")
-        else:
-            for marker in spark_dir.glob("_SUCCESS*"):
-                marker.unlink()
-            for crc in spark_dir.glob(".*.crc"):
-                crc.unlink()
-            publish(spark_dir, output)
+        write_predictions(_in_input_order(spark_dir, docs, settings), output, settings.output_format)
     finally:
         remove(spark_dir)
         remove(tmp)
@@ -123,7 +123,7 @@ def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_p
     }
 
 
-def _check_input(path: Path, fmt: str, dataset: str | None, settings: PredictSettings) -> tuple[int, int]:
+def _check_input(path: Path, fmt: str, dataset: str | None, settings: PredictSettings) -> Documents:
     """The local engine's checks on ids and positions (two columns), and that the features exist."""
     available = column_names(path, fmt, dataset)
     missing = [name for name in settings.features if name not in available]
@@ -133,8 +133,26 @@ def _check_input(path: Path, fmt: str, dataset: str | None, settings: PredictSet
     columns = read_columns(path, fmt, [settings.id_column, position], dataset)
     import numpy as np
 
-    docs = group_documents(columns[settings.id_column], columns[position], np.empty((len(columns[position]), 0)))
-    return docs.n_rows, docs.n_documents
+    return group_documents(columns[settings.id_column], columns[position], np.empty((len(columns[position]), 0)))
+
+
+def _in_input_order(spark_dir: Path, docs: Documents, settings: PredictSettings) -> dict[str, Any]:
+    """Spark's part files as columns in the input's row order (as the local engine writes them)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(spark_dir)
+    ids = table.column(settings.id_column).to_numpy(zero_copy_only=False)
+    positions = table.column(settings.position_column or "").to_numpy(zero_copy_only=False)
+    # Documents are numbered in grouped order (docs.ids[docs.doc_starts]); sorting Spark's rows by
+    # (document number, position) gives the grouped order, and docs.order maps that to file rows.
+    codes = pd.Index(docs.ids[docs.doc_starts]).get_indexer(ids)
+    grouped = np.lexsort((positions, codes))
+    if len(ids) != docs.n_rows or (codes < 0).any() or not np.array_equal(positions[grouped], docs.positions):
+        raise RuntimeError(f"Spark returned {len(ids)} rows that do not match the {docs.n_rows} input rows")
+    take = grouped[np.argsort(docs.order, kind="stable")]
+    return {name: table.column(name).to_numpy(zero_copy_only=False)[take] for name in table.column_names}
 
 
 def _read(session: Any, path: Path, fmt: str, dataset: str | None, settings: PredictSettings) -> Any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -76,8 +77,14 @@ def column_names(path: Path, fmt: str, dataset: str | None = None) -> set[str]:
     return set(available)
 
 
-def read_columns(path: Path, fmt: str, columns: list[str], dataset: str | None = None) -> dict[str, np.ndarray]:
-    """The named columns as numpy arrays; BadInput naming any column the file lacks."""
+def read_columns(path: Path, fmt: str, columns: list[str], dataset: str | None = None,
+                 chunked: bool = False) -> dict[str, Any]:
+    """The named columns as numpy arrays; BadInput naming any column the file lacks.
+
+    `chunked=True`: a Parquet column comes back as a list of numpy arrays (its
+    row groups, zero-copy where Arrow allows) rather than one concatenated
+    copy; other formats give a one-element list.
+    """
     if not path.exists():
         raise BadInput("input file not found", path=str(path))
     try:
@@ -98,7 +105,10 @@ def read_columns(path: Path, fmt: str, columns: list[str], dataset: str | None =
             field="spec.input",
         )
     try:
-        return read(columns)
+        if chunked and fmt == "parquet":
+            return read(columns, chunked=True)  # type: ignore[no-any-return]
+        out = read(columns)
+        return {name: [values] for name, values in out.items()} if chunked else out  # type: ignore[no-any-return]
     except Exception as err:
         raise BadInput(f"cannot read columns from the {fmt} file ({type(err).__name__}: {err})", path=str(path)) from err
 
@@ -109,8 +119,11 @@ def _parquet(path: Path):  # type: ignore[no-untyped-def]
     dataset = pq.ParquetDataset(path)
     available = set(dataset.schema.names)
 
-    def read(columns: list[str]) -> dict[str, np.ndarray]:
+    def read(columns: list[str], chunked: bool = False) -> dict[str, Any]:
         table = dataset.read(columns=columns)
+        if chunked:
+            return {name: [chunk.to_numpy(zero_copy_only=False) for chunk in table.column(name).chunks]
+                    for name in columns}
         return {name: table.column(name).to_numpy(zero_copy_only=False) for name in columns}
 
     return available, read

@@ -28,9 +28,10 @@ _PATTERN_HINTS = {
 class SpecError(ValueError):
     """A manifest or spec that does not validate; `problems` holds one line per field."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str], kind: str | None = None) -> None:
         self.source = source
         self.problems = problems
+        self.kind = kind  # the resource's kind when it was known (for the failure summary)
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{source}: invalid manifest\n{lines}")
 

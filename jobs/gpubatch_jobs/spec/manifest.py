@@ -6,6 +6,7 @@ entrypoint, which is handed only the spec as JSON, uses `parse_spec`.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,27 @@ def parse_manifest(document: Any, source: str = "manifest") -> GpubatchResource:
         raise SpecError(source, ["(document): must be a mapping with apiVersion, kind, metadata, spec"])
     kind = document.get("kind")
     if kind not in KINDS:
-        raise SpecError(source, [f"kind: must be one of: {', '.join(KINDS)} (got {kind!r})"])
+        raise SpecError(source, [describe_kind(kind)])
     try:
         return KINDS[kind].model_validate(document)
     except ValidationError as err:
-        raise format_validation_error(err, source) from None
+        error = format_validation_error(err, source)
+        error.kind = kind
+        raise error from None
+
+
+def describe_kind(kind: Any) -> str:
+    """`kind: 'Trainjob' is not one of ...; did you mean TrainJob?`"""
+    line = f"kind: {kind!r} is not one of {', '.join(KINDS)}"
+    if isinstance(kind, str) and kind:
+        folded = {name.lower(): name for name in KINDS}
+        close = folded.get(kind.lower()) or folded.get(kind.lower().rstrip("s"))
+        if close is None:
+            matches = difflib.get_close_matches(kind.lower(), list(folded), n=1, cutoff=0.6)
+            close = folded[matches[0]] if matches else None
+        if close is not None:
+            return f"{line}; did you mean {close}?"
+    return f"{line}; set kind to the resource this file describes"
 
 
 def parse_spec(kind: str, spec: dict[str, Any] | str, source: str = "spec") -> CommonSpec:
@@ -56,9 +73,16 @@ def load_manifest(path: str | Path) -> GpubatchResource:
     except yaml.YAMLError as err:
         raise SpecError(str(path), [f"not valid YAML: {err}"]) from None
     ours = [d for d in documents if isinstance(d, dict) and d.get("kind") in KINDS]
-    if len(ours) != 1:
+    if not ours:
+        kinds = [d.get("kind") if isinstance(d, dict) else None for d in documents]
+        if not kinds:
+            raise SpecError(str(path), ["(document): the file is empty; expected one of "
+                                        f"{', '.join(KINDS)}"])
+        raise SpecError(str(path), [describe_kind(kind) for kind in kinds])
+    if len(ours) > 1:
         raise SpecError(
             str(path),
-            [f"(document): expected exactly one of {', '.join(KINDS)} in the file, found {len(ours)}"],
+            [f"(document): expected exactly one of {', '.join(KINDS)} in the file, found {len(ours)}; "
+             "put each job in a file of its own"],
         )
     return parse_manifest(ours[0], str(path))

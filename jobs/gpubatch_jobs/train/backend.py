@@ -77,13 +77,17 @@ def require_backend(backend: str) -> None:
 
 
 def prepare_runtime(backend: str, instruction: DeviceInstruction, mixed_precision: str) -> Runtime:
-    """Select and set up the device for `backend`, then decide mixed precision. Imports no Keras."""
+    """Select and set up the device for `backend`, then decide mixed precision; imports Keras, quietly."""
+    from gpubatch_jobs.quiet import framework_import, import_keras
+
     require_backend(backend)
-    choice = select_device(instruction, framework=backend)
-    if choice.kind == "cpu":
-        # Keras' torch backend picks CUDA on its own whenever torch sees a GPU.
-        os.environ["KERAS_TORCH_DEVICE"] = "cpu"
-    setup_framework(backend, choice)
+    with framework_import():
+        choice = select_device(instruction, framework=backend)
+        if choice.kind == "cpu":
+            # Keras' torch backend picks CUDA on its own whenever torch sees a GPU.
+            os.environ["KERAS_TORCH_DEVICE"] = "cpu"
+        setup_framework(backend, choice)
+        import_keras()
     capability = _compute_capability(choice)
     enabled, reason = decide_mixed_precision(mixed_precision, choice, capability)
     return Runtime(backend, choice, enabled, reason, capability)

@@ -182,7 +182,10 @@ def _sequences(spec: Any, frame: Any, path: Path) -> TrainingData:
                        "are never learnt from", field="spec.model.windowStride")
     label = tables.label_column_of(frame, spec.input.labels, path)
     order = [id_column] + ([position_column] if position_column else [])
-    frame = frame.sort_values(order, kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(order, kind="stable")
+    if position_column:
+        _refuse_repeated_positions(frame, id_column, position_column)
+    frame = frame.reset_index(drop=True)
     rows = tables.labelled_rows(frame, label_column=label, declared_features=spec.input.features,
                                 exclude={id_column, position_column} - {None}, path=path)
 
@@ -216,6 +219,29 @@ def _sequences(spec: Any, frame: Any, path: Path) -> TrainingData:
         input_rows=len(frame), sample_unit="windows", ignored_columns=rows.ignored_columns,
         documents={"train": len(train_spans), "validation": len(val_spans)},
     )
+
+
+def _refuse_repeated_positions(frame: Any, id_column: str, position_column: str) -> None:
+    """BadInput naming the document, the position and both rows when a document repeats a position.
+
+    `frame` is sorted by (id, position) with its file row numbers as index. A
+    repeated position is a duplicated row or two files joined; PredictJob
+    refuses such input too, so training must not learn from it silently.
+    """
+    ids = frame[id_column].to_numpy()
+    positions = frame[position_column].to_numpy()
+    repeat = (ids[1:] == ids[:-1]) & (positions[1:] == positions[:-1])
+    if repeat.any():
+        i = int(np.flatnonzero(repeat)[0]) + 1
+        rows = frame.index.to_numpy()
+        first, again = sorted((int(rows[i - 1]), int(rows[i])))
+        position = positions[i]
+        shown = int(position) if float(position).is_integer() else position
+        raise BadInput(
+            f"document {ids[i]!r} has position {shown} more than once (rows {first} and {again}); "
+            "each row of a document needs its own position: drop the duplicated rows",
+            field="spec.input.positionColumn",
+        )
 
 
 def cut_windows(scaled: np.ndarray, class_ids: np.ndarray, spans: list[tuple[int, int]], window: int,

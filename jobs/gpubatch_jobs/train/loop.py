@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from gpubatch_jobs.devices import OomBackoff
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.train.checkpoints import CheckpointStore, TrainState, restore, snapshot
@@ -58,13 +60,17 @@ def fit(model: Any, data: TrainingData, spec: Any, ctx: RunContext, state: Train
         if state.stopped_early or state.epoch >= spec.epochs:
             return
         recorder = epoch_recorder(data, spec, ctx, state, store, checkpoint_extra, batch_size)
-        keras.utils.set_random_seed(spec.seed + state.epoch)
-        model.fit(
-            data.x_train, data.y_train, sample_weight=data.w_train,
-            validation_data=validation, batch_size=batch_size,
-            epochs=spec.epochs, initial_epoch=state.epoch,
-            shuffle=True, verbose=0, callbacks=[recorder],
-        )
+        # One `fit` call per epoch, each seeded from (seed, epoch) alone: a run
+        # resumed at epoch k then shuffles and drops out exactly as an
+        # uninterrupted run does from epoch k on.
+        while not state.stopped_early and state.epoch < spec.epochs:
+            seed_epoch(keras, model, spec.seed, state.epoch)
+            model.fit(
+                data.x_train, data.y_train, sample_weight=data.w_train,
+                validation_data=validation, batch_size=batch_size,
+                epochs=state.epoch + 1, initial_epoch=state.epoch,
+                shuffle=True, verbose=0, callbacks=[recorder],
+            )
 
     backoff = OomBackoff(start=spec.batch_size)
     backoff.run(attempt)
@@ -74,6 +80,21 @@ def fit(model: Any, data: TrainingData, spec: Any, ctx: RunContext, state: Train
         seconds_this_run=time.monotonic() - run_started, samples_this_run=epochs_run * data.n_train,
         optimizer_restored=optimizer_restored,
     )
+
+
+def seed_epoch(keras: Any, model: Any, seed: int, epoch: int) -> None:
+    """Make epoch `epoch`'s randomness a function of (seed, epoch) only.
+
+    The global seeds (Python, NumPy, the backend: the shuffle order) and every
+    seed generator's state (dropout) are reset; without the latter a dropout
+    layer's state would carry over from the previous epochs, which a resumed
+    run never ran.
+    """
+    keras.utils.set_random_seed((seed * 1_000_003 + epoch) % 2**32)
+    generators = [v for v in model.variables if v.name == "seed_generator_state"]
+    for index, variable in enumerate(generators):
+        value = np.array([(seed * 7_919 + epoch * 104_729 + index) % 2**31, 0])
+        variable.assign(value.astype(variable.dtype))
 
 
 def epoch_recorder(*args: Any) -> Any:
