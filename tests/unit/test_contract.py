@@ -52,7 +52,8 @@ def test_the_pod_failure_policy_and_the_reasons_come_from_the_exit_codes() -> No
     assert rule["onExitCodes"]["containerName"] == contract.CONTAINER_NAME
     # Unexpected errors and host OOM are retried: never in the fail-at-once list.
     assert contract.EXIT_UNEXPECTED not in contract.FAIL_AT_ONCE and contract.EXIT_HOST_OOM not in contract.FAIL_AT_ONCE
-    assert set(contract.EXIT_MEANINGS) == {0, 1, 2, 3, 75}
+    assert set(contract.EXIT_MEANINGS) == {0, 1, 2, 3, 75, 143}
+    assert contract.EXIT_TERMINATED not in contract.FAIL_AT_ONCE  # a deleted pod is retried and resumes
     assert contract.FAIL_AT_ONCE[contract.EXIT_GPU_UNUSABLE] == contract.GPU_UNUSABLE == decide.GPU_UNUSABLE
 
 

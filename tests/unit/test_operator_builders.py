@@ -78,13 +78,15 @@ def test_pvc_paths_are_mounted_under_mnt_pvc(kind, claims):
     job = make_job("x", kind).obj()
     mounts = container(job)["volumeMounts"]
     volumes = job["spec"]["template"]["spec"]["volumes"]
-    assert sorted(m["mountPath"] for m in mounts) == sorted(f"/mnt/pvc/{c}" for c in claims)
-    assert sorted(v["persistentVolumeClaim"]["claimName"] for v in volumes) == sorted(claims)
+    assert sorted(m["mountPath"] for m in mounts) == sorted([*(f"/mnt/pvc/{c}" for c in claims), "/tmp"])
+    claimed = [v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v]
+    assert sorted(claimed) == sorted(claims)
 
 
-def test_local_paths_mount_nothing():
+def test_local_paths_mount_only_the_scratch_folder():
     job = make_job("x").set(input={"path": "data/x.h5"}, output={"path": "out/y.h5"}).obj()
-    assert "volumeMounts" not in container(job) and "volumes" not in job["spec"]["template"]["spec"]
+    assert container(job)["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert job["spec"]["template"]["spec"]["volumes"] == [{"name": "tmp", "emptyDir": {}}]
 
 
 def test_security_context_passes_restricted():
@@ -92,6 +94,7 @@ def test_security_context_passes_restricted():
     pod = job["spec"]["template"]["spec"]
     ctx = container(job)["securityContext"]
     assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] == 1000
+    assert ctx["readOnlyRootFilesystem"] is True
     assert ctx["allowPrivilegeEscalation"] is False
     assert ctx["capabilities"] == {"drop": ["ALL"]}
     assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}

@@ -24,6 +24,8 @@ from gpubatch_operator.builders.pod import (
     CONTAINER_NAME,
     CONTAINER_SECURITY_CONTEXT,
     POD_SECURITY_CONTEXT,
+    SCRATCH_MOUNT,
+    SCRATCH_VOLUME,
     container_env,
     pvc_volumes,
     resources,
@@ -104,6 +106,8 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     test_hooks = test_annotations(request.test_hooks, request.device) if settings.test_hooks else {}
     image, pull_policy = image_for(request, settings)
     volumes, mounts = pvc_volumes(request.job_kind.data_paths(spec))
+    # The root filesystem is read-only: /tmp is the pod's scratch space.
+    volumes, mounts = [SCRATCH_VOLUME, *volumes], [SCRATCH_MOUNT, *mounts]
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": image,

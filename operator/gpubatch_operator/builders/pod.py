@@ -34,6 +34,9 @@ CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
     "runAsNonRoot": True,
     "runAsUser": JOB_USER_ID,
     "allowPrivilegeEscalation": False,
+    # The images write only under /tmp (HOME, matplotlib's, numba's and Spark's
+    # caches), an emptyDir; everything else is read-only.
+    "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
@@ -43,6 +46,10 @@ def claims(paths: list[str]) -> list[str]:
     """Claims named by pvc:// paths, in first-seen order, without duplicates."""
     found = (split_pvc(p) for p in paths)
     return list(dict.fromkeys(pvc[0] for pvc in found if pvc is not None))
+
+
+SCRATCH_VOLUME = {"name": "tmp", "emptyDir": {}}
+SCRATCH_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
 
 
 def pvc_volumes(paths: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
