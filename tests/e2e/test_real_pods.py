@@ -186,6 +186,24 @@ def test_train_then_predict_share_a_volume(k8s_cluster: harness.Cluster, e2e_nam
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
 
 
+def test_bad_input_fails_at_once_with_the_engines_message(k8s_cluster: harness.Cluster, e2e_namespace: str,
+                                                          claims: tuple[Path, Path]) -> None:
+    """The engine in the pod finds the input wrong: exit 1, never retried, its message in status."""
+    job = render_job("render-bad", "series.h5", "bad.h5", backoffLimit=3)
+    job["spec"]["input"]["dataset"] = "no-such-dataset"
+    k8s_cluster.apply(job, namespace=e2e_namespace)
+    status = wait_final(k8s_cluster, e2e_namespace, "renderjob", "render-bad")["status"]
+    assert status["phase"] == "Failed", status
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert failed["reason"] == "BadInput", failed
+    assert "no-such-dataset" in status["message"], status["message"]
+    pods = job_pods(k8s_cluster, e2e_namespace, status["jobName"])
+    assert len(pods) == 1 and terminated(pods[0])["exitCode"] == 1, "exit 1 is never retried"
+    events = json.loads(k8s_cluster.kubectl("-n", e2e_namespace, "get", "events", "--field-selector",
+                                            "involvedObject.name=render-bad", "-o", "json", check=True).stdout)
+    assert any(e["type"] == "Warning" and e["reason"] == "BadInput" for e in events["items"])
+
+
 def test_gpu_pod_without_a_gpu_falls_back_to_the_cpu(k8s_cluster: harness.Cluster, e2e_namespace: str,
                                                      claims: tuple[Path, Path], real_node: str) -> None:
     """A fake nvidia.com/gpu on the real node: the GPU pod lands there on the GPU image,
@@ -211,6 +229,7 @@ def test_gpu_pod_without_a_gpu_falls_back_to_the_cpu(k8s_cluster: harness.Cluste
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["FellBackToCPU"]["status"] == "True", conditions
     assert conditions["FellBackToCPU"]["reason"] == "GpuUnusable", conditions  # exit 75, not unschedulable
+    assert status["attempts"] == 2 and status["jobName"].endswith("-cpu"), status
     # The GPU attempt really ran on the GPU image, on the real node, and ended with 75.
     gpu_pods = [p for p in pods.values() if p["spec"]["containers"][0]["image"].endswith(GPU_IMAGE)]
     assert gpu_pods, (sorted(pods), diagnose(k8s_cluster, e2e_namespace))
