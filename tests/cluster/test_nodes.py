@@ -22,12 +22,18 @@ def test_api_server_reports_the_pinned_version(k8s_cluster: harness.Cluster) -> 
     assert version["clientVersion"]["gitVersion"] == harness.K8S_VERSION
 
 
-def test_four_ready_nodes(k8s_cluster: harness.Cluster) -> None:
+def test_four_ready_kwok_nodes_and_one_real_node(k8s_cluster: harness.Cluster) -> None:
     nodes = k8s_cluster.get("nodes")["items"]
-    assert len(nodes) == 4, [n["metadata"]["name"] for n in nodes]
+    names = sorted(n["metadata"]["name"] for n in nodes)
+    assert names == ["kwok-cpu-0", "kwok-cpu-1", "kwok-gpu-0", "kwok-gpu-1", harness.REAL_NODE], names
     for node in nodes:
         ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
         assert ready == "True", node["metadata"]["name"]
+    real = next(n for n in nodes if n["metadata"]["name"] == harness.REAL_NODE)
+    # A real kubelet on containerd, which no kwok controller manages.
+    assert real["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+    assert real["status"]["nodeInfo"]["kubeletVersion"] == harness.K8S_VERSION
+    assert "kwok.x-k8s.io/node" not in real["metadata"].get("annotations", {})
 
 
 def test_gpu_nodes_advertise_four_gpus_and_are_tainted(k8s_cluster: harness.Cluster) -> None:

@@ -90,6 +90,11 @@ def test_job_pods_run_as_the_minimal_service_account(k8s_cluster, namespace, ope
 
 
 def test_metrics_count_jobs_and_fallbacks(k8s_cluster, namespace, operator):
+    # A scripted exit 75 on the GPU (the real one is in tests/e2e): what the counters see.
+    k8s_cluster.apply(render_job("metrics-fallback", device={"policy": "auto"}, annotations={
+        "gpubatch.dev/test-gpu-exit-code": "75"}), namespace=namespace)
+    status = wait_for_phase(k8s_cluster, namespace, "renderjob", "metrics-fallback", FINAL)
+    assert status["phase"] == "Succeeded" and condition(status, "FellBackToCPU")["reason"] == "GpuUnusable"
     text = operator.metrics()
     assert 'gpubatch_jobs{device="cpu",kind="RenderJob",phase="Succeeded"}' in text
     assert 'gpubatch_fallbacks_total{kind="RenderJob",reason="GpuUnusable"}' in text
