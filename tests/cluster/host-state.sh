@@ -33,7 +33,7 @@ state() {
   echo "## cgroups"
   for d in /sys/fs/cgroup/*/kubepods; do [[ ! -d $d ]] || echo "$d"; done
   echo "## processes"
-  pgrep -a -f 'containerd|kubelet|kube-proxy|kube-apiserver|kube-controller|kube-scheduler|etcd|kwok|local-path-provisioner|dockerd|pause' |
+  { pgrep -a -f 'containerd|kubelet|kube-proxy|kube-apiserver|kube-controller|kube-scheduler|etcd|kwok|local-path-provisioner|dockerd|pause' || true; } |
     { grep -v -e pgrep -e host-state.sh || true; } | awk '{ $1 = ""; print }' | sort
 }
 
