@@ -27,6 +27,7 @@ cache=$cache_root/images
 tag=${GPUBATCH_IMAGE_TAG:-dev}
 label=dev.gpubatch.inputs
 PAUSE_IMAGE=gpubatch.local/pause:3.10
+HELPER_IMAGE=gpubatch.local/helper:bookworm # the base, for local-path-provisioner's helper pods
 
 # name -> "Dockerfile target"
 declare -A SPEC=([operator]="Dockerfile.cpu operator" [cpu]="Dockerfile.cpu job" [gpu]="Dockerfile.gpu job")
@@ -37,6 +38,7 @@ image_tag() { echo "gpubatch/gpubatch-$1:$tag"; }
 if [[ ${1:-} == --list ]]; then
   for name in "${ORDER[@]}"; do echo "$name $(image_tag "$name")"; done
   echo "pause $PAUSE_IMAGE"
+  echo "helper $HELPER_IMAGE"
   exit 0
 fi
 names=("$@")
@@ -119,7 +121,7 @@ if [[ -z $base_image ]]; then
 fi
 
 # The test node's local-path-provisioner runs its helper pods (mkdir, rm) on the base.
-docker tag "$base_image" gpubatch.local/helper:bookworm
+docker tag "$base_image" "$HELPER_IMAGE"
 
 pause_key=$(hash_files images/pause/pause.go)
 if [[ $(label_of "$PAUSE_IMAGE") != "$pause_key" ]]; then

@@ -171,13 +171,21 @@ build_node() {
   build_kubernetes_cmds node kubelet kube-proxy
 }
 
+# `go install` of pinned module commands into $bin, once per stamp:
+# go_install STAMP DESCRIPTION LDFLAGS PACKAGE@VERSION...
+go_install() {
+  local stamp=$1 what=$2 ldflags=$3
+  shift 3
+  [[ -f $stamps/$stamp ]] && return 0
+  log "building $what"
+  GOBIN=$bin go install -p "$jobs" -ldflags "-s -w $ldflags" "$@"
+  touch "$stamps/$stamp"
+  log "$what built"
+}
+
 build_lpp() {
-  [[ -f $stamps/lpp-$LPP_VERSION ]] && return 0
-  log "building local-path-provisioner $LPP_VERSION"
-  GOBIN=$bin go install -p "$jobs" -ldflags "-s -w -X=main.VERSION=$LPP_VERSION" \
+  go_install "lpp-$LPP_VERSION" "local-path-provisioner $LPP_VERSION" "-X=main.VERSION=$LPP_VERSION" \
     "github.com/rancher/local-path-provisioner@$LPP_VERSION"
-  touch "$stamps/lpp-$LPP_VERSION"
-  log "local-path-provisioner $LPP_VERSION built"
 }
 
 build_etcd() {
@@ -200,32 +208,20 @@ build_etcd() {
 }
 
 build_kwok() {
-  [[ -f $stamps/kwok-$KWOK_VERSION ]] && return 0
-  log "building kwok, kwokctl $KWOK_VERSION"
-  GOBIN=$bin go install -p "$jobs" -ldflags "-s -w -X=sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION \
-    -X=sigs.k8s.io/kwok/pkg/consts.KubeVersion=$K8S_VERSION" \
+  go_install "kwok-$KWOK_VERSION" "kwok, kwokctl $KWOK_VERSION" \
+    "-X=sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION -X=sigs.k8s.io/kwok/pkg/consts.KubeVersion=$K8S_VERSION" \
     "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
-  touch "$stamps/kwok-$KWOK_VERSION"
-  log "kwok $KWOK_VERSION built"
 }
 
 build_helm() {
-  [[ -f $stamps/helm-$HELM_VERSION ]] && return 0
-  log "building helm $HELM_VERSION"
-  GOBIN=$bin go install -p "$jobs" -ldflags "-s -w -X=helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
-    -X=helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+  go_install "helm-$HELM_VERSION" "helm $HELM_VERSION" \
+    "-X=helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X=helm.sh/helm/v3/internal/version.gitTreeState=clean" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-  touch "$stamps/helm-$HELM_VERSION"
-  log "helm $HELM_VERSION built"
 }
 
 build_registry() {
-  [[ -f $stamps/registry-$REGISTRY_VERSION ]] && return 0
-  log "building registry (distribution) $REGISTRY_VERSION"
-  GOBIN=$bin go install -p "$jobs" -ldflags "-s -w" \
+  go_install "registry-$REGISTRY_VERSION" "registry (distribution) $REGISTRY_VERSION" "" \
     "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
-  touch "$stamps/registry-$REGISTRY_VERSION"
-  log "registry $REGISTRY_VERSION built"
 }
 
 log "building into $bin"

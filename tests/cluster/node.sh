@@ -52,8 +52,10 @@ POD_CIDR=10.88.0.0/16
 POD_GW=10.88.0.1
 BRIDGE=gpb0
 STORAGE_NS=local-path-storage
-PAUSE_IMAGE=gpubatch.local/pause:3.10
-HELPER_IMAGE=gpubatch.local/helper:bookworm
+# Image names: images/build.sh, which builds them, is the one place they are written.
+image_named() { bash "$repo/images/build.sh" --list | awk -v n="$1" '$1 == n { print $2 }'; }
+PAUSE_IMAGE=$(image_named pause)
+HELPER_IMAGE=$(image_named helper)
 SOCK=$node/run/containerd.sock
 # The node's image registry, on the host end of the veth (docker pushes there,
 # the node's containerd pulls from there); its store outlives the cluster.
@@ -440,7 +442,7 @@ load_images() {
     fi
     echo "$id" >"$stamp"
     loaded=$((loaded + 1))
-  done < <(bash "$repo/images/build.sh" --list; echo "helper $HELPER_IMAGE")
+  done < <(bash "$repo/images/build.sh" --list)
   log "images loaded ($loaded new)"
 }
 

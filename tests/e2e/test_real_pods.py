@@ -54,10 +54,8 @@ def wait_final(cluster: harness.Cluster, ns: str, kind: str, name: str, timeout:
         if watch is not None and (not watch or watch[-1] != status):
             watch.append(status)
         if pods is not None:
-            uid = obj["metadata"]["uid"]
-            for pod in cluster.get("pods", "-n", ns)["items"]:
-                if uid in json.dumps(pod["metadata"].get("labels", {})) or pod["metadata"]["name"].startswith(name):
-                    pods[pod["metadata"]["name"]] = pod
+            selector = f"gpubatch.dev/owner-uid={obj['metadata']['uid']}"
+            pods.update((pod["metadata"]["name"], pod) for pod in cluster.get("pods", "-n", ns, "-l", selector)["items"])
         if status.get("phase") in FINAL:
             return obj
         if time.monotonic() > deadline:

@@ -57,6 +57,11 @@ def test_run_with_a_bad_manifest_exits_1_naming_the_field(tmp_path: Path) -> Non
     result = gpubatch("run", str(manifest))
     assert result.returncode == 1
     assert "spec.device.gpus: must be >= 1 (got 0)" in result.stderr
+    # ... and stdout still ends with the summary JSON (tests/unit/test_cli_contract.py)
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is False and summary["reason"] == "BadSpec" and summary["exitCode"] == 1
+    assert "spec.device.gpus: must be >= 1 (got 0)" in summary["message"]
+    assert summary["kind"] == "RenderJob"
 
 
 def test_run_with_a_missing_file_names_it(tmp_path: Path) -> None:
