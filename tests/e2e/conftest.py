@@ -62,6 +62,13 @@ def e2e_namespace(k8s_cluster: harness.Cluster, real_node: str) -> Iterator[str]
 @pytest.fixture(scope="module")
 def operator_release(k8s_cluster: harness.Cluster, e2e_namespace: str) -> Iterator[str]:
     """`helm install` of the chart in the e2e namespace, the operator a real pod on the operator image."""
+    # helm installs a chart's crds/ only when they are missing and never
+    # upgrades them: apply this checkout's CRDs, so the schema the tests use
+    # is the one in the tree (fields missing from an older CRD would be pruned).
+    k8s_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"), check=True)
+    for plural in ("renderjobs", "trainjobs", "predictjobs"):
+        k8s_cluster.kubectl("wait", "--for=condition=Established", f"crd/{plural}.gpubatch.dev",
+                            "--timeout=60s", check=True)
     result = k8s_cluster.helm(
         "install", RELEASE, str(CHART), "-n", e2e_namespace, "--wait", "--timeout", "5m",
         "--set", f"watchNamespaces={{{e2e_namespace}}}",
