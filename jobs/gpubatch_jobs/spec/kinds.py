@@ -119,7 +119,24 @@ class TrainModelSpec(ApiModel):
 class TrainJobSpec(CommonSpec):
     """Train a Keras model; the output path is a folder of artifacts."""
 
-    model_config = {"json_schema_extra": {"x-kubernetes-validations": [SPEC_IS_IMMUTABLE]}}
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                SPEC_IS_IMMUTABLE,
+                _cel(
+                    "!has(self.workers) || self.workers == 1 || !has(self.backend) || self.backend != 'torch'",
+                    "spec.workers > 1 needs backend tensorflow or jax: Keras has no multi-worker path for torch; "
+                    "set workers: 1 or choose another backend",
+                ),
+                _cel(
+                    "!has(self.workers) || self.workers == 1 || "
+                    "(has(self.batchSize) ? self.batchSize : 64) % self.workers == 0",
+                    "spec.batchSize is the global batch and must be a multiple of spec.workers "
+                    "(each worker takes batchSize / workers)",
+                ),
+            ]
+        }
+    }
 
     model: TrainModelSpec
     epochs: int = Field(10, ge=1, le=100_000)
@@ -132,6 +149,32 @@ class TrainJobSpec(CommonSpec):
     checkpoints: bool = Field(True, description="Checkpoint every epoch; a restarted pod resumes from the last one.")
     early_stopping_patience: int | None = Field(None, ge=1, le=10_000)
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    workers: int = Field(
+        1, ge=1, le=256,
+        description=(
+            "Pods training together with the framework's own multi-worker engine (TensorFlow "
+            "MultiWorkerMirroredStrategy, JAX jax.distributed + Keras DataParallel); an Indexed Job and a "
+            "headless Service. batchSize stays the global batch. Not with backend torch."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _workers(self) -> TrainJobSpec:
+        if self.workers > 1 and self.backend == "torch":
+            raise ValueError(
+                f"workers: {self.workers} needs backend tensorflow or jax: Keras has no multi-worker path for "
+                "torch; set workers: 1 or choose another backend"
+            )
+        if self.workers > 1 and self.batch_size % self.workers:
+            raise ValueError(
+                f"batchSize ({self.batch_size}) is the global batch and must be a multiple of workers "
+                f"({self.workers}), so each worker takes batchSize / workers"
+            )
+        return self
+
+    @property
+    def per_worker_batch_size(self) -> int:
+        return self.batch_size // self.workers
 
 
 class SparkSpec(ApiModel):
@@ -181,6 +224,15 @@ class PredictJobSpec(CommonSpec):
         return self
 
 
+class WorkersStatus(ApiModel):
+    """TrainJob with workers > 1: the group's pods."""
+
+    ready: int = Field(0, ge=0, description="Worker pods running now.")
+    total: int = Field(1, ge=1, description="spec.workers.")
+    per_worker_batch_size: int | None = Field(None, description="batchSize / workers: what each worker takes per step.")
+    group_restarts: int = Field(0, ge=0, description="Times the whole group was restarted after a worker failed.")
+
+
 class JobStatus(ApiModel):
     """Written by the operator only (the spec is never written back)."""
 
@@ -197,6 +249,7 @@ class JobStatus(ApiModel):
     message: str | None = None
     attempts: int | None = Field(None, description="Jobs created for this resource (a CPU fallback adds one).")
     result: dict[str, Any] | None = Field(None, description="The engine's summary JSON.")
+    workers: WorkersStatus | None = Field(None, description="TrainJob with workers > 1: ready/total and restarts.")
 
 
 class ObjectMeta(ApiModel):
