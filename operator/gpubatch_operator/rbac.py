@@ -10,6 +10,8 @@ unit test checks that every request path the operator builds is covered.
 - Pods: watched (label-filtered) for scheduling trouble, exit codes,
   termination messages and the progress annotation.
 - Nodes: watched to know whether any node offers allocatable GPUs (cluster-wide).
+- Services: the headless Service of a TrainJob with workers > 1 (stable DNS
+  names for its worker pods), created once, owned by the TrainJob.
 - Events: posted on each transition of a resource.
 - ServiceAccounts, Roles, RoleBindings: the job pods' `gpubatch-job` identity,
   created in each namespace where a Job is launched (Role: pods get/patch, so
@@ -32,6 +34,7 @@ OPERATOR_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
     ("batch", "jobs", ("get", "list", "watch", "create", "delete")),
     ("", "pods", ("get", "list", "watch", "patch")),
     ("", "events", ("create",)),
+    ("", "services", ("get", "create")),
     ("", "serviceaccounts", ("get", "list", "watch", "create")),
     ("rbac.authorization.k8s.io", "roles", ("get", "create")),
     ("rbac.authorization.k8s.io", "rolebindings", ("get", "create")),

@@ -24,7 +24,7 @@ from typing import Any
 from gpubatch_jobs.contract import FINAL_PHASES
 from gpubatch_jobs.spec import SpecError, parse_spec
 from gpubatch_operator import metrics
-from gpubatch_operator.builders import JobRequest, build_event, build_job
+from gpubatch_operator.builders import JobRequest, build_event, build_job, build_worker_service
 from gpubatch_operator.client import ApiError, KubeClient, namespaced
 from gpubatch_operator.decide import (
     CreateJob,
@@ -153,7 +153,7 @@ class Reconciler:
         path = namespaced("batch/v1", "jobs", view.namespace)
         if isinstance(action, DeleteJob):
             try:
-                await self.client.delete(f"{path}/{action.job_name}")
+                await self.client.delete(f"{path}/{action.job_name}", propagation=action.propagation)
             except ApiError as err:
                 if not err.not_found:
                     raise
@@ -164,6 +164,8 @@ class Reconciler:
             job_name=action.job_name, device=action.device,
             attempt=action.attempt, test_hooks=view.test_annotations,
         )
+        if world.job_kind.workers(world.spec) > 1:
+            await self._ensure_worker_service(request)
         try:
             created = await self.client.create(path, build_job(request, self.settings))
         except ApiError as err:
@@ -175,6 +177,14 @@ class Reconciler:
         metrics.JOB_CREATIONS.labels(view.kind, action.device).inc()
         if action.fallback_reason:
             metrics.FALLBACKS.labels(view.kind, action.fallback_reason).inc()
+
+    async def _ensure_worker_service(self, request: JobRequest) -> None:
+        """The worker group's headless Service, before its pods need their names (409: it exists)."""
+        try:
+            await self.client.create(namespaced("v1", "services", request.namespace), build_worker_service(request))
+        except ApiError as err:
+            if not err.already_exists:
+                raise
 
     async def _check_owner(self, view: ResourceView, job_name: str) -> None:
         """A 409 for a Job of an earlier resource with the same name: wait for its garbage collection."""

@@ -34,6 +34,10 @@ fails when the chart and the operator differ. No rule uses a wildcard.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# The headless Service of a TrainJob with workers > 1 (its workers' DNS names).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create"]
 # The job pods' ServiceAccount, Role and RoleBinding, created where missing;
 # the ServiceAccounts watched (label gpubatch.dev/job-identity) to re-create a deleted one.
 - apiGroups: [""]

@@ -9,6 +9,7 @@ that failed is redone whole at the smaller size rather than counted twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -56,7 +57,9 @@ def fit(model: Any, data: TrainingData, spec: Any, ctx: RunContext, state: Train
 
     def attempt(batch_size: int) -> None:
         nonlocal optimizer_restored
-        restored = restore(model, state)
+        # A group's optimizer slots must be made in its strategy's scope.
+        with group.scope() if group is not None else contextlib.nullcontext():
+            restored = restore(model, state)
         optimizer_restored = optimizer_restored or restored
         if state.stopped_early or state.epoch >= spec.epochs:
             return
