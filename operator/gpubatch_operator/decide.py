@@ -269,7 +269,9 @@ def _restart_group(world: World, spec: CommonSpec, job: JobView, pods: list[PodV
             return Plan(outcome=None, requeue_after=min(1.0, POD_STATUS_GRACE_S - waited))
     if any(c in FAIL_AT_ONCE for c in codes) or restarts >= spec.backoff_limit:
         return None
-    failed = next((p for p in pods if p.exit_code not in (None, 0)), None)
+    # The worker that failed first, not a peer the Job controller then stopped (143, SIGTERM).
+    failed = min((p for p in pods if p.exit_code not in (None, 0)), default=None,
+                 key=lambda p: (p.exit_code == 143, p.completion_index or 0))
     who = f"worker {failed.completion_index} (pod {failed.name}) exited {failed.exit_code}" if failed \
         else f"Job {job.name} failed ({job.failed_reason or 'no exit code seen'})"
     message = (f"{who}; restarting the whole group of {world.job_kind.workers(spec)} as attempt "
