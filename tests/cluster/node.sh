@@ -501,7 +501,19 @@ ensure_images() {
 }
 
 # --- up / down ----------------------------------------------------------------------------------
+# The node's daemons must not inherit a caller's open files: under
+# `flock e2e.lock node.sh up` they would hold the lock for as long as they run.
+# (flock itself keeps its own descriptor, so the caller's lock is unaffected.)
+close_inherited_fds() {
+  local fd
+  for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    if ((fd > 2 && fd != 255)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+}
+
 up() {
+  close_inherited_fds
   preflight
   if status && kubectl get node "$NODE_NAME" >/dev/null 2>&1 && ! dns_running; then
     # A node started before cluster DNS was added here: its kubelet has no clusterDNS.
