@@ -191,3 +191,25 @@ def test_worker_group_from_the_environment(tmp_path: Path) -> None:
         WorkerGroup.from_env(spec, {"GPUBATCH_WORKER_HOSTS": "a:1", "JOB_COMPLETION_INDEX": "0"})
     with pytest.raises(BadInput, match="outside 0..1"):
         WorkerGroup.from_env(spec, {"GPUBATCH_WORKER_HOSTS": hosts, "JOB_COMPLETION_INDEX": "2"})
+
+
+@pytest.mark.slow
+def test_two_jax_workers_match_one_worker(tmp_path: Path) -> None:
+    """backend jax: jax.distributed.initialize (worker 0 the coordinator) + Keras DataParallel,
+    each process feeding its own rows of every global batch. Runs where jax is installed
+    (the CPU and GPU images do not ship it; `pip install "jax[cpu]"`)."""
+    pytest.importorskip("jax")
+    extra = "  backend: jax\n"
+    one = subprocess.run(gpubatch(manifest(tmp_path, "j1", epochs=3, extra=extra)), env=env(),
+                         capture_output=True, text=True, timeout=600)
+    two = subprocess.run(gpubatch(manifest(tmp_path, "j2", epochs=3, extra=extra), "--workers", "2"), env=env(),
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    s1, s2 = summary_of(one), summary_of(two)
+    assert s2["backend"] == "jax" and s2["workers"]["engine"] == "jax.distributed + keras.distribution.DataParallel"
+    m1 = json.loads((tmp_path / "out/j1" / METRICS_FILE).read_text())
+    m2 = json.loads((tmp_path / "out/j2" / METRICS_FILE).read_text())
+    assert m1["optimizerSteps"] == m2["optimizerSteps"] == 3 * int(np.ceil(2400 / 64))
+    assert abs(s1["metrics"]["accuracy"] - s2["metrics"]["accuracy"]) <= 0.01, (s1["metrics"], s2["metrics"])
+    assert (tmp_path / "out/j2" / MODEL_FILE).is_file()

@@ -125,6 +125,11 @@ def _train(spec: Any, ctx: RunContext, output: Path, data: Any, runtime: Any, ru
     result = fit(model, data, spec, ctx, state, store if spec.checkpoints and chief else None,
                  {"preprocessing": prep.to_json()}, group=group)
 
+    optimizer_steps = _optimizer_steps(model)
+    if group is not None and group.backend == "jax":
+        # A JAX group's variables span every process's devices, which no process may
+        # read whole: score and save a local copy holding the final weights.
+        model = _local_copy(keras, model, state, spec, prep)
     ctx.progress(1, 1, stage="scoring", force=True)
     validation = _final_scores(model, data, result.batch_size)
     samples_per_second = result.samples_this_run / result.seconds_this_run if result.epochs_this_run else None
@@ -152,7 +157,7 @@ def _train(spec: Any, ctx: RunContext, output: Path, data: Any, runtime: Any, ru
         "oomBackoffs": result.backoffs,
         "optimizerStateRestored": result.optimizer_restored,
         "parameters": int(model.count_params()),
-        "optimizerSteps": _optimizer_steps(model),
+        "optimizerSteps": optimizer_steps,
         "workers": workers,
         **runtime.as_dict(),
     }
@@ -197,6 +202,18 @@ def _train(spec: Any, ctx: RunContext, output: Path, data: Any, runtime: Any, ru
     publish(output, model=model, prep=prep, metrics=metrics, summary=summary, title=title)
     ctx.progress(1, 1, stage="done", force=True)
     return summary
+
+
+def _local_copy(keras: Any, model: Any, state: Any, spec: Any, prep: Any) -> Any:
+    from gpubatch_jobs.train.models import build_model, compile_model
+
+    keras.distribution.set_distribution(None)
+    local = build_model(spec.model, n_features=prep.n_features, n_classes=prep.n_classes,
+                        window_size=prep.window_size, image_shape=prep.image_shape)
+    compile_model(local, learning_rate=spec.learning_rate, model_type=spec.model.type)
+    for variable, array in zip(local.weights, state.weights, strict=True):
+        variable.assign(array)
+    return local
 
 
 def _optimizer_steps(model: Any) -> int | None:

@@ -129,7 +129,9 @@ class WorkerGroup:
         if self.backend == "jax":
             import keras
 
-            keras.distribution.set_distribution(keras.distribution.DataParallel())
+            distribution = keras.distribution.DataParallel()
+            distribution.auto_shard_dataset = False  # fit_data gives each process its own rows
+            keras.distribution.set_distribution(distribution)
         return contextlib.nullcontext()
 
     def fit_data(self, x: Any, y: Any, w: Any, global_batch: int) -> tuple[Any, Any, Any, int]:
