@@ -92,6 +92,7 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
                     "prepareSeconds": round(max(0.0, facts["predictSeconds"] - facts["modelSeconds"]
                                                 - facts["probeSeconds"] - facts["compileSeconds"]), 3)},
         "traces": facts["traces"],
+        "compiledShapes": facts["compiledShapes"],
         "oomBackoffs": facts["oomBackoffs"],
         "classes": list(seq.prep.classes),
         "output": str(output),
