@@ -33,8 +33,9 @@ from gpubatch_jobs.runtime import RunContext
 CHUNK_ROWS = 1 << 20
 
 
-def chunks(docs: Documents, max_rows: int = CHUNK_ROWS) -> list[tuple[int, int]]:
-    """(first document, end document) ranges of whole documents, about max_rows rows each."""
+def chunks(docs: Documents, max_rows: int | None = None) -> list[tuple[int, int]]:
+    """(first document, end document) ranges of whole documents, about max_rows (CHUNK_ROWS) rows each."""
+    max_rows = max_rows or CHUNK_ROWS
     ends = np.cumsum(docs.doc_lengths)
     out, first = [], 0
     while first < docs.n_documents:
@@ -47,9 +48,22 @@ def chunks(docs: Documents, max_rows: int = CHUNK_ROWS) -> list[tuple[int, int]]
 
 
 def feature_capacity(docs: Documents, ranges: list[tuple[int, int]]) -> int:
-    """The row count every chunk's features are padded to: the largest chunk's."""
+    """The row count every chunk's features are padded to.
+
+    One chunk: its own rows. Several: `CHUNK_ROWS` (or a larger single
+    document's), which `expected_capacity` can tell from the row count alone,
+    before the input is read.
+    """
     ends = np.concatenate([[0], np.cumsum(docs.doc_lengths)])
-    return int(max(ends[last] - ends[first] for first, last in ranges))
+    largest = int(max(ends[last] - ends[first] for first, last in ranges))
+    return largest if len(ranges) == 1 else max(largest, CHUNK_ROWS)
+
+
+def expected_capacity(n_rows: int | None) -> int | None:
+    """`feature_capacity` from the input's row count (metadata), for compiling before the read ends."""
+    if n_rows is None or n_rows <= 0:
+        return None
+    return n_rows if n_rows <= CHUNK_ROWS else CHUNK_ROWS
 
 
 def scaled_rows(docs: Documents, seq: SequenceModel, row_lo: int, row_hi: int, capacity: int) -> np.ndarray:
@@ -65,6 +79,23 @@ def model_factory(seq: SequenceModel, settings: PredictSettings, backend: str, g
                              backend=backend, gpu=gpu, pad_value=seq.prep.pad_value)
 
     return build
+
+
+def precompile(cache: ModelCache, batch: int, window: int, n_features: int, capacity: int) -> float:
+    """Compile the model of `batch` for chunks of `capacity` rows before any row is read; seconds taken."""
+    started = time.perf_counter()
+    model = cache.get(batch)
+    cache.bind(model, np.zeros((capacity, n_features), dtype=np.float32))
+    rows = np.zeros((batch, window), dtype=np.int32)
+    try:
+        model.fetch(model.launch(rows, np.ones((batch, window), dtype=bool)))
+    except Exception as err:
+        from gpubatch_jobs.devices import is_oom_error
+
+        if not is_oom_error(err):
+            raise
+        cache.drop(batch)  # the batch-size backoff takes it from here, on the real rows
+    return time.perf_counter() - started
 
 
 def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSettings, *, backend: str, gpu: bool,
