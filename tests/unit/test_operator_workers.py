@@ -125,3 +125,13 @@ def test_status_shows_ready_workers_progress_and_result_of_worker_0():
                           message=json.dumps({"ok": True, "workers": {"total": 2}}))))
     plan = decide(done.obj())
     assert plan.outcome.phase == "Succeeded" and plan.outcome.result == {"ok": True, "workers": {"total": 2}}
+
+
+def test_unschedulable_gpu_group_moves_to_the_cpu_whole():
+    """One worker pod waiting for a GPU past gpuPendingTimeout moves the whole group (auto)."""
+    world = (group_world().device(policy="auto", gpuPendingTimeout="5s").status(jobName=FIRST, device="gpu")
+             .job(job_body(FIRST, kind="TrainJob", device="gpu"))
+             .pod(pod_body(FIRST, kind="TrainJob", index=0))
+             .pod(pod_body(FIRST, kind="TrainJob", index=1, phase="Pending", unschedulable_for=10)))
+    plan = decide(world.obj())
+    assert plan.actions == [CreateJob(RERUN, "cpu", 2, "GpuUnschedulable"), DeleteJob(FIRST)]
