@@ -135,11 +135,22 @@ class TrainJobSpec(CommonSpec):
 
 
 class SparkSpec(ApiModel):
-    master: str = Field("local[*]", min_length=1, max_length=1024, description="Spark master URL; local[*] runs inside the pod.")
+    master: str = Field("local[*]", min_length=1, max_length=1024, description=(
+        "Spark master URL; local[*] runs inside the pod; k8s://https://HOST:PORT makes the job pod the "
+        "driver (client mode) of executor pods. Unset with executors set: the in-cluster API server."))
     gpu_in_udf: bool = Field(False, description="true: each executor uses the GPU Spark assigned it; false: GPUs hidden.")
-    executors: int = Field(2, ge=1, le=10_000, description="Executors when the master is a cluster.")
+    executors: int = Field(2, ge=1, le=10_000, description=(
+        "Executors when the master is a cluster; set without master: that many executor pods through "
+        "the in-cluster API server."))
     partitions: int | None = Field(None, ge=1, le=1_000_000, description="Input partitions (default: by document count).")
     conf: dict[str, str] | None = Field(None, description="Extra Spark configuration.")
+
+    @property
+    def on_kubernetes(self) -> bool:
+        """Executors are pods: a k8s:// master, or `executors` given without a master (the in-cluster API server)."""
+        if "master" in self.model_fields_set:
+            return self.master.startswith("k8s://")
+        return "executors" in self.model_fields_set
 
 
 class PredictJobSpec(CommonSpec):
