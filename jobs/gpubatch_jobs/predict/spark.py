@@ -183,11 +183,11 @@ def _schema(frame: Any, settings: PredictSettings, seq: Any) -> Any:
 
 
 def _parallelism(spark: SparkSpec) -> int:
-    master = spark.master
+    master = spark.local_master
     if master.startswith("local") and not spark.on_kubernetes:
         inner = master[master.find("[") + 1: master.find("]")] if "[" in master else "1"
         return os.cpu_count() or 1 if inner in ("*", "") else max(1, int(inner.split(",")[0]))
-    return spark.executors
+    return spark.executor_count
 
 
 def _most_used(sizes: dict[str, int]) -> int | None:

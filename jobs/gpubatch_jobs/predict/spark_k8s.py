@@ -50,10 +50,8 @@ GPU_DISCOVERY = "/tmp/gpubatch-spark/gpus.sh"
 
 
 def master_url(spark: SparkSpec, environ: Mapping[str, str] = os.environ) -> str:
-    if not spark.on_kubernetes:
-        return spark.master
-    if "master" in spark.model_fields_set:
-        return spark.master
+    if spark.master is not None or not spark.on_kubernetes:
+        return spark.local_master
     host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT", "443")
     if not host:
         raise BadInput("spec.spark.executors without spec.spark.master means executor pods through the "
@@ -142,7 +140,7 @@ def kubernetes_conf(spark: SparkSpec, *, template_dir: Path = Path("/tmp/gpubatc
         "spark.driver.bindAddress": "0.0.0.0",
         "spark.driver.port": str(DRIVER_PORT),
         "spark.driver.blockManager.port": str(BLOCK_MANAGER_PORT),
-        "spark.executor.instances": str(spark.executors),
+        "spark.executor.instances": str(spark.executor_count),
     }
     if spark.gpu_in_udf:
         conf["spark.executor.resource.gpu.vendor"] = "nvidia.com"

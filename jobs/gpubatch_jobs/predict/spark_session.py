@@ -24,7 +24,7 @@ def spark_conf(spark: SparkSpec, *, app: str, backend: str, partitions: int,
     """`cluster`: spark_k8s.kubernetes_conf() when the executors are pods; the user's conf wins over all."""
     conf = {
         "spark.app.name": app,
-        "spark.master": spark.master,
+        "spark.master": spark.local_master,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH_ROWS),
         "spark.sql.shuffle.partitions": str(partitions),
@@ -35,8 +35,8 @@ def spark_conf(spark: SparkSpec, *, app: str, backend: str, partitions: int,
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
     }
-    if spark.on_kubernetes or not spark.master.startswith("local"):
-        conf["spark.executor.instances"] = str(spark.executors)
+    if spark.on_kubernetes or not spark.local_master.startswith("local"):
+        conf["spark.executor.instances"] = str(spark.executor_count)
     if spark.gpu_in_udf:
         conf["spark.executor.resource.gpu.amount"] = "1"
         conf["spark.task.resource.gpu.amount"] = "1"  # one task (one model) per GPU at a time
