@@ -60,7 +60,7 @@ def test_the_driver_settings(tmp_path: Path) -> None:
     conf = kubernetes_conf(spark, template_dir=tmp_path, environ=ENV, driver=DRIVER)
     assert conf["spark.master"] == "k8s://https://10.0.0.1:443"
     assert conf["spark.submit.deployMode"] == "client"
-    assert conf["spark.driver.host"] == "10.88.0.7" and conf["spark.driver.bindAddress"] == "0.0.0.0"
+    assert conf["spark.driver.host"] == "10.88.0.7" and "spark.driver.bindAddress" not in conf
     assert conf["spark.kubernetes.driver.pod.name"] == "p-predict-abcde"  # the executors' owner
     assert conf["spark.kubernetes.namespace"] == "team-a"
     assert conf["spark.kubernetes.container.image"] == "gpubatch/gpubatch-cpu:t"

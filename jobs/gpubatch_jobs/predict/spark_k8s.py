@@ -136,8 +136,7 @@ def kubernetes_conf(spark: SparkSpec, *, template_dir: Path = Path("/tmp/gpubatc
         "spark.kubernetes.executor.deleteOnTermination": "true",
         "spark.kubernetes.driver.ownPersistentVolumeClaim": "false",
         "spark.kubernetes.driver.reusePersistentVolumeClaim": "false",
-        "spark.driver.host": ip,
-        "spark.driver.bindAddress": "0.0.0.0",
+        "spark.driver.host": ip,  # also where it binds: the pod's own address
         "spark.driver.port": str(DRIVER_PORT),
         "spark.driver.blockManager.port": str(BLOCK_MANAGER_PORT),
         "spark.executor.instances": str(spark.executor_count),
