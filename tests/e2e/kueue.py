@@ -119,11 +119,13 @@ def crds(folder: Path, port: int, ca: bytes) -> list[dict[str, Any]]:
     return out
 
 
-def config(namespace: str, webhook_port: int, health_port: int, cert_dir: Path) -> dict[str, Any]:
+def config(namespace: str, own_namespace: str, webhook_port: int, health_port: int,
+           cert_dir: Path) -> dict[str, Any]:
+    """Kueue's defaults but: Jobs only, in `namespace` only; no leader election, no certificate manager."""
     return {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
         "kind": "Configuration",
-        "namespace": namespace,
+        "namespace": own_namespace,  # Kueue's own (it refuses to manage Jobs there)
         "health": {"healthProbeBindAddress": f"127.0.0.1:{health_port}"},
         "metrics": {"bindAddress": "0"},
         "webhook": {"port": webhook_port, "host": "127.0.0.1", "certDir": str(cert_dir)},
@@ -145,6 +147,7 @@ class Kueue:
         self.log_path = self.work / "kueue.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.crd_names: list[str] = []
+        self.own_namespace = ""
 
     def log(self, tail: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-tail:] if self.log_path.exists() else ""
@@ -158,7 +161,9 @@ class Kueue:
         ca = make_certificates(certs)
         webhook_port, health_port, visibility_port = free_port(), free_port(), free_port()
         cfg = self.work / "config.yaml"
-        cfg.write_text(yaml.safe_dump(config(self.namespace, webhook_port, health_port, certs)))
+        self.own_namespace = self.cluster.create_namespace(harness.unique_name("kueue-system"), pod_security=None,
+                                                           nodes=None)
+        cfg.write_text(yaml.safe_dump(config(self.namespace, self.own_namespace, webhook_port, health_port, certs)))
         # Kueue reads its metrics certificate from /etc/kueue/metrics/certs when its own
         # certificate manager is off: an overlay over /etc in a private mount namespace.
         upper = self.work / "etc-upper"
@@ -212,3 +217,5 @@ class Kueue:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+        if self.own_namespace:
+            self.cluster.delete_namespace(self.own_namespace)
