@@ -95,8 +95,12 @@ def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_p
     finally:
         remove(spark_dir)
         remove(tmp)
+        facts = stats.value
+        if spark_spec.on_kubernetes:
+            # Spark deletes its executor pods and their ConfigMap only when stopped; the process
+            # exiting would leave them Completed until the driver pod is deleted.
+            session.stop()
     ctx.progress(1, 1, stage="predict (spark)", force=True)
-    facts = stats.value
     windows = int(facts.get("windows", 0))
     elapsed = time.perf_counter() - started
     devices = facts.get("devices", {})
