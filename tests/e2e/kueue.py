@@ -9,10 +9,13 @@ reach a Service's ClusterIP from the host, which this cluster does not route,
 and Kueue's internal certificate manager only issues certificates for the
 Service's DNS name, so it is off (docs/install.md, Kueue).
 
-Kueue's defaults are kept but three, so that a Kueue up for a test cannot touch
+Kueue's defaults are kept but these, so that a Kueue up for a test cannot touch
 anyone else's Jobs on the shared cluster: only the batch/v1 Job integration,
 `managedJobsNamespaceSelector` and every webhook's `namespaceSelector` limited
 to the test's namespace, and `manageJobsWithoutQueueName: false` (its default).
+The on-demand visibility API (feature gate VisibilityOnDemand: an aggregated
+API server that writes its certificate under /visibility and needs an
+APIService) is off; the tests read Workloads.
 `stop()` undoes everything `start()` did: webhook configurations, CRDs (with
 every Kueue object), the process; the process's only file-system change, the
 metrics certificate Kueue reads from a fixed path under /etc, lives in an
@@ -159,7 +162,7 @@ class Kueue:
         certs = self.work / "certs"
         certs.mkdir()
         ca = make_certificates(certs)
-        webhook_port, health_port, visibility_port = free_port(), free_port(), free_port()
+        webhook_port, health_port = free_port(), free_port()
         cfg = self.work / "config.yaml"
         self.own_namespace = self.cluster.create_namespace(harness.unique_name("kueue-system"), pod_security=None,
                                                            nodes=None)
@@ -171,7 +174,7 @@ class Kueue:
         (upper / "kueue" / "metrics" / "certs").symlink_to(certs)
         (self.work / "etc-work").mkdir()
         script = (f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={self.work / 'etc-work'} /etc"
-                  f" && exec {self.binary} --config={cfg} --visibility-server-port={visibility_port} --zap-log-level=2")
+                  f" && exec {self.binary} --config={cfg} --feature-gates=VisibilityOnDemand=false --zap-log-level=2")
         crd_objects = crds(self.manifests, webhook_port, ca)
         self.crd_names = [c["metadata"]["name"] for c in crd_objects]
         self.cluster.apply(*crd_objects)
