@@ -29,7 +29,7 @@ from gpubatch_jobs.predict.device import keras_backend
 from gpubatch_jobs.predict.model import inspect_artifact
 from gpubatch_jobs.predict.output import remove, write_predictions
 from gpubatch_jobs.predict.settings import PredictSettings, resolve_settings
-from gpubatch_jobs.predict.spark_k8s import kubernetes_conf
+from gpubatch_jobs.predict.spark_k8s import delete_executors, kubernetes_conf
 from gpubatch_jobs.predict.spark_session import spark_conf, start_session
 from gpubatch_jobs.predict.spark_worker import BAD_INPUT_MARKER, WorkerConfig, predict_partition
 from gpubatch_jobs.predict.table import (
@@ -97,9 +97,11 @@ def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_p
         remove(tmp)
         facts = stats.value
         if spark_spec.on_kubernetes:
-            # Spark deletes its executor pods and their ConfigMap only when stopped; the process
-            # exiting would leave them Completed until the driver pod is deleted.
+            # Stopped, the executors exit; then their pods and ConfigMap go (spark_k8s.py), not
+            # left Completed until the driver pod is deleted.
+            app_id = session.sparkContext.applicationId
             session.stop()
+            delete_executors(app_id)
     ctx.progress(1, 1, stage="predict (spark)", force=True)
     windows = int(facts.get("windows", 0))
     elapsed = time.perf_counter() - started

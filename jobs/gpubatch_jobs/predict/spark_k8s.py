@@ -22,7 +22,11 @@ SparkSession in this pod with these settings:
 The pod runs under the driver ServiceAccount the operator gives it
 (`gpubatch-spark-driver`): pods create/get/list/watch/delete/patch and
 configmaps create/get/list/delete in its namespace (Spark keeps the
-executors' configuration in a ConfigMap), nothing else.
+executors' configuration in a ConfigMap), nothing else. Spark deletes its
+executors and that ConfigMap by label (`deletecollection`) when it stops;
+instead it is told not to (`spark.kubernetes.executor.deleteOnTermination:
+false`) and `delete_executors()` deletes them one by one after the session
+stops, so the identity needs no `deletecollection`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import json
 import os
 import ssl
 import sys
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -76,6 +82,35 @@ def own_pod(environ: Mapping[str, str] = os.environ, sa_dir: Path = SA_DIR) -> d
     with urllib.request.urlopen(request, context=context, timeout=30) as reply:
         body: dict[str, Any] = json.load(reply)
     return body
+
+
+def _api(method: str, path: str, environ: Mapping[str, str], sa_dir: Path) -> dict[str, Any]:
+    host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT", "443")
+    request = urllib.request.Request(
+        f"https://{host}:{port}{path}", method=method,
+        headers={"Authorization": f"Bearer {(sa_dir / 'token').read_text().strip()}"})
+    context = ssl.create_default_context(cafile=str(sa_dir / "ca.crt"))
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as reply:
+            body: dict[str, Any] = json.load(reply)
+            return body
+    except urllib.error.HTTPError as err:
+        if err.code == 404:  # gone already
+            return {}
+        raise
+
+
+def delete_executors(app_id: str, environ: Mapping[str, str] = os.environ, sa_dir: Path = SA_DIR) -> int:
+    """Delete this application's executor pods and their ConfigMap, one by one; returns how many objects."""
+    namespace = environ.get(ENV_POD_NAMESPACE, "")
+    selector = urllib.parse.quote(f"spark-app-selector={app_id},spark-role=executor")
+    deleted = 0
+    for plural in ("pods", "configmaps"):
+        listed = _api("GET", f"/api/v1/namespaces/{namespace}/{plural}?labelSelector={selector}", environ, sa_dir)
+        for item in listed.get("items", []):
+            _api("DELETE", f"/api/v1/namespaces/{namespace}/{plural}/{item['metadata']['name']}", environ, sa_dir)
+            deleted += 1
+    return deleted
 
 
 def _token_mount(mount: Mapping[str, Any]) -> bool:
@@ -133,9 +168,11 @@ def kubernetes_conf(spark: SparkSpec, *, template_dir: Path = Path("/tmp/gpubatc
         "spark.kubernetes.executor.podTemplateFile": str(template),
         "spark.kubernetes.executor.podTemplateContainerName": EXECUTOR_CONTAINER,
         "spark.kubernetes.executor.podNamePrefix": _prefix(str(meta.get("name", "gpubatch"))),
-        "spark.kubernetes.executor.deleteOnTermination": "true",
+        "spark.kubernetes.executor.deleteOnTermination": "false",  # delete_executors() does it
         "spark.kubernetes.driver.ownPersistentVolumeClaim": "false",
         "spark.kubernetes.driver.reusePersistentVolumeClaim": "false",
+        # Spark makes a driver Service only in cluster mode; do not try to delete one at the end.
+        "spark.kubernetes.driver.service.deleteOnTermination": "false",
         "spark.driver.host": ip,  # also where it binds: the pod's own address
         "spark.driver.port": str(DRIVER_PORT),
         "spark.driver.blockManager.port": str(BLOCK_MANAGER_PORT),
