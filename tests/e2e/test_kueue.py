@@ -89,6 +89,8 @@ def render_job(name: str, **spec: Any) -> dict[str, Any]:
         "output": {"path": f"pvc://out/{name}.h5", "overwrite": True},
         "seqLen": 16, "width": 32, "height": 32, "previewImages": 4,
         "queueName": QUEUE,
+        # Requests, so that Kueue assigns a flavour for cpu and memory too (it counts requests only).
+        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}},
     }
     body.update(spec)
     return {"apiVersion": API, "kind": "RenderJob", "metadata": {"name": name}, "spec": body}
