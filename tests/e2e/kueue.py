@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import copy
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -222,3 +223,4 @@ class Kueue:
                 self.process.wait(timeout=10)
         if self.own_namespace:
             self.cluster.delete_namespace(self.own_namespace)
+        shutil.rmtree(self.work, ignore_errors=True)
