@@ -144,8 +144,9 @@ def test_an_executor_deleted_mid_run_is_replaced(k8s_cluster: harness.Cluster, e
 def test_only_the_driver_identity_may_make_pods(k8s_cluster: harness.Cluster, e2e_namespace: str,
                                                 trained: Path) -> None:
     def can(account: str, verb: str, resource: str, namespace: str = e2e_namespace) -> bool:
-        result = k8s_cluster.kubectl("auth", "can-i", verb, resource, "-n", namespace,
-                                     f"--as=system:serviceaccount:{e2e_namespace}:{account}")
+        resource, _, sub = resource.partition("/")  # kubectl reads pods/exec as a pod named exec
+        result = k8s_cluster.kubectl("auth", "can-i", verb, resource, *([f"--subresource={sub}"] if sub else []),
+                                     "-n", namespace, f"--as=system:serviceaccount:{e2e_namespace}:{account}")
         return result.stdout.strip() == "yes"
 
     # Both identities exist here by now (the train job made the plain one, the Spark jobs the driver's).
