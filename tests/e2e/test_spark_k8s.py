@@ -105,11 +105,20 @@ def local_output(k8s_cluster: harness.Cluster, e2e_namespace: str, trained: Path
     return trained / "many-local.parquet"
 
 
-def test_two_executor_pods_give_the_local_engines_output(k8s_cluster: harness.Cluster, e2e_namespace: str,
-                                                         trained: Path, local_output: Path) -> None:
+@pytest.fixture(scope="module")
+def two_executors(k8s_cluster: harness.Cluster, e2e_namespace: str,
+                  trained: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A PredictJob with 2 executor pods, run once: (its status, the executor pods seen)."""
     job = predict_job("many-spark", "many-spark.parquet", engine="spark",
                       spark={"executors": 2, "partitions": 8, "conf": SMALL})
     status, executors, _ = run_watching_executors(k8s_cluster, e2e_namespace, job)
+    return status, executors
+
+
+def test_two_executor_pods_give_the_local_engines_output(
+        k8s_cluster: harness.Cluster, e2e_namespace: str, trained: Path, local_output: Path,
+        two_executors: tuple[dict[str, Any], dict[str, dict[str, Any]]]) -> None:
+    status, executors = two_executors
     assert status["phase"] == "Succeeded", f"{status}\n{diagnose(k8s_cluster, e2e_namespace)}"
     result = status["result"]
     assert result["engine"] == "spark" and result["master"].startswith("k8s://https://"), result
@@ -141,15 +150,16 @@ def test_an_executor_deleted_mid_run_is_replaced(k8s_cluster: harness.Cluster, e
     assert_same_predictions(local_output, trained / "many-spark-kill.parquet")
 
 
-def test_only_the_driver_identity_may_make_pods(k8s_cluster: harness.Cluster, e2e_namespace: str,
-                                                trained: Path) -> None:
+def test_only_the_driver_identity_may_make_pods(
+        k8s_cluster: harness.Cluster, e2e_namespace: str,
+        two_executors: tuple[dict[str, Any], dict[str, dict[str, Any]]]) -> None:
     def can(account: str, verb: str, resource: str, namespace: str = e2e_namespace) -> bool:
         resource, _, sub = resource.partition("/")  # kubectl reads pods/exec as a pod named exec
         result = k8s_cluster.kubectl("auth", "can-i", verb, resource, *([f"--subresource={sub}"] if sub else []),
                                      "-n", namespace, f"--as=system:serviceaccount:{e2e_namespace}:{account}")
         return result.stdout.strip() == "yes"
 
-    # Both identities exist here by now (the train job made the plain one, the Spark jobs the driver's).
+    # Both identities exist here by now (the train job made the plain one, the Spark job the driver's).
     k8s_cluster.kubectl("-n", e2e_namespace, "get", "serviceaccount", "gpubatch-job", "gpubatch-spark-driver",
                         check=True)
     assert not can("gpubatch-job", "create", "pods")
