@@ -204,4 +204,6 @@ CONDITION_TYPES = ("JobCreated", "Running", "Succeeded", "Failed", "FellBackToCP
 
 # Why a resource moved to the CPU.
 NO_GPU_NODES, GPU_UNSCHEDULABLE, GPU_UNUSABLE = "NoGpuNodes", "GpuUnschedulable", "GpuUnusable"
-FALLBACK_REASONS = (NO_GPU_NODES, GPU_UNSCHEDULABLE, GPU_UNUSABLE)
+# A GPU Job Kueue kept suspended (not admitted: the queue's GPU quota is used up) past gpuPendingTimeout.
+GPU_QUOTA_EXHAUSTED = "GpuQuotaExhausted"
+FALLBACK_REASONS = (NO_GPU_NODES, GPU_UNSCHEDULABLE, GPU_UNUSABLE, GPU_QUOTA_EXHAUSTED)

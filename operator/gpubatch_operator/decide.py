@@ -12,7 +12,10 @@ Device choice (policy `auto`): no node with allocatable GPUs -> CPU Job at
 once; else a GPU Job, replaced by the CPU Job when one of its pods stays
 unschedulable longer than gpuPendingTimeout (GpuUnschedulable). Any GPU Job
 whose pod exits 75 is re-run on the CPU when fallbackOnGpuFailure allows
-(GpuUnusable). Exit 1 fails the resource at once with the engine's message.
+(GpuUnusable). A GPU Job that Kueue keeps suspended (its queue's GPU quota
+is used up) longer than gpuPendingTimeout is replaced the same way
+(GpuQuotaExhausted): the CPU Job goes to the same LocalQueue, where it asks
+for no GPU and so fits a CPU flavour. Exit 1 fails the resource at once with the engine's message.
 Exit codes, reasons and phases are the contract's (gpubatch_jobs/contract.py);
 an exit code is read from the pod's container status only, never from the
 Job controller's message, which is kept for people.
@@ -27,6 +30,7 @@ from typing import Any
 from gpubatch_jobs.contract import (
     EXIT_GPU_UNUSABLE,
     FAIL_AT_ONCE,
+    GPU_QUOTA_EXHAUSTED,
     GPU_UNSCHEDULABLE,
     GPU_UNUSABLE,
     NO_GPU_NODES,
@@ -191,10 +195,20 @@ def _follow(
             if restart is not None:
                 return restart
         return _failed(world, spec, job, pods, device, attempt, outcome)
+    policy = effective_policy(spec, world.default_policy)
     if job.suspended:
         queue = spec.queue_name or "its queue"
-        return Plan(outcome(PENDING, "Queued", f"Job {name} is suspended until Kueue admits it from {queue}"))
-    policy = effective_policy(spec, world.default_policy)
+        queued = outcome(PENDING, "Queued", f"Job {name} is suspended until Kueue admits it from {queue}")
+        if device == "gpu" and attempt == 1 and policy == "auto" and job.suspended_since is not None:
+            # Kueue never changes a Job's image or requests: only the operator can offer the CPU instead.
+            timeout = pending_timeout_s(spec, world.default_pending_timeout)
+            waited = world.now - job.suspended_since
+            if waited >= timeout:
+                return _fall_back(world, name, GPU_QUOTA_EXHAUSTED,
+                                  f"Kueue did not admit the GPU Job from {queue} within {waited:.0f}s "
+                                  f"(gpuPendingTimeout {timeout:g}s): its GPU quota is used up")
+            return Plan(queued, requeue_after=timeout - waited + 0.05)
+        return Plan(queued)
     if device == "gpu" and attempt == 1 and policy == "auto":
         # Only a shortage of GPUs is cured by the CPU image; a missing claim is not.
         stuck = [p for p in pods if p.unschedulable_since is not None

@@ -25,6 +25,7 @@ from gpubatch_jobs.contract import FINAL_PHASES
 from gpubatch_jobs.spec import SpecError, parse_spec
 from gpubatch_operator import metrics
 from gpubatch_operator.builders import JobRequest, build_event, build_job, build_worker_service
+from gpubatch_operator.builders.rbac import needs_spark_driver
 from gpubatch_operator.client import ApiError, KubeClient, namespaced
 from gpubatch_operator.decide import (
     CreateJob,
@@ -70,7 +71,8 @@ class Reconciler:
 
     def __post_init__(self) -> None:
         self.pacer = StatusPacer(self.queue)
-        self.job_rbac = JobRbac(self.client, self.settings.job_service_account)
+        self.job_rbac = JobRbac(self.client, self.settings.job_service_account,
+                                self.settings.spark_driver_service_account)
 
     async def worker(self) -> None:
         while True:
@@ -137,10 +139,11 @@ class Reconciler:
         status = {k: v for k, v in status.items() if k != "_uid"}
         world = self.world(view, status)
         plan = decide(world)
+        spark_driver = world.spec is not None and needs_spark_driver(world.spec)
         if world.spec is not None and status.get("phase") not in FINAL_PHASES and (
-                plan.actions or not self.job_rbac.known(view.namespace)):
+                plan.actions or not self.job_rbac.known(view.namespace, spark_driver)):
             # Before a Job is made, and again after the ServiceAccount was lost while one runs.
-            await self.job_rbac.ensure(view.namespace)
+            await self.job_rbac.ensure(view.namespace, spark_driver)
         for action in plan.actions:
             await self._act(view, world, action)
         if plan.outcome is not None:

@@ -178,11 +178,33 @@ class TrainJobSpec(CommonSpec):
 
 
 class SparkSpec(ApiModel):
-    master: str = Field("local[*]", min_length=1, max_length=1024, description="Spark master URL; local[*] runs inside the pod.")
+    # No API defaults for master and executors: "executors given, master not" must stay visible
+    # after the API server has stored the object (a CRD default would fill both in).
+    master: str | None = Field(None, min_length=1, max_length=1024, description=(
+        "Spark master URL. Unset: local[*] (inside the pod), or, with executors set, the in-cluster "
+        "API server. k8s://https://HOST:PORT makes the job pod the driver (client mode) of executor pods."))
     gpu_in_udf: bool = Field(False, description="true: each executor uses the GPU Spark assigned it; false: GPUs hidden.")
-    executors: int = Field(2, ge=1, le=10_000, description="Executors when the master is a cluster.")
+    executors: int | None = Field(None, ge=1, le=10_000, description=(
+        "Executors when the master is a cluster (default 2); set without master: that many executor "
+        "pods through the in-cluster API server."))
     partitions: int | None = Field(None, ge=1, le=1_000_000, description="Input partitions (default: by document count).")
     conf: dict[str, str] | None = Field(None, description="Extra Spark configuration.")
+
+    @property
+    def on_kubernetes(self) -> bool:
+        """Executors are pods: a k8s:// master, or `executors` given without a master (the in-cluster API server)."""
+        if self.master is not None:
+            return self.master.startswith("k8s://")
+        return self.executors is not None
+
+    @property
+    def local_master(self) -> str:
+        """The master unless it is the in-cluster shorthand (resolved in the pod: spark_k8s.master_url)."""
+        return self.master or "local[*]"
+
+    @property
+    def executor_count(self) -> int:
+        return self.executors or 2
 
 
 class PredictJobSpec(CommonSpec):

@@ -31,6 +31,7 @@ from gpubatch_operator.builders.pod import (
     resources,
     tolerations,
 )
+from gpubatch_operator.builders.rbac import needs_spark_driver
 from gpubatch_operator.kinds import API, JobKind
 from gpubatch_operator.naming import (
     ATTEMPT_LABEL,
@@ -167,14 +168,18 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     volumes, mounts = pvc_volumes(request.job_kind.data_paths(spec))
     # The root filesystem is read-only: /tmp is the pod's scratch space.
     volumes, mounts = [SCRATCH_VOLUME, *volumes], [SCRATCH_MOUNT, *mounts]
+    spark_driver = needs_spark_driver(spec)
+    env = container_env(spec.model_dump(by_alias=True, mode="json", exclude_unset=True), request.instruction, request.name)
+    if spark_driver:
+        # Spark executors reach the driver (this pod) by its IP: the cluster may have no DNS.
+        env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": ["gpubatch-job", request.job_kind.command],
         # The spec as written (validated; defaults are the pod's own models' to fill in).
-        "env": container_env(spec.model_dump(by_alias=True, mode="json", exclude_unset=True),
-                             request.instruction, request.name),
+        "env": env,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -186,8 +191,10 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         container["resources"] = wanted
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": settings.job_service_account,
-        # The token is there for one thing: patching this pod's progress annotation.
+        # A Spark driver that makes executor pods runs as its own identity (builders/rbac.py).
+        "serviceAccountName": settings.spark_driver_service_account if spark_driver else settings.job_service_account,
+        # The token is there for one thing: patching this pod's progress annotation (and a
+        # Spark driver's executor pods).
         "automountServiceAccountToken": True,
         "securityContext": POD_SECURITY_CONTEXT,
         "containers": [container],
