@@ -29,6 +29,7 @@ RBAC_PATHS = {
 class JobRbac:
     client: KubeClient
     service_account: str
+    annotations: dict[str, str] = field(default_factory=dict)
     _ready: dict[str, asyncio.Future[None]] = field(default_factory=dict)
 
     def lost(self, namespace: str) -> None:
@@ -46,7 +47,7 @@ class JobRbac:
         if ready is None:
             ready = self._ready[namespace] = asyncio.get_running_loop().create_future()
             try:
-                for obj in job_rbac_objects(namespace, self.service_account):
+                for obj in job_rbac_objects(namespace, self.service_account, self.annotations):
                     group_version, plural = RBAC_PATHS[obj["kind"]]
                     try:
                         await self.client.create(namespaced(group_version, plural, namespace), obj)

@@ -4,7 +4,8 @@ Order matters for "no partial output" and for failing fast: the output
 target, the artifact's files (preprocessing.json and the model's config, read
 without any framework), the settings and the whole input are checked before
 TensorFlow is imported (several seconds) and before any prediction starts;
-the result is published by rename only when complete.
+the result is published by rename only when complete (an s3:// result is
+then uploaded whole; storage.Place).
 """
 
 from __future__ import annotations
@@ -21,22 +22,44 @@ from gpubatch_jobs.predict.settings import PredictSettings, resolve_settings
 from gpubatch_jobs.predict.table import Documents, group_documents, read_columns, table_format
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec.kinds import PredictJobSpec
+from gpubatch_jobs.storage import Place
 
 log = logging.getLogger("gpubatch.predict")
 
 
 def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
     started = time.perf_counter()
-    output = ctx.resolve(spec.output.path, field_name="spec.output.path")
-    check_target(output, spec.output.overwrite)
-    model_dir = ctx.resolve(spec.model, field_name="spec.model")
-    input_path = ctx.resolve(spec.input.path, field_name="spec.input.path")
+    place, name = ctx.output_file(spec.output.path, field_name="spec.output.path")
+    output = place.path(name)
+    if place.is_remote:
+        # s3://: the result is written in scratch and uploaded whole at the end (both engines).
+        check_target_url(place, name, spec.output.overwrite)
+        output.unlink(missing_ok=True)
+    else:
+        check_target(output, spec.output.overwrite)
+    model_dir = ctx.input_dir(spec.model, field_name="spec.model")
+    input_path = ctx.input_file(spec.input.path, field_name="spec.input.path")
     instruction = ctx.device_instruction(spec.device.policy)
     if spec.engine == "spark":
         from gpubatch_jobs.predict.spark import run_spark
 
-        return run_spark(spec, ctx, model_dir=model_dir, input_path=input_path, output=output, instruction=instruction)
+        summary = run_spark(spec, ctx, model_dir=model_dir, input_path=input_path, output=output,
+                            instruction=instruction)
+    else:
+        summary = _run_local(spec, ctx, model_dir, input_path, output, instruction, started)
+    place.push(name)
+    summary["output"] = place.show(output)
+    place.finish()
+    return summary
 
+
+def check_target_url(place: Place, name: str, overwrite: bool) -> None:
+    if not overwrite and place.remote_exists(name):
+        raise BadInput("output already exists; set spec.output.overwrite: true to replace it", path=place.url(name))
+
+
+def _run_local(spec: PredictJobSpec, ctx: RunContext, model_dir: Any, input_path: Any, output: Any,
+               instruction: Any, started: float) -> dict[str, Any]:
     info = inspect_artifact(model_dir)
     settings = resolve_settings(spec, info, output)
     _configure_verbosity(settings.verbosity)

@@ -28,6 +28,7 @@ from gpubatch_operator.builders.pod import (
     SCRATCH_VOLUME,
     container_env,
     pvc_volumes,
+    storage_env,
     resources,
     tolerations,
 )
@@ -115,7 +116,7 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         "command": ["gpubatch-job", request.job_kind.command],
         # The spec as written (validated; defaults are the pod's own models' to fill in).
         "env": container_env(spec.model_dump(by_alias=True, mode="json", exclude_unset=True),
-                             request.instruction, request.name),
+                             request.instruction, request.name) + storage_env(spec),
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -19,15 +19,18 @@ JOB_POD_RULES: list[dict[str, Any]] = [
 ]
 
 
-def job_rbac_objects(namespace: str, service_account: str) -> list[dict[str, Any]]:
-    """[ServiceAccount, Role, RoleBinding], all named `service_account`."""
+def job_rbac_objects(namespace: str, service_account: str,
+                     annotations: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """[ServiceAccount, Role, RoleBinding], all named `service_account`; `annotations` on the ServiceAccount
+    (workload identity for s3:// paths, e.g. eks.amazonaws.com/role-arn)."""
     meta = {
         "name": service_account,
         "namespace": namespace,
         "labels": {MANAGED_BY_LABEL: MANAGED_BY, NAME_LABEL: "gpubatch", JOB_IDENTITY_LABEL: "true"},
     }
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {**meta, "annotations": dict(annotations)} if annotations else meta},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": JOB_POD_RULES},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
