@@ -183,7 +183,7 @@ def _is_permanent(err: BaseException) -> bool:
     return any(mark in text for mark in _DENIED + _BAD_KEY + _NO_BUCKET) or isinstance(err, BadInput)
 
 
-def explain(err: BaseException, url: str, action: str) -> BadInput | None:
+def explain(err: BaseException, url: str, action: str, probing: bool = False) -> BadInput | None:
     """A BadInput naming `url` and the fix when `err` is a permanent S3 error; None for transient ones."""
     text = str(err)
     bucket, _ = split_s3(url)
@@ -191,14 +191,32 @@ def explain(err: BaseException, url: str, action: str) -> BadInput | None:
     if any(mark in text for mark in _BAD_KEY):
         return BadInput(f"cannot {action} {url}: the access key or secret is wrong ({_first_line(text)}); check "
                         "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (in a pod: the Secret named by "
-                        "spec.storage.secretName)", path=url)
+                        "spec.storage.secretName)")
     if any(mark in text for mark in _NO_BUCKET):
         return BadInput(f"cannot {action} {url}: bucket {bucket!r} does not exist at {endpoint}; create it or fix "
-                        "the bucket name (and AWS_ENDPOINT_URL if it is on another server)", path=url)
+                        "the bucket name (and AWS_ENDPOINT_URL if it is on another server)")
     if any(mark in text for mark in _DENIED):
+        if not probing:
+            # A HEAD answer has no body, so "denied" may really be a wrong key: a listing says which.
+            probed = _probe_bucket(url)
+            if probed is not None:
+                friendly = explain(probed, url, action, probing=True)
+                if friendly is not None and "access denied" not in str(friendly):
+                    return friendly
         return BadInput(f"cannot {action} {url}: access denied ({_first_line(text)}); grant these credentials "
                         f"{'s3:PutObject' if action == 'write' else 's3:GetObject/ListBucket'} on bucket "
-                        f"{bucket!r} or use credentials that have it", path=url)
+                        f"{bucket!r} or use credentials that have it")
+    return None
+
+
+def _probe_bucket(url: str) -> BaseException | None:
+    from pyarrow import fs as pafs
+
+    bucket, _ = split_s3(url)
+    try:
+        filesystem().get_file_info(pafs.FileSelector(bucket, recursive=False, allow_not_found=True))
+    except OSError as err:
+        return err
     return None
 
 

@@ -95,14 +95,18 @@ class SeaweedS3:
         ]}))
         data = self.root / "data"
         data.mkdir(exist_ok=True)
+        # Each bucket is a collection; grow one volume at a time (default 7), so that many test
+        # buckets fit in -volume.max volumes (sparse files: disk use is what is stored).
+        (self.root / "master.toml").write_text(
+            "[master.volume_growth]\ncopy_1 = 1\ncopy_2 = 2\ncopy_3 = 3\ncopy_other = 1\n")
         log = open(self.root / "weed.log", "ab")  # noqa: SIM115 (closed with the process)
         self.proc = subprocess.Popen(
             [str(self.weed), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=0.0.0.0",
              f"-master.port={self.ports['master']}", f"-volume.port={self.ports['volume']}",
              f"-filer.port={self.ports['filer']}", "-s3", f"-s3.port={self.ports['s3']}",
-             f"-s3.config={config}", "-master.volumeSizeLimitMB=1024", "-volume.max=0",
+             f"-s3.config={config}", "-master.volumeSizeLimitMB=1024", "-volume.max=200",
              "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.preStopSeconds=0", f"-s3.port.grpc={self.ports['s3'] + 10000}"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root,  # reads ./master.toml
         )
         log.close()
         self._wait_ready()
@@ -160,7 +164,7 @@ class SeaweedS3:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=30)
