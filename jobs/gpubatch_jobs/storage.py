@@ -233,6 +233,9 @@ def _call(url: str, action: str, fn: Callable[[], T], *, tries: int | None = Non
             return fn()
         except BadInput:
             raise
+        except FileNotFoundError as err:
+            _check_bucket(url, action)
+            raise BadInput(f"no object at {url}; check the key (list it with `aws s3 ls {url}`)") from err
         except (OSError, ValueError) as err:
             friendly = explain(err, url, action)
             if friendly is not None:
@@ -452,6 +455,8 @@ class Place:
         if not self.remote:
             return str(local)
         rel = os.path.relpath(local, self.local_dir)
+        if rel == ".":
+            return self.remote
         return self.url(rel) if not rel.startswith("..") else str(local)
 
     def remote_exists(self, name: str) -> bool:

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from gpubatch_jobs import storage
+from gpubatch_jobs.errors import BadInput
 from tests.s3.server import SeaweedS3
 
 pytestmark = pytest.mark.slow
@@ -168,7 +169,7 @@ spec:
 def _committed_epoch(bucket: str) -> int:
     try:
         return int(json.loads(storage.read_bytes(f"s3://{bucket}/models/dnn/checkpoints/latest.json"))["epoch"])
-    except (OSError, ValueError, KeyError):
+    except (BadInput, ValueError, KeyError):  # not written yet
         return 0
 
 
