@@ -49,6 +49,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,6 +62,7 @@ S3_PREFIX = "s3://"
 PVC_PREFIX = "pvc://"
 PARTIAL_MARK = ".partial"
 _CHUNK = 8 << 20
+_DOWNLOAD_THREADS = 8
 
 T = TypeVar("T")
 
@@ -306,9 +308,21 @@ def download(url: str, dest: Path, mtime_ns: int | None = None) -> None:
     tmp = dest.with_name(f".{dest.name}{PARTIAL_MARK}-{os.getpid()}")
 
     def once() -> None:
-        with filesystem().open_input_stream(f"{bucket}/{key}") as src, open(tmp, "wb") as out:
-            while chunk := src.read(_CHUNK):
-                out.write(chunk)
+        source = filesystem().open_input_file(f"{bucket}/{key}")
+        size = source.size()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, size)
+
+            def part(offset: int) -> None:
+                os.pwrite(fd, source.read_at(min(_CHUNK, size - offset), offset), offset)
+
+            # Ranged GETs in parallel: about twice one stream's rate (bench/storage.py).
+            with ThreadPoolExecutor(_DOWNLOAD_THREADS) as pool:
+                list(pool.map(part, range(0, size, _CHUNK)))
+        finally:
+            os.close(fd)
+            source.close()
 
     try:
         _call(url, "read", once)
