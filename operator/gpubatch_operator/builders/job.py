@@ -28,8 +28,8 @@ from gpubatch_operator.builders.pod import (
     SCRATCH_VOLUME,
     container_env,
     pvc_volumes,
-    storage_env,
     resources,
+    storage_env,
     tolerations,
 )
 from gpubatch_operator.kinds import API, JobKind
