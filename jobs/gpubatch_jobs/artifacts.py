@@ -134,11 +134,12 @@ class Preprocessing:
     def n_classes(self) -> int:
         return len(self.classes)
 
-    def transform(self, features: np.ndarray) -> np.ndarray:
+    def transform(self, features: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Scale raw features (dnn/rnn: (..., nFeatures)) or images (cnn: (N, H, W)) to model input.
 
         Raises BadInput naming the column when a value is NaN or infinite;
-        callers that know the file may re-raise with `path=`.
+        callers that know the file may re-raise with `path=`. `out` (dnn/rnn):
+        a float32 array of the result's shape to write into instead of a new one.
         """
         if self.model_type == "cnn":
             return self._transform_images(features)
@@ -155,7 +156,10 @@ class Preprocessing:
         scale = np.asarray(self.scale, dtype=np.float64)
         # Computed in float64, stored as float32, in blocks of rows: the same numbers as one
         # expression over the whole array, without float64 temporaries of the whole input.
-        out = np.empty(values.shape, dtype=np.float32)
+        if out is None:
+            out = np.empty(values.shape, dtype=np.float32)
+        elif out.shape != values.shape or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 of shape {values.shape}, got {out.dtype} {out.shape}")
         flat_in, flat_out = values.reshape(-1, self.n_features), out.reshape(-1, self.n_features)
         for lo in range(0, flat_in.shape[0], TRANSFORM_BLOCK_ROWS):
             hi = lo + TRANSFORM_BLOCK_ROWS

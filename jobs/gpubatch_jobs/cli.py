@@ -150,19 +150,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _exit_now(code: int) -> None:
-    """Exit without the interpreter's teardown once every output is published and flushed.
+    from gpubatch_jobs.shutdown import exit_now
 
-    Tearing down a process that loaded TensorFlow takes a second or two (its
-    threads, graphs and shared libraries) and produces nothing a user needs:
-    outputs are complete and renamed before the summary is printed. Spark's
-    shutdown is left to the normal exit.
-    """
-    if "tensorflow" not in sys.modules or "pyspark" in sys.modules:
-        return
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_now(code)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -64,6 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpubatch-job", description=__doc__.splitlines()[0])
     parser.add_argument("kind", help="render, train or predict (RenderJob, TrainJob, PredictJob)")
     args = parser.parse_args(argv)
+    code = _main(args)
+    if argv is None:  # the pod's process: end it once the termination log is written
+        from gpubatch_jobs.shutdown import exit_now
+
+        exit_now(code)
+    return code
+
+
+def _main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=os.environ.get(contract.ENV_LOG_LEVEL, "INFO"),
                         format="%(asctime)s %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, _on_sigterm)

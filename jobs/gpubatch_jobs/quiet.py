@@ -23,9 +23,11 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
+from typing import Any
 
 # Lines TensorFlow/XLA print while loading or probing for CUDA on a machine without a usable GPU.
 NOISE = re.compile(
@@ -51,35 +53,77 @@ def quiet_tensorflow_logs() -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# One redirect of fd 2 for the whole process, however many contexts (threads) ask for it:
+# the first entry installs it, the last exit restores fd 2 and prints what was not noise.
+_redirect_lock = threading.Lock()
+_redirect: dict[str, Any] = {"depth": 0, "saved": None, "sink": None}
+
+
 @contextmanager
 def quiet_native_stderr() -> Iterator[None]:
-    """Drop TensorFlow's start-up notices from fd 2 (see the module docstring); keep everything else."""
+    """Drop TensorFlow's start-up notices from fd 2 (see the module docstring); keep everything else.
+
+    Safe to enter from several threads at once (the prediction engine imports
+    TensorFlow on a thread while the main thread reads the input): fd 2 is
+    redirected while any of them is inside, and `release_native_stderr` ends
+    it early for a thread that must report an error now.
+    """
     if verbose():
         yield
         return
+    with _redirect_lock:
+        if _redirect["depth"] == 0 and not _install_redirect():
+            installed = False
+        else:
+            _redirect["depth"] += 1
+            installed = True
+    try:
+        yield
+    finally:
+        if installed:
+            with _redirect_lock:
+                if _redirect["depth"] > 0:  # 0: released early by release_native_stderr
+                    _redirect["depth"] -= 1
+                    if _redirect["depth"] == 0:
+                        _restore_redirect()
+
+
+def release_native_stderr() -> None:
+    """Give fd 2 back now, whoever is still inside `quiet_native_stderr` (they find it released)."""
+    with _redirect_lock:
+        if _redirect["depth"] > 0:
+            _redirect["depth"] = 0
+            _restore_redirect()
+
+
+def _install_redirect() -> bool:
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError, AttributeError):  # no real fd 2 (an embedded interpreter): nothing to quiet
-        yield
-        return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            try:
-                sys.stderr.flush()
-            except (OSError, ValueError):
-                pass
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            kept = [line for line in sink.read().decode(errors="replace").splitlines(keepends=True)
-                    if not NOISE.match(line)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+        return False
+    sink = tempfile.TemporaryFile()
+    os.dup2(sink.fileno(), 2)
+    _redirect.update(saved=saved, sink=sink)
+    return True
+
+
+def _restore_redirect() -> None:
+    saved, sink = _redirect["saved"], _redirect["sink"]
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os.dup2(saved, 2)
+    os.close(saved)
+    _redirect.update(saved=None, sink=None)
+    with sink:
+        sink.seek(0)
+        kept = [line for line in sink.read().decode(errors="replace").splitlines(keepends=True)
+                if not NOISE.match(line)]
+    if kept:
+        sys.stderr.write("".join(kept))
+        sys.stderr.flush()
 
 
 @contextmanager

@@ -1,7 +1,11 @@
-"""Bad input to a PredictJob fails before TensorFlow is imported, with a message that says what is wrong.
+"""Bad input to a PredictJob fails at once, with a message that says what is wrong.
 
 Each case runs `gpubatch run` in a fresh process, which then reports whether
-TensorFlow (or Keras) was imported: input and model-folder checks come first.
+TensorFlow (or Keras) was imported and whether the engine's warm-up thread
+(which imports it while the rows are read) was still at work: the model
+folder, the settings and the input's schema are checked before any import;
+the rows themselves while the warm-up runs, and an error there does not wait
+for it.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Runs the CLI in-process, then says which heavy modules got imported.
 PROBE = """
-import json, sys
+import json, os, sys
 from gpubatch_jobs.cli import main
+from gpubatch_jobs.shutdown import background_work
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "imported": sorted(m for m in ("tensorflow", "keras") if m in sys.modules)}))
+print(json.dumps({"code": code, "imported": sorted(m for m in ("tensorflow", "keras") if m in sys.modules),
+                  "warmingUp": background_work()}), flush=True)
+os._exit(0)  # as `gpubatch run` itself ends (gpubatch_jobs.shutdown)
 """
 
 
@@ -67,7 +74,8 @@ spec:
     probe = json.loads(lines[-1])
     summary = json.loads(lines[-2])
     assert not (tmp / "out" / "pred.parquet").exists()
-    return probe["code"], summary, probe["imported"], result.stderr
+    return probe["code"], summary, probe["imported"] + (["warm-up running"] if probe["warmingUp"] else []), \
+        result.stderr
 
 
 def _duplicate(table: pd.DataFrame) -> pd.DataFrame:
@@ -81,14 +89,28 @@ def _nan(table: pd.DataFrame) -> pd.DataFrame:
 
 
 DATA_CASES: list[tuple[str, Callable[[pd.DataFrame], pd.DataFrame], str, str]] = [
-    ("duplicate position", _duplicate, "", "document 'doc-4' has position"),
-    ("NaN feature", _nan, "", "'f1' has 1 NaN"),
     ("missing column", lambda t: t.drop(columns=["f2"]), "", "['f2'] are not in"),
     ("feature count", lambda t: t, f"  windowSize: 6\n  input: {{path: ../../data/rows.parquet, features: {FEATURES[:2]}}}\n",
      "the model takes 3 features but 2 are named"),
     ("window too large", lambda t: t, "  windowSize: 12\n  stride: 6\n", "larger than the 6 rows the model was built for"),
     ("empty input", lambda t: t.iloc[:0], "", "no rows"),
 ]
+
+
+ROW_CASES: list[tuple[str, Callable[[pd.DataFrame], pd.DataFrame], str]] = [
+    ("duplicate position", _duplicate, "document 'doc-4' has position"),
+    ("NaN feature", _nan, "'f1' has 1 NaN"),
+]
+
+
+@pytest.mark.parametrize(("name", "change", "message"), ROW_CASES, ids=[c[0] for c in ROW_CASES])
+def test_bad_rows_fail_without_waiting_for_the_warm_up(artifact: Path, tmp_path: Path, name: str,
+                                                       change: Callable[[pd.DataFrame], pd.DataFrame],
+                                                       message: str) -> None:
+    code, summary, imported, stderr = run_cli(tmp_path, str(artifact), "", change(make_rows()))
+    assert code == 1 and message in summary["message"] and message in stderr
+    # The rows were read while the warm-up imported TensorFlow; the error came out before that was done.
+    assert "warm-up running" in imported, f"{name}: the error waited for the warm-up ({imported})"
 
 
 @pytest.mark.parametrize(("name", "change", "spec", "message"), DATA_CASES, ids=[c[0] for c in DATA_CASES])

@@ -2,15 +2,23 @@
 
 Order matters for "no partial output" and for failing fast: the output
 target, the artifact's files (preprocessing.json and the model's config, read
-without any framework), the settings and the whole input are checked before
-TensorFlow is imported (several seconds) and before any prediction starts;
-the result is published by rename only when complete (an s3:// result is
-then uploaded whole; storage.Place).
+without any framework) and the settings are checked before TensorFlow is
+imported (several seconds); the result is published by rename only when
+complete (an s3:// result is then uploaded whole; storage.Place).
+
+The whole input is read and checked while a warm-up thread imports the
+framework, loads the model and compiles it for the first batch size (`Warmup`):
+the two take seconds each and overlap. A bad input still fails at once: the
+error does not wait for the import (the process ends without it, see
+`gpubatch_jobs.shutdown`). In the summary, `importSeconds`, `loadSeconds` and
+`compileSeconds` are the warm-up's own; `waitSeconds` is what the job waited
+for it once the input was ready.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -19,8 +27,18 @@ from gpubatch_jobs.predict.device import prepare_device
 from gpubatch_jobs.predict.model import inspect_artifact, load_sequence_model
 from gpubatch_jobs.predict.output import check_target, result_columns, write_predictions
 from gpubatch_jobs.predict.settings import PredictSettings, resolve_settings
-from gpubatch_jobs.predict.table import Documents, group_documents, read_columns, table_format
+from gpubatch_jobs.predict.table import (
+    Documents,
+    check_columns,
+    column_names,
+    group_documents,
+    read_columns,
+    row_count,
+    table_format,
+)
+from gpubatch_jobs.quiet import framework_import, release_native_stderr
 from gpubatch_jobs.runtime import RunContext
+from gpubatch_jobs.shutdown import BACKGROUND_PREFIX
 from gpubatch_jobs.spec.kinds import PredictJobSpec
 from gpubatch_jobs.storage import Place
 
@@ -63,21 +81,34 @@ def _run_local(spec: PredictJobSpec, ctx: RunContext, model_dir: Any, input_path
     info = inspect_artifact(model_dir)
     settings = resolve_settings(spec, info, output)
     _configure_verbosity(settings.verbosity)
-    docs = read_documents(input_path, spec.input.format, spec.input.dataset, settings)
-    info.prep.check_finite(docs.features, settings.features)
-    stages = {"checkSeconds": time.perf_counter() - started}
-
-    mark = time.perf_counter()
-    choice, backend = prepare_device(instruction)
-    stages["importSeconds"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    seq = load_sequence_model(info)
-    stages["loadSeconds"] = time.perf_counter() - mark
+    fmt = table_format(input_path, spec.input.format)
+    # What the file's schema and metadata tell, before the warm-up starts: its columns, its row count.
+    check_columns(input_path, column_names(input_path, fmt, spec.input.dataset), wanted_columns(settings))
+    n_rows = row_count(input_path, fmt, spec.input.dataset)
+    if n_rows == 0:
+        raise BadInput("the input has no rows: nothing to predict", field="spec.input.path")
+    warmup = Warmup(instruction, info, settings, n_rows)
+    with framework_import():  # fd 2 stays quiet while the thread imports; released at once on an error
+        try:
+            warmup.start()
+            docs = read_documents(input_path, fmt, spec.input.dataset, settings)
+            info.prep.check_finite(docs.features, settings.features)
+            stages = {"checkSeconds": time.perf_counter() - started}
+            mark = time.perf_counter()
+            choice, backend, seq, cache = warmup.result()
+        except BaseException:
+            release_native_stderr()
+            raise
+    stages["waitSeconds"] = time.perf_counter() - mark
+    stages.update(warmup.seconds)
 
     from gpubatch_jobs.predict.local import predict_documents
 
     ctx.progress(0, 1, stage="predict", force=True)
-    probabilities, facts = predict_documents(docs, seq, settings, backend=backend, gpu=choice.is_gpu, ctx=ctx)
+    probabilities, facts = predict_documents(docs, seq, settings, backend=backend, gpu=choice.is_gpu, ctx=ctx,
+                                             cache=cache)
+    facts["compileSeconds"] += warmup.seconds.pop("compileSeconds", 0.0)
+    stages.pop("compileSeconds", None)
     mark = time.perf_counter()
     columns = result_columns(docs.ids, docs.positions, probabilities, seq.prep.classes, settings.id_column,
                              settings.position_column or "position")
@@ -115,6 +146,7 @@ def _run_local(spec: PredictJobSpec, ctx: RunContext, model_dir: Any, input_path
                     "prepareSeconds": round(max(0.0, facts["predictSeconds"] - facts["modelSeconds"]
                                                 - facts["probeSeconds"] - facts["compileSeconds"]), 3)},
         "traces": facts["traces"],
+        "compiledShapes": facts["compiledShapes"],
         "oomBackoffs": facts["oomBackoffs"],
         "classes": list(seq.prep.classes),
         "output": str(output),
@@ -123,16 +155,63 @@ def _run_local(spec: PredictJobSpec, ctx: RunContext, model_dir: Any, input_path
     }
 
 
-def read_documents(path: Any, declared_format: str, dataset: str | None, settings: PredictSettings) -> Documents:
+class Warmup:
+    """The framework's import, the model's load and its first compile, on a thread while the input is read.
+
+    The first compile is for the size the job starts with (`spec.batchSize`,
+    or the first `auto` probe) and for chunks of the row count the input's
+    metadata gives; without one (CSV) the compile waits for the rows.
+    `result()` waits and re-raises what the thread raised (a GPU that cannot
+    be used, an unloadable model), exactly as if it had run in line.
+    """
+
+    def __init__(self, instruction: Any, info: Any, settings: PredictSettings, n_rows: int | None) -> None:
+        self.instruction, self.info, self.settings, self.n_rows = instruction, info, settings, n_rows
+        self.seconds: dict[str, float] = {}
+        self._outcome: tuple[Any, ...] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=BACKGROUND_PREFIX + "predict-warmup", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            mark = time.perf_counter()
+            choice, backend = prepare_device(self.instruction)
+            self.seconds["importSeconds"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            seq = load_sequence_model(self.info)
+            self.seconds["loadSeconds"] = time.perf_counter() - mark
+            from gpubatch_jobs.predict.batching import FIRST_PROBE, ModelCache
+            from gpubatch_jobs.predict.local import expected_capacity, model_factory, precompile
+
+            cache = ModelCache(model_factory(seq, self.settings, backend, choice.is_gpu))
+            capacity = expected_capacity(self.n_rows)
+            if capacity is not None:
+                batch = self.settings.batch if self.settings.batch != "auto" else FIRST_PROBE
+                self.seconds["compileSeconds"] = precompile(cache, int(batch), self.settings.window,
+                                                            seq.n_features, capacity)
+            self._outcome = (choice, backend, seq, cache)
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread by result()
+            self._error = err
+
+    def result(self) -> tuple[Any, ...]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._outcome is not None
+        return self._outcome
+
+
+def read_documents(path: Any, fmt: str, dataset: str | None, settings: PredictSettings) -> Documents:
     """The input's rows grouped by document, features in grouped order.
 
     Features are copied once, column by column, from the reader's buffers
     (Parquet row groups) into one column-major matrix in grouped order.
     """
-    fmt = table_format(path, declared_format)
     keys = [settings.id_column] + ([settings.position_column] if settings.position_column else [])
-    wanted = keys + [name for name in settings.features if name not in keys]
-    columns = read_columns(path, fmt, wanted, dataset, chunked=True)
+    columns = read_columns(path, fmt, wanted_columns(settings), dataset, chunked=True)
     import numpy as np
 
     for name in settings.features:
@@ -162,6 +241,12 @@ def read_documents(path: Any, declared_format: str, dataset: str | None, setting
             features[:, j] = _joined(parts)[docs.order]
     docs.features = features
     return docs
+
+
+def wanted_columns(settings: PredictSettings) -> list[str]:
+    """The id, the position (if any) and the feature columns, each once."""
+    keys = [settings.id_column] + ([settings.position_column] if settings.position_column else [])
+    return keys + [name for name in settings.features if name not in keys]
 
 
 def _joined(parts: list[Any]) -> Any:

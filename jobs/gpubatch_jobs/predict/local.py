@@ -2,7 +2,10 @@
 
 Documents are processed in chunks of whole documents (at most `CHUNK_ROWS`
 rows) so memory stays bounded however large the input; every chunk reuses the
-one compiled model of the chosen batch size.
+one compiled model of the chosen batch size. XLA compiles a function once per
+input shape, and the chunk's rows are an input, so every chunk's scaled rows
+are padded to one row count (`feature_capacity`): a job compiles its model
+once, not once per chunk (about 2 s each on a CPU).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from gpubatch_jobs.runtime import RunContext
 CHUNK_ROWS = 1 << 20
 
 
-def chunks(docs: Documents, max_rows: int = CHUNK_ROWS) -> list[tuple[int, int]]:
-    """(first document, end document) ranges of whole documents, about max_rows rows each."""
+def chunks(docs: Documents, max_rows: int | None = None) -> list[tuple[int, int]]:
+    """(first document, end document) ranges of whole documents, about max_rows (CHUNK_ROWS) rows each."""
+    max_rows = max_rows or CHUNK_ROWS
     ends = np.cumsum(docs.doc_lengths)
     out, first = [], 0
     while first < docs.n_documents:
@@ -43,12 +47,55 @@ def chunks(docs: Documents, max_rows: int = CHUNK_ROWS) -> list[tuple[int, int]]
     return out
 
 
+def feature_capacity(docs: Documents, ranges: list[tuple[int, int]]) -> int:
+    """The row count every chunk's features are padded to.
+
+    One chunk: its own rows. Several: `CHUNK_ROWS` (or a larger single
+    document's), which `expected_capacity` can tell from the row count alone,
+    before the input is read.
+    """
+    ends = np.concatenate([[0], np.cumsum(docs.doc_lengths)])
+    largest = int(max(ends[last] - ends[first] for first, last in ranges))
+    return largest if len(ranges) == 1 else max(largest, CHUNK_ROWS)
+
+
+def expected_capacity(n_rows: int | None) -> int | None:
+    """`feature_capacity` from the input's row count (metadata), for compiling before the read ends."""
+    if n_rows is None or n_rows <= 0:
+        return None
+    return n_rows if n_rows <= CHUNK_ROWS else CHUNK_ROWS
+
+
+def scaled_rows(docs: Documents, seq: SequenceModel, row_lo: int, row_hi: int, capacity: int) -> np.ndarray:
+    """Rows [row_lo, row_hi) scaled to model input, in a zero-padded (capacity, features) float32 array."""
+    features = np.zeros((max(capacity, row_hi - row_lo), seq.n_features), dtype=np.float32)
+    seq.prep.transform(docs.features[row_lo:row_hi], out=features[:row_hi - row_lo])
+    return features
+
+
 def model_factory(seq: SequenceModel, settings: PredictSettings, backend: str, gpu: bool):  # type: ignore[no-untyped-def]
     def build(batch: int) -> CompiledModel:
         return CompiledModel(seq.model, batch=batch, window=settings.window, n_features=seq.n_features,
                              backend=backend, gpu=gpu, pad_value=seq.prep.pad_value)
 
     return build
+
+
+def precompile(cache: ModelCache, batch: int, window: int, n_features: int, capacity: int) -> float:
+    """Compile the model of `batch` for chunks of `capacity` rows before any row is read; seconds taken."""
+    started = time.perf_counter()
+    model = cache.get(batch)
+    cache.bind(model, np.zeros((capacity, n_features), dtype=np.float32))
+    rows = np.zeros((batch, window), dtype=np.int32)
+    try:
+        model.fetch(model.launch(rows, np.ones((batch, window), dtype=bool)))
+    except Exception as err:
+        from gpubatch_jobs.devices import is_oom_error
+
+        if not is_oom_error(err):
+            raise
+        cache.drop(batch)  # the batch-size backoff takes it from here, on the real rows
+    return time.perf_counter() - started
 
 
 def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSettings, *, backend: str, gpu: bool,
@@ -75,12 +122,14 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
         if ctx is not None:
             ctx.progress(done, total_windows, stage="predict")
 
-    for first, last in chunks(docs):
+    ranges = chunks(docs)
+    capacity = feature_capacity(docs, ranges)
+    for first, last in ranges:
         row_lo = int(docs.doc_starts[first])
         row_hi = int(docs.doc_starts[last - 1] + docs.doc_lengths[last - 1])
         plan = plan_windows(docs.doc_starts[first:last] - row_lo, docs.doc_lengths[first:last],
                             settings.window, settings.stride)
-        features = seq.prep.transform(docs.features[row_lo:row_hi])
+        features = scaled_rows(docs, seq, row_lo, row_hi, capacity)
         if batch == "auto":
             choice = choose_batch_size(cache, plan, features, gpu=gpu, job_windows=total_windows)
             batch, probes, reason, probe_seconds = choice.size, choice.probes, choice.reason, choice.seconds
@@ -104,6 +153,8 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
         "windowsPerSecond": round(stats.windows / stats.seconds, 1) if stats.seconds else None,
         "oomBackoffs": stats.backoffs,
         "traces": traces,
+        # distinct (batch, rows) input shapes the compiled functions saw: XLA compiles once per shape
+        "compiledShapes": len({shape for model in cache.models.values() for shape in model.shapes}),
     }
 
 

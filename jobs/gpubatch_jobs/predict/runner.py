@@ -42,6 +42,7 @@ class CompiledModel:
         self.gpu = gpu
         self.pad_value = float(pad_value)
         self.calls = 0
+        self.shapes: set[tuple[int, ...]] = set()  # (batch, rows, features) of each launch's input
         self._features: Any = None
         self._build()
 
@@ -105,6 +106,7 @@ class CompiledModel:
     def launch(self, rows: np.ndarray, mask: np.ndarray) -> Any:
         """Start the model on one batch: rows/mask are (batch, window); returns a handle."""
         self.calls += 1
+        self.shapes.add((self.batch, *tuple(int(d) for d in self._features.shape)))
         if self.backend == "tensorflow":
             try:
                 return self._fn(self._features, rows.astype(np.int32), mask)

@@ -77,6 +77,35 @@ def column_names(path: Path, fmt: str, dataset: str | None = None) -> set[str]:
     return set(available)
 
 
+def check_columns(path: Path, available: set[str], columns: list[str]) -> None:
+    """BadInput naming the columns the file lacks."""
+    missing = [name for name in columns if name not in available]
+    if missing:
+        raise BadInput(
+            f"columns {missing} are not in {path.name} (it has {sorted(available)[:20]})",
+            field="spec.input",
+        )
+
+
+def row_count(path: Path, fmt: str, dataset: str | None = None) -> int | None:
+    """The table's row count from its metadata (Parquet footers, HDF5 shapes), None when only a full read tells."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.dataset as ds
+
+            return int(ds.dataset(path, format="parquet").count_rows())
+        if fmt == "hdf5":
+            import h5py
+
+            with h5py.File(path, "r") as handle:
+                group = handle[dataset] if dataset else handle
+                lengths = {item.shape[0] for item in group.values() if isinstance(item, h5py.Dataset) and item.ndim == 1}
+            return lengths.pop() if len(lengths) == 1 else None
+    except Exception:  # noqa: BLE001 - the full read reports what is wrong with the file
+        return None
+    return None
+
+
 def read_columns(path: Path, fmt: str, columns: list[str], dataset: str | None = None,
                  chunked: bool = False) -> dict[str, Any]:
     """The named columns as numpy arrays; BadInput naming any column the file lacks.
@@ -98,12 +127,7 @@ def read_columns(path: Path, fmt: str, columns: list[str], dataset: str | None =
         raise
     except Exception as err:
         raise BadInput(f"cannot read the {fmt} file ({type(err).__name__}: {err})", path=str(path)) from err
-    missing = [name for name in columns if name not in available]
-    if missing:
-        raise BadInput(
-            f"columns {missing} are not in {path.name} (it has {sorted(available)[:20]})",
-            field="spec.input",
-        )
+    check_columns(path, available, columns)
     try:
         if chunked and fmt == "parquet":
             return read(columns, chunked=True)  # type: ignore[no-any-return]
