@@ -3,6 +3,7 @@
     .venv/bin/python bench/train.py                        # CPU here, Keras on TensorFlow (~1 minute)
     python bench/train.py --backend torch --device gpu     # the GPU machine (Keras on torch)
     python bench/train.py --models rnn --batch-size 256 --epochs 20
+    .venv/bin/python bench/train.py --models dnn --workers 2   # 1 worker, then 2 (gpubatch run --workers 2)
 
 Each row is one real `gpubatch run` of a TrainJob in a fresh process (the Keras
 backend is fixed per process), on real data made offline:
@@ -14,6 +15,10 @@ backend is fixed per process), on real data made offline:
 Columns: samples/s over the epochs after the first (the first one carries
 graph building), seconds until val_accuracy first reaches the target
 (cumulative epoch time), best val_accuracy, epochs run, device and precision.
+With `--workers N` every model runs twice, as one worker (the baseline) and as
+N local worker processes (TensorFlow's MultiWorkerMirroredStrategy over gRPC on
+loopback, the same global batch): samples/s in total, per worker, and the total
+against the one-worker row.
 """
 
 from __future__ import annotations
@@ -95,12 +100,13 @@ def time_to_target(history: dict[str, list[float]], target: float) -> float | No
     return None
 
 
-def run_one(model: str, args: argparse.Namespace, data: Path, work: Path) -> dict[str, object]:
-    out = work / f"out-{model}"
-    path = work / f"{model}.yaml"
+def run_one(model: str, args: argparse.Namespace, data: Path, work: Path, workers: int = 1) -> dict[str, object]:
+    out = work / f"out-{model}-w{workers}"
+    path = work / f"{model}-w{workers}.yaml"
     path.write_text(manifest(model, args, data, out))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-m", "gpubatch_jobs.cli", "run", "-q", str(path)],
+    extra = ["--workers", str(workers)] if workers > 1 else []
+    done = subprocess.run([sys.executable, "-m", "gpubatch_jobs.cli", "run", "-q", str(path), *extra],
                           capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{model}: gpubatch run failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -108,9 +114,12 @@ def run_one(model: str, args: argparse.Namespace, data: Path, work: Path) -> dic
     history = metrics["history"]
     steady = history["seconds"][1:] or history["seconds"]
     per_epoch = metrics["samples"]["train"]
+    total = per_epoch * len(steady) / sum(steady)
     return {
         "model": model,
-        "samplesPerSecond": per_epoch * len(steady) / sum(steady),
+        "workers": workers,
+        "samplesPerSecond": total,
+        "samplesPerSecondPerWorker": total / workers,
         "unit": metrics["samples"]["unit"],
         "timeToTarget": time_to_target(history, TARGETS[model]),
         "target": TARGETS[model],
@@ -134,6 +143,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: dnn 256, rnn 32")
     parser.add_argument("--learning-rate", type=float, default=0.002)
     parser.add_argument("--dnn-repeat", type=int, default=10, help="copies of the digits, with noise")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="N > 1: each model also as N local workers (gpubatch run --workers N), against 1")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
 
@@ -148,14 +159,18 @@ def main() -> None:
             else:
                 data, origin = lines_table(work)
             print(f"{model}: {origin}", flush=True)
-            rows.append(run_one(model, args, data, work))
-    print(f"\n{'model':5} {'device':6} {'backend':10} {'mp':3} {'batch':>5} {'samples/s':>18} "
-          f"{'to target (s)':>14} {'best val acc':>12} {'epochs':>6}")
+            for workers in sorted({1, args.workers}):
+                rows.append(run_one(model, args, data, work, workers))
+    print(f"\n{'model':5} {'device':6} {'backend':10} {'mp':3} {'batch':>5} {'workers':>7} {'samples/s':>18} "
+          f"{'per worker':>10} {'vs 1 worker':>11} {'to target (s)':>14} {'best val acc':>12} {'epochs':>6}")
+    baseline = {row["model"]: row["samplesPerSecond"] for row in rows if row["workers"] == 1}
     for row in rows:
         target = row["timeToTarget"]
         reached = f"{target:.2f}" if isinstance(target, float) else "not reached"
+        ratio = row["samplesPerSecond"] / baseline[row["model"]]
         print(f"{row['model']:5} {row['device']:6} {row['backend']:10} {'on' if row['mixedPrecision'] else 'off':3} "
-              f"{row['batchSize']:>5} {row['samplesPerSecond']:>9.0f} {row['unit']:>8} "
+              f"{row['batchSize']:>5} {row['workers']:>7} {row['samplesPerSecond']:>9.0f} {row['unit']:>8} "
+              f"{row['samplesPerSecondPerWorker']:>10.0f} {ratio:>10.2f}x "
               f"{reached:>14} {row['bestValAccuracy']:>12.4f} {row['epochs']:>6}   (target {row['target']})")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -1,6 +1,6 @@
 """`gpubatch`: run a manifest locally, check the GPU, generate the CRDs.
 
-    gpubatch run FILE.yaml [--mount CLAIM=DIR] [--device auto|gpu|cpu] [--shard i/N]
+    gpubatch run FILE.yaml [--mount CLAIM=DIR] [--device auto|gpu|cpu] [--shard i/N] [--workers N]
     gpubatch doctor [--json] [--require-gpu]
     gpubatch crds [--check] [--dir DIR]
 
@@ -18,7 +18,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from gpubatch_jobs.contract import instruction_for_policy
+from gpubatch_jobs.contract import ENV_WORKER_HOSTS, instruction_for_policy
 from gpubatch_jobs.errors import EXIT_BAD_INPUT
 from gpubatch_jobs.runtime import RunContext, close_progress_line, stderr_progress_bar
 from gpubatch_jobs.spec import SpecError, load_manifest
@@ -60,6 +60,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return fail_before_run(err.kind, str(err))
     kind = type(resource).__name__
     spec = resource.spec  # type: ignore[attr-defined]
+    if args.workers is not None:
+        if kind != "TrainJob":
+            return fail_before_run(kind, f"--workers applies to a TrainJob (spec.workers), not a {kind}")
+        from gpubatch_jobs.spec import parse_spec
+
+        try:
+            spec = parse_spec(kind, {**spec.model_dump(by_alias=True, mode="json", exclude_unset=True),
+                                     "workers": args.workers}, source=f"{args.file} with --workers {args.workers}")
+        except SpecError as err:
+            return fail_before_run(kind, str(err))
+    if kind == "TrainJob" and spec.workers > 1 and not os.environ.get(ENV_WORKER_HOSTS):
+        # The group's supervisor: N worker processes of this same command (gpubatch_jobs/workers.py).
+        from gpubatch_jobs.workers import run_group
+
+        argv = [args.file, *(f"--mount={claim}={folder}" for claim, folder in (args.mount or []))]
+        return run_group(argv, spec, spec.workers, args.device, args.quiet)
     ctx = RunContext(
         name=resource.metadata.name,
         base_dir=Path(args.file).resolve().parent,
@@ -122,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="map pvc://CLAIM/... to a local folder (repeatable)")
     run.add_argument("--device", choices=["auto", "gpu", "cpu"], help="override spec.device.policy")
     run.add_argument("--shard", type=_shard, metavar="i/N", help="RenderJob: render only shard i of N")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="TrainJob: train with N local worker processes (overrides spec.workers)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
 

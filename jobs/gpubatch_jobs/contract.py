@@ -139,6 +139,11 @@ ENV_PVC_ROOT = "GPUBATCH_PVC_ROOT"  # where claims are mounted (default POD_PVC_
 ENV_TERMINATION_LOG = "GPUBATCH_TERMINATION_LOG"  # where the summary goes (default TERMINATION_LOG)
 ENV_LOG_LEVEL = "GPUBATCH_LOG_LEVEL"
 ENV_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"  # set by the Job controller in an Indexed Job
+# TrainJob workers > 1: every worker's host:port, comma-separated, in index order (the
+# headless Service's stable names in a pod, loopback ports under `gpubatch run --workers`);
+# a worker's own index is ENV_COMPLETION_INDEX.
+ENV_WORKER_HOSTS = "GPUBATCH_WORKER_HOSTS"
+WORKER_PORT = 2222  # the port every worker pod listens on (TensorFlow's gRPC, JAX's coordinator)
 
 POD_PVC_ROOT = "/mnt/pvc"  # pvc://CLAIM/sub is mounted at /mnt/pvc/CLAIM
 TERMINATION_LOG = "/dev/termination-log"
@@ -199,4 +204,6 @@ CONDITION_TYPES = ("JobCreated", "Running", "Succeeded", "Failed", "FellBackToCP
 
 # Why a resource moved to the CPU.
 NO_GPU_NODES, GPU_UNSCHEDULABLE, GPU_UNUSABLE = "NoGpuNodes", "GpuUnschedulable", "GpuUnusable"
-FALLBACK_REASONS = (NO_GPU_NODES, GPU_UNSCHEDULABLE, GPU_UNUSABLE)
+# A GPU Job Kueue kept suspended (not admitted: the queue's GPU quota is used up) past gpuPendingTimeout.
+GPU_QUOTA_EXHAUSTED = "GpuQuotaExhausted"
+FALLBACK_REASONS = (NO_GPU_NODES, GPU_UNSCHEDULABLE, GPU_UNUSABLE, GPU_QUOTA_EXHAUSTED)

@@ -12,7 +12,10 @@ Device choice (policy `auto`): no node with allocatable GPUs -> CPU Job at
 once; else a GPU Job, replaced by the CPU Job when one of its pods stays
 unschedulable longer than gpuPendingTimeout (GpuUnschedulable). Any GPU Job
 whose pod exits 75 is re-run on the CPU when fallbackOnGpuFailure allows
-(GpuUnusable). Exit 1 fails the resource at once with the engine's message.
+(GpuUnusable). A GPU Job that Kueue keeps suspended (its queue's GPU quota
+is used up) longer than gpuPendingTimeout is replaced the same way
+(GpuQuotaExhausted): the CPU Job goes to the same LocalQueue, where it asks
+for no GPU and so fits a CPU flavour. Exit 1 fails the resource at once with the engine's message.
 Exit codes, reasons and phases are the contract's (gpubatch_jobs/contract.py);
 an exit code is read from the pod's container status only, never from the
 Job controller's message, which is kept for people.
@@ -20,13 +23,14 @@ Job controller's message, which is kept for people.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from gpubatch_jobs.contract import (
     EXIT_GPU_UNUSABLE,
     FAIL_AT_ONCE,
+    GPU_QUOTA_EXHAUSTED,
     GPU_UNSCHEDULABLE,
     GPU_UNUSABLE,
     NO_GPU_NODES,
@@ -74,6 +78,9 @@ class CreateJob:
 @dataclass(frozen=True)
 class DeleteJob:
     job_name: str
+    # Foreground: the Job goes only once its pods are gone (a worker group's restart
+    # must not meet the old group's pods, which share the new pods' names).
+    propagation: str = "Background"
 
 
 @dataclass
@@ -157,31 +164,51 @@ def _follow(
     world: World, spec: CommonSpec, job: JobView | None, name: str, device: str, attempt: int,
     fallback: tuple[str, str] | None,
 ) -> Plan:
+    group = world.job_kind.workers(spec)
+    restarts = group_restarts(world.status) if group > 1 else 0
+    pods = [p for p in world.pods if p.job_name == name and p.owner_uid == world.uid]
+
     def outcome(phase: str, reason: str, message: str, **extra: Any) -> Outcome:
-        return Outcome(phase, reason, message, device=device, job_name=name, attempts=attempt,
+        extra.setdefault("workers", _workers_status(spec, group, pods, restarts))
+        return Outcome(phase, reason, message, device=device, job_name=name, attempts=attempt + restarts,
                        fallback=fallback, **extra)
 
     if job is None:
         # Recorded in status but not seen: not in the cache yet, or deleted by
-        # someone. Creating it again under the same name is harmless either way.
+        # someone (or by a worker group's restart). Creating it again under the same
+        # name is harmless either way.
         created = outcome(PENDING, "JobCreated", f"Job {name} created on the {device} image")
-        return Plan(created, [CreateJob(name, device, attempt)], requeue_after=5.0)
+        return Plan(created, [CreateJob(name, device, attempt + restarts)], requeue_after=5.0)
     if job.deleting:
         return Plan(outcome=None, requeue_after=2.0)
-    pods = [p for p in world.pods if p.job_name == name and p.owner_uid == world.uid]
-    progress = _progress(pods)
+    # A worker group's progress and result are worker 0's (it trains the same steps and publishes).
+    progress = _progress([p for p in pods if p.completion_index == 0] if group > 1 else pods)
     if job.complete:
         return Plan(outcome(
             SUCCEEDED, "Completed", f"Job {name} completed on the {device} image",
-            progress="100%", result=_result(pods), start_time=job.start_time,
-            completion_time=job.completion_time or iso(world.now),
+            progress="100%", result=_group_result(pods) if group > 1 else _result(pods),
+            start_time=job.start_time, completion_time=job.completion_time or iso(world.now),
         ))
     if job.failed:
+        if group > 1:
+            restart = _restart_group(world, spec, job, pods, device, attempt, restarts, outcome)
+            if restart is not None:
+                return restart
         return _failed(world, spec, job, pods, device, attempt, outcome)
+    policy = effective_policy(spec, world.default_policy)
     if job.suspended:
         queue = spec.queue_name or "its queue"
-        return Plan(outcome(PENDING, "Queued", f"Job {name} is suspended until Kueue admits it from {queue}"))
-    policy = effective_policy(spec, world.default_policy)
+        queued = outcome(PENDING, "Queued", f"Job {name} is suspended until Kueue admits it from {queue}")
+        if device == "gpu" and attempt == 1 and policy == "auto" and job.suspended_since is not None:
+            # Kueue never changes a Job's image or requests: only the operator can offer the CPU instead.
+            timeout = pending_timeout_s(spec, world.default_pending_timeout)
+            waited = world.now - job.suspended_since
+            if waited >= timeout:
+                return _fall_back(world, name, GPU_QUOTA_EXHAUSTED,
+                                  f"Kueue did not admit the GPU Job from {queue} within {waited:.0f}s "
+                                  f"(gpuPendingTimeout {timeout:g}s): its GPU quota is used up")
+            return Plan(queued, requeue_after=timeout - waited + 0.05)
+        return Plan(queued)
     if device == "gpu" and attempt == 1 and policy == "auto":
         # Only a shortage of GPUs is cured by the CPU image; a missing claim is not.
         stuck = [p for p in pods if p.unschedulable_since is not None
@@ -227,6 +254,55 @@ def _failed(world: World, spec: CommonSpec, job: JobView, pods: list[PodView], d
     return Plan(outcome(
         FAILED, reason, message, result=summary, start_time=job.start_time, completion_time=iso(world.now),
     ))
+
+
+def group_restarts(status: dict[str, Any]) -> int:
+    try:
+        return int((status.get("workers") or {}).get("groupRestarts") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _workers_status(spec: CommonSpec, group: int, pods: list[PodView], restarts: int) -> dict[str, Any] | None:
+    if group <= 1:
+        return None
+    ready = sum(1 for p in pods if p.phase == "Running")
+    return {"ready": ready, "total": group, "perWorkerBatchSize": getattr(spec, "batch_size", group) // group,
+            "groupRestarts": restarts}
+
+
+def _restart_group(world: World, spec: CommonSpec, job: JobView, pods: list[PodView], device: str,
+                   attempt: int, restarts: int, outcome: Any) -> Plan | None:
+    """Gang semantics: a worker failed (not bad input, not an unusable GPU), so the whole
+    group starts again as a new attempt, resuming from worker 0's last checkpoint; None
+    when the failure is final or the restarts (spec.backoffLimit) are used up."""
+    codes = [p.exit_code for p in pods if p.exit_code not in (None, 0)]
+    if not codes:
+        waited = world.now - job.failed_since if job.failed_since is not None else POD_STATUS_GRACE_S
+        if waited < POD_STATUS_GRACE_S:
+            return Plan(outcome=None, requeue_after=min(1.0, POD_STATUS_GRACE_S - waited))
+    if any(c in FAIL_AT_ONCE for c in codes) or restarts >= spec.backoff_limit:
+        return None
+    # The worker that failed first, not a peer the Job controller then stopped (143, SIGTERM).
+    failed = min((p for p in pods if p.exit_code not in (None, 0)), default=None,
+                 key=lambda p: (p.exit_code == 143, p.completion_index or 0))
+    who = f"worker {failed.completion_index} (pod {failed.name}) exited {failed.exit_code}" if failed \
+        else f"Job {job.name} failed ({job.failed_reason or 'no exit code seen'})"
+    message = (f"{who}; restarting the whole group of {world.job_kind.workers(spec)} as attempt "
+               f"{attempt + restarts + 1} (restart {restarts + 1} of at most {spec.backoff_limit}), "
+               "resuming from the last checkpoint")
+    restarting = replace(
+        outcome(PENDING, "GroupRestarting", message,
+                workers=_workers_status(spec, world.job_kind.workers(spec), [], restarts + 1)),
+        attempts=attempt + restarts + 1,
+    )
+    return Plan(restarting, [DeleteJob(job.name, propagation="Foreground")], requeue_after=2.0)
+
+
+def _group_result(pods: list[PodView]) -> dict[str, Any] | None:
+    """Worker 0's summary: the group's result (the others report the same run, unpublished)."""
+    chief = next((p for p in pods if p.completion_index == 0 and p.phase == "Succeeded"), None)
+    return parse_summary(chief.termination_message) if chief is not None else None
 
 
 def _progress(pods: list[PodView]) -> str | None:

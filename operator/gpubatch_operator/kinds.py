@@ -1,10 +1,11 @@
 """The small interface through which each kind plugs into the one reconciler.
 
-RenderJob, TrainJob and PredictJob differ in three things only: the word the
+RenderJob, TrainJob and PredictJob differ in four things only: the word the
 pod's entrypoint takes (`gpubatch-job render`, from the contract's kinds
 table, gpubatch_jobs/contract.py), which spec fields name data
 locations (so their claims get mounted), and how many pods the Job runs
-(RenderJob `shards` makes an Indexed Job). Everything else — device choice,
+(RenderJob `shards` makes an Indexed Job), and whether those pods are one
+training group (TrainJob `workers`: also an Indexed Job, plus a headless Service). Everything else — device choice,
 fallback, status, events — is shared and lives in the generic reconciler.
 """
 
@@ -14,7 +15,7 @@ from typing import Protocol
 
 from gpubatch_jobs.contract import API, KINDS
 from gpubatch_jobs.spec.common import CommonSpec
-from gpubatch_jobs.spec.kinds import PredictJobSpec, RenderJobSpec
+from gpubatch_jobs.spec.kinds import PredictJobSpec, RenderJobSpec, TrainJobSpec
 
 
 class JobKind(Protocol):
@@ -43,6 +44,11 @@ class JobKind(Protocol):
         """Pods of the Job; more than one makes an Indexed Job."""
         ...
 
+    def workers(self, spec: CommonSpec) -> int:
+        """Pods training as one group (TrainJob workers): an Indexed Job, a headless
+        Service, and gang semantics (one fails, the group restarts)."""
+        ...
+
 
 class _Kind:
     kind: str = ""
@@ -61,6 +67,9 @@ class _Kind:
     def shards(self, spec: CommonSpec) -> int:
         return 1
 
+    def workers(self, spec: CommonSpec) -> int:
+        return 1
+
 
 class RenderKind(_Kind):
     kind = "RenderJob"
@@ -72,6 +81,10 @@ class RenderKind(_Kind):
 
 class TrainKind(_Kind):
     kind = "TrainJob"
+
+    def workers(self, spec: CommonSpec) -> int:
+        assert isinstance(spec, TrainJobSpec)
+        return spec.workers
 
 
 class PredictKind(_Kind):

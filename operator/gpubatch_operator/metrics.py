@@ -2,7 +2,7 @@
 
 gpubatch_jobs{kind,phase,device}                 resources per kind, phase and effective device
                                                  (computed from the store at scrape time: never drifts)
-gpubatch_fallbacks_total{kind,reason}            GPU->CPU fallbacks (NoGpuNodes, GpuUnschedulable, GpuUnusable)
+gpubatch_fallbacks_total{kind,reason}            GPU->CPU fallbacks (NoGpuNodes, GpuUnschedulable, GpuUnusable, GpuQuotaExhausted)
 gpubatch_job_creations_total{kind,device}        Jobs created
 gpubatch_reconcile_duration_seconds{kind}        time per reconcile (histogram)
 gpubatch_reconcile_errors_total{kind}            reconciles that failed and were retried

@@ -46,6 +46,17 @@ def job_name(resource_name: str, command: str, *, cpu_rerun: bool = False) -> st
     return _shorten(resource_name, MAX_JOB_NAME - len(suffix)) + suffix
 
 
+def workers_service_name(resource_name: str) -> str:
+    """The headless Service of a TrainJob's worker group: `x-workers` (a DNS-1035 label)."""
+    return _shorten(resource_name, 63 - len("-workers")) + "-workers"
+
+
+def worker_hosts(job: str, service: str, count: int, port: int) -> str:
+    """Every worker's stable address: the Indexed Job's pod hostnames `JOB-i` under the
+    Service's subdomain, resolved through the pod's DNS search path (NAMESPACE.svc...)."""
+    return ",".join(f"{job}-{index}.{service}:{port}" for index in range(count))
+
+
 def volume_name(claim: str) -> str:
     """A volume name (a DNS label) for a claim."""
     return _shorten(f"pvc-{claim}", 63)

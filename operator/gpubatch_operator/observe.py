@@ -44,6 +44,7 @@ class JobView:
     failed_message: str  # the Job controller's words: for people, never parsed
     failed_since: float | None
     suspended: bool
+    suspended_since: float | None  # since when the Job waits suspended (for Kueue's admission)
     start_time: str | None
     completion_time: str | None
     deleting: bool
@@ -64,10 +65,22 @@ class JobView:
             failed_message=failure.get("message", ""),
             failed_since=parse_time(failure.get("lastTransitionTime")),
             suspended=bool(spec.get("suspend")),
+            suspended_since=_suspended_since(meta, status) if spec.get("suspend") else None,
             start_time=status.get("startTime"),
             completion_time=status.get("completionTime"),
             deleting=bool(meta.get("deletionTimestamp")),
         )
+
+
+def _suspended_since(meta: dict[str, Any], status: dict[str, Any]) -> float | None:
+    """The Job controller's Suspended condition (re-set when Kueue evicts an admitted Job),
+    else the Job's creation: a Job created suspended waits from then."""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Suspended" and condition.get("status") == "True":
+            since = parse_time(condition.get("lastTransitionTime"))
+            if since is not None:
+                return since
+    return parse_time(meta.get("creationTimestamp"))
 
 
 @dataclass(frozen=True, slots=True)

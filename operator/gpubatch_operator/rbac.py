@@ -10,11 +10,16 @@ unit test checks that every request path the operator builds is covered.
 - Pods: watched (label-filtered) for scheduling trouble, exit codes,
   termination messages and the progress annotation.
 - Nodes: watched to know whether any node offers allocatable GPUs (cluster-wide).
+- Services: the headless Service of a TrainJob with workers > 1 (stable DNS
+  names for its worker pods), created once, owned by the TrainJob.
 - Events: posted on each transition of a resource.
 - ServiceAccounts, Roles, RoleBindings: the job pods' `gpubatch-job` identity,
   created in each namespace where a Job is launched (Role: pods get/patch, so
   the operator must itself hold get/patch on pods to grant it); its
   ServiceAccounts are watched (label-filtered) so a deleted one is re-created.
+  Likewise the Spark driver's `gpubatch-spark-driver` identity where a
+  PredictJob has executor pods (pods create/delete, configmaps): the operator
+  holds those rights only to grant them; it never makes a pod or ConfigMap.
 - CustomResourceDefinitions and Namespaces: kopf's discovery of the watched
   resources (list/watch).
 """
@@ -30,8 +35,11 @@ OPERATOR_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
     *((API_GROUP, f"{plural}/status", ("get", "patch", "update")) for plural in _PLURALS),
     *((API_GROUP, f"{plural}/finalizers", ("update",)) for plural in _PLURALS),
     ("batch", "jobs", ("get", "list", "watch", "create", "delete")),
-    ("", "pods", ("get", "list", "watch", "patch")),
+    # create/delete and configmaps only to grant them to the Spark driver identity.
+    ("", "pods", ("get", "list", "watch", "patch", "create", "delete")),
+    ("", "configmaps", ("get", "list", "create", "delete")),
     ("", "events", ("create",)),
+    ("", "services", ("get", "create")),
     ("", "serviceaccounts", ("get", "list", "watch", "create")),
     ("rbac.authorization.k8s.io", "roles", ("get", "create")),
     ("rbac.authorization.k8s.io", "rolebindings", ("get", "create")),

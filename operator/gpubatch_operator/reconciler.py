@@ -24,7 +24,8 @@ from typing import Any
 from gpubatch_jobs.contract import FINAL_PHASES
 from gpubatch_jobs.spec import SpecError, parse_spec
 from gpubatch_operator import metrics
-from gpubatch_operator.builders import JobRequest, build_event, build_job
+from gpubatch_operator.builders import JobRequest, build_event, build_job, build_worker_service
+from gpubatch_operator.builders.rbac import needs_spark_driver
 from gpubatch_operator.client import ApiError, KubeClient, namespaced
 from gpubatch_operator.decide import (
     CreateJob,
@@ -71,6 +72,7 @@ class Reconciler:
     def __post_init__(self) -> None:
         self.pacer = StatusPacer(self.queue)
         self.job_rbac = JobRbac(self.client, self.settings.job_service_account,
+                                self.settings.spark_driver_service_account,
                                 dict(self.settings.job_service_account_annotations))
 
     async def worker(self) -> None:
@@ -138,10 +140,11 @@ class Reconciler:
         status = {k: v for k, v in status.items() if k != "_uid"}
         world = self.world(view, status)
         plan = decide(world)
+        spark_driver = world.spec is not None and needs_spark_driver(world.spec)
         if world.spec is not None and status.get("phase") not in FINAL_PHASES and (
-                plan.actions or not self.job_rbac.known(view.namespace)):
+                plan.actions or not self.job_rbac.known(view.namespace, spark_driver)):
             # Before a Job is made, and again after the ServiceAccount was lost while one runs.
-            await self.job_rbac.ensure(view.namespace)
+            await self.job_rbac.ensure(view.namespace, spark_driver)
         for action in plan.actions:
             await self._act(view, world, action)
         if plan.outcome is not None:
@@ -154,7 +157,7 @@ class Reconciler:
         path = namespaced("batch/v1", "jobs", view.namespace)
         if isinstance(action, DeleteJob):
             try:
-                await self.client.delete(f"{path}/{action.job_name}")
+                await self.client.delete(f"{path}/{action.job_name}", propagation=action.propagation)
             except ApiError as err:
                 if not err.not_found:
                     raise
@@ -165,6 +168,8 @@ class Reconciler:
             job_name=action.job_name, device=action.device,
             attempt=action.attempt, test_hooks=view.test_annotations,
         )
+        if world.job_kind.workers(world.spec) > 1:
+            await self._ensure_worker_service(request)
         try:
             created = await self.client.create(path, build_job(request, self.settings))
         except ApiError as err:
@@ -176,6 +181,14 @@ class Reconciler:
         metrics.JOB_CREATIONS.labels(view.kind, action.device).inc()
         if action.fallback_reason:
             metrics.FALLBACKS.labels(view.kind, action.fallback_reason).inc()
+
+    async def _ensure_worker_service(self, request: JobRequest) -> None:
+        """The worker group's headless Service, before its pods need their names (409: it exists)."""
+        try:
+            await self.client.create(namespaced("v1", "services", request.namespace), build_worker_service(request))
+        except ApiError as err:
+            if not err.already_exists:
+                raise
 
     async def _check_owner(self, view: ResourceView, job_name: str) -> None:
         """A 409 for a Job of an earlier resource with the same name: wait for its garbage collection."""

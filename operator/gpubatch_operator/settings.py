@@ -68,6 +68,7 @@ class Settings:
     default_device_policy: str = "auto"
     default_gpu_pending_timeout: str = "5m"
     job_service_account: str = "gpubatch-job"
+    spark_driver_service_account: str = "gpubatch-spark-driver"
     job_service_account_annotations: tuple[tuple[str, str], ...] = ()
     gpu_resource: str = "nvidia.com/gpu"
     metrics_port: int = 8080
@@ -146,6 +147,8 @@ class Settings:
             ),
             default_gpu_pending_timeout=timeout,
             job_service_account=text("GPUBATCH_JOB_SERVICE_ACCOUNT", defaults.job_service_account),
+            spark_driver_service_account=text("GPUBATCH_SPARK_DRIVER_SERVICE_ACCOUNT",
+                                              defaults.spark_driver_service_account),
             job_service_account_annotations=_annotations(env, "GPUBATCH_JOB_SERVICE_ACCOUNT_ANNOTATIONS"),
             gpu_resource=text("GPUBATCH_GPU_RESOURCE", defaults.gpu_resource),
             metrics_port=int(number("GPUBATCH_METRICS_PORT", defaults.metrics_port)),

@@ -58,6 +58,8 @@ class Outcome:
     completion_time: str | None = None
     # (reason, message) once the resource was moved to the CPU.
     fallback: tuple[str, str] | None = None
+    # TrainJob workers > 1: {"ready", "total", "perWorkerBatchSize", "groupRestarts"}.
+    workers: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ def advance(status: dict[str, Any], outcome: Outcome, *, generation: int, now: s
         "result": outcome.result,
         "startTime": outcome.start_time or status.get("startTime"),
         "completionTime": outcome.completion_time,
+        "workers": outcome.workers,
     }
     new.update({k: v for k, v in optional.items() if v is not None})
     return new, conditions.changed

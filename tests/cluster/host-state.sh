@@ -9,7 +9,7 @@
 # Covered: the kernel sysctls the kubelet sets, network namespaces, links
 # (bridges, veths), routes, iptables rules of the host, mounts, kubepods
 # cgroups, and processes of the cluster (containerd, kubelet, kube-proxy,
-# shims, provisioner, control plane, kwok, dockerd).
+# shims, provisioner, CoreDNS, control plane, kwok, dockerd).
 set -euo pipefail
 
 state() {
@@ -33,7 +33,7 @@ state() {
   echo "## cgroups"
   for d in /sys/fs/cgroup/*/kubepods; do [[ ! -d $d ]] || echo "$d"; done
   echo "## processes"
-  { pgrep -a -f 'containerd|kubelet|kube-proxy|kube-apiserver|kube-controller|kube-scheduler|etcd|kwok|local-path-provisioner|dockerd|pause' || true; } |
+  { pgrep -a -f 'containerd|kubelet|kube-proxy|kube-apiserver|kube-controller|kube-scheduler|etcd|kwok|local-path-provisioner|coredns|dockerd|pause' || true; } |
     { grep -v -e pgrep -e host-state.sh || true; } | awk '{ $1 = ""; print }' | sort
 }
 

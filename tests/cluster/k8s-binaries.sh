@@ -5,7 +5,7 @@
 # tests run, but the Go module proxy is, so every binary the test cluster needs
 # is compiled from its published module: etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler and kubectl (Kubernetes version from
-# tests/cluster/k8s-version), kwok/kwokctl and helm. A stamp per component
+# tests/cluster/k8s-version), kwok/kwokctl, helm, CoreDNS (the real node's cluster DNS) and Kueue. A stamp per component
 # makes a second run a no-op that takes well under a second.
 #
 # Usage:
@@ -29,6 +29,11 @@ LPP_VERSION=v0.0.30
 # The test node's image registry (CNCF distribution): our images are pushed
 # there and containerd pulls only the layers it lacks.
 REGISTRY_VERSION=v3.0.0
+# Cluster DNS for the real node's pods (Services and Indexed Job workers by name).
+COREDNS_VERSION=v1.14.7
+# Kueue (tests/e2e/test_kueue.py): its manager, and its CRDs and webhook
+# manifests copied from the module into $dest/kueue-$KUEUE_VERSION.
+KUEUE_VERSION=v0.17.0
 
 if [[ ! $K8S_VERSION =~ ^v1\.([0-9]+)\.([0-9]+)$ ]]; then
   echo "k8s-binaries: $here/k8s-version must hold one version like v1.36.1, got '$K8S_VERSION'" >&2
@@ -44,13 +49,14 @@ bin=$dest/bin
 stamps=$dest/stamps
 
 k8s_binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl helm
-  kubelet kube-proxy local-path-provisioner registry)
+  kubelet kube-proxy local-path-provisioner registry coredns kueue)
 
 all_built() {
   local b
   for b in "${k8s_binaries[@]}"; do [[ -x $bin/$b ]] || return 1; done
   [[ -f $stamps/k8s-$K8S_VERSION && -f $stamps/node-$K8S_VERSION && -f $stamps/kwok-$KWOK_VERSION &&
-    -f $stamps/helm-$HELM_VERSION && -f $stamps/lpp-$LPP_VERSION && -f $stamps/registry-$REGISTRY_VERSION ]] || return 1
+    -f $stamps/helm-$HELM_VERSION && -f $stamps/lpp-$LPP_VERSION && -f $stamps/registry-$REGISTRY_VERSION &&
+    -f $stamps/coredns-$COREDNS_VERSION && -f $stamps/kueue-$KUEUE_VERSION ]] || return 1
   compgen -G "$stamps/etcd-*" >/dev/null
 }
 
@@ -224,6 +230,30 @@ build_registry() {
     "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
 }
 
+build_coredns() {
+  go_install "coredns-$COREDNS_VERSION" "coredns $COREDNS_VERSION" \
+    "-X=github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
+    "github.com/coredns/coredns@$COREDNS_VERSION"
+}
+
+# Kueue's manager, and the manifests its users apply (CRDs, webhook configurations,
+# the conversion-webhook patches) from the same module version.
+build_kueue() {
+  [[ -f $stamps/kueue-$KUEUE_VERSION ]] && return 0
+  local mod manifests=$dest/kueue-$KUEUE_VERSION
+  go_install "kueue-build-$KUEUE_VERSION" "kueue $KUEUE_VERSION" \
+    "-X=sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
+  mod=$(go mod download -json "sigs.k8s.io/kueue@$KUEUE_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  rm -rf "$manifests" && mkdir -p "$manifests/crd" "$manifests/crd-patches" "$manifests/webhook"
+  cp "$mod"/config/components/crd/bases/*.yaml "$manifests/crd/"
+  cp "$mod"/config/components/crd/patches/webhook_in_*.yaml "$manifests/crd-patches/"
+  cp "$mod"/config/components/crd/kustomization.yaml "$manifests/crd-patches/"
+  cp "$mod"/config/components/webhook/manifests.yaml "$manifests/webhook/"
+  chmod -R u+w "$manifests"
+  rm -f "$stamps/kueue-build-$KUEUE_VERSION"
+  touch "$stamps/kueue-$KUEUE_VERSION"
+}
+
 log "building into $bin"
 build_etcd
 build_kubernetes
@@ -232,6 +262,8 @@ build_kwok
 build_helm
 build_lpp
 build_registry
+build_coredns
+build_kueue
 all_built || { echo "k8s-binaries: build finished but $bin is incomplete" >&2; exit 1; }
 log "done: $(cd "$bin" && echo *)"
 echo "$bin"

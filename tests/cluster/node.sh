@@ -13,7 +13,11 @@
 #   containerd + runc (Debian), CNI bridge/host-local/portmap (Debian),
 #   kubelet + kube-proxy (k8s-binaries.sh, from Go modules), the pause image
 #   and local-path-provisioner (the dynamic provisioner kind uses, run as a
-#   host process) behind a default StorageClass.
+#   host process) behind a default StorageClass, and cluster DNS: CoreDNS
+#   (k8s-binaries.sh, from its Go module) in the node's network namespace on
+#   the node's address, port 53, its kubernetes plugin watching the API server
+#   and the kubelet's clusterDNS pointing at it, so pods resolve Services and
+#   an Indexed Job's pods (`JOB-i.SERVICE`) by name.
 #
 # Isolation, so that `down` can undo everything:
 #   - network: the node lives in its own network namespace `gpubatch-node`
@@ -51,6 +55,10 @@ LINK_CIDR=30
 POD_CIDR=10.88.0.0/16
 POD_GW=10.88.0.1
 BRIDGE=gpb0
+CLUSTER_DOMAIN=cluster.local
+# Cluster DNS: CoreDNS listens on the node's own address (pods reach it through
+# their gateway, the node), so no Service or kube-proxy rule is involved.
+DNS_IP=$NODE_IP
 STORAGE_NS=local-path-storage
 # Image names: images/build.sh, which builds them, is the one place they are written.
 image_named() { bash "$repo/images/build.sh" --list | awk -v n="$1" '$1 == n { print $2 }'; }
@@ -91,7 +99,7 @@ preflight() {
   ((${#missing[@]} == 0)) || die "missing: ${missing[*]} (the Makefile's 'node-deps' target installs them: make node-deps)"
   local bin
   bin=$(bin_dir)
-  for c in kubelet kube-proxy local-path-provisioner kubectl; do
+  for c in kubelet kube-proxy local-path-provisioner kubectl coredns; do
     [[ -x $bin/$c ]] || die "$bin/$c is missing; run tests/cluster/k8s-binaries.sh"
   done
   [[ -f $kubeconfig ]] || die "no control plane ($kubeconfig missing); run cluster.sh up"
@@ -246,7 +254,8 @@ authentication:
   webhook: {enabled: false}
   x509: {clientCAFile: $ca}
 authorization: {mode: AlwaysAllow}
-clusterDomain: cluster.local
+clusterDomain: $CLUSTER_DOMAIN
+clusterDNS: [$DNS_IP]
 resolvConf: /etc/resolv.conf
 # The images are large and the test machines' disks are shared: never evict
 # or garbage-collect for disk, only for memory.
@@ -273,6 +282,41 @@ iptables: {localhostNodePorts: false}
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOF
 }
+
+# Cluster DNS: the kubernetes plugin answers for the cluster domain (Services,
+# headless Services' pods, pod IPs) from a watch of the API server. Nothing is
+# forwarded (the node has no upstream resolver to offer) and nothing is cached:
+# a worker asks for a peer that is still starting until its record appears.
+start_dns() {
+  local bin
+  bin=$(bin_dir)
+  cat >"$node/Corefile" <<EOF
+$CLUSTER_DOMAIN:53 in-addr.arpa:53 ip6.arpa:53 {
+    bind $DNS_IP
+    errors
+    health 127.0.0.1:8053
+    kubernetes $CLUSTER_DOMAIN in-addr.arpa ip6.arpa {
+        kubeconfig $node/kubeconfig
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }
+}
+EOF
+  setsid nsenter --net="/run/netns/$NETNS" "$bin/coredns" -conf "$node/Corefile" \
+    >"$node/coredns.log" 2>&1 </dev/null &
+  echo $! >"$node/coredns.pid"
+  local deadline=$((SECONDS + 60))
+  until in_netns curl -fsS --max-time 2 http://127.0.0.1:8053/health >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)) || ! kill -0 "$(cat "$node/coredns.pid")" 2>/dev/null; then
+      tail -n 20 "$node/coredns.log" >&2 || true
+      die "CoreDNS did not come up on $DNS_IP:53"
+    fi
+    sleep 0.5
+  done
+  log "cluster DNS: CoreDNS on $DNS_IP:53 for $CLUSTER_DOMAIN"
+}
+
+dns_running() { [[ -f $node/coredns.pid ]] && kill -0 "$(cat "$node/coredns.pid")" 2>/dev/null; }
 
 # The node's processes: one private mount namespace inside the node's network namespace.
 start_processes() {
@@ -457,8 +501,25 @@ ensure_images() {
 }
 
 # --- up / down ----------------------------------------------------------------------------------
+# The node's daemons must not inherit a caller's open files: under
+# `flock e2e.lock node.sh up` they would hold the lock for as long as they run.
+# (flock itself keeps its own descriptor, so the caller's lock is unaffected.)
+close_inherited_fds() {
+  local fd
+  for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    if ((fd > 2 && fd != 255)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+}
+
 up() {
+  close_inherited_fds
   preflight
+  if status && kubectl get node "$NODE_NAME" >/dev/null 2>&1 && ! dns_running; then
+    # A node started before cluster DNS was added here: its kubelet has no clusterDNS.
+    log "the running node has no cluster DNS; restarting it"
+    down
+  fi
   if status && kubectl get node "$NODE_NAME" >/dev/null 2>&1; then
     log "already up"
   else
@@ -468,6 +529,7 @@ up() {
     save_cgroups
     net_up
     write_configs
+    start_dns
     start_processes
     wait_ready
     start_registry
@@ -494,7 +556,7 @@ pidfile() { [[ -f $node/$1.pid ]] && cat "$node/$1.pid" || true; }
 
 down() {
   local pids
-  kill_wait $(pidfile local-path-provisioner) $(pidfile registry)
+  kill_wait $(pidfile local-path-provisioner) $(pidfile registry) $(pidfile coredns)
   kill_wait $(pidfile kubelet) $(pidfile kube-proxy)
   # Every pod's containers and sandboxes go before containerd does.
   if [[ -S $SOCK ]]; then

@@ -91,8 +91,9 @@ def make_job(name: str = "x", kind: str = "RenderJob") -> JobMaker:
 
 def job_body(name: str, *, device: str = "gpu", kind: str = "RenderJob", owner: str = "x", uid: str = UID,
              conditions: dict[str, tuple[str, str]] | None = None, suspend: bool = False,
-             deleting: bool = False) -> dict[str, Any]:
-    """A Job as reported by the API server; `conditions` maps type -> (reason, message), all True."""
+             deleting: bool = False, suspended_for: float | None = None) -> dict[str, Any]:
+    """A Job as reported by the API server; `conditions` maps type -> (reason, message), all True;
+    `suspended_for`: seconds since the Job controller set its Suspended condition."""
     meta: dict[str, Any] = {"name": name, "namespace": "ns",
                             "labels": {**owner_labels(kind, owner, uid), DEVICE_LABEL: device, ATTEMPT_LABEL: "1"}}
     if deleting:
@@ -100,6 +101,9 @@ def job_body(name: str, *, device: str = "gpu", kind: str = "RenderJob", owner: 
     status = {"startTime": "2026-01-01T00:00:00Z", "active": 1,
               "conditions": [{"type": t, "status": "True", "reason": r, "message": m}
                              for t, (r, m) in (conditions or {}).items()]}
+    if suspended_for is not None:
+        status["conditions"].append({"type": "Suspended", "status": "True", "reason": "JobSuspended",
+                                     "lastTransitionTime": iso(time.time() - suspended_for)})
     return {"metadata": meta, "spec": {"suspend": suspend}, "status": status}
 
 

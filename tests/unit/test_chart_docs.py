@@ -43,11 +43,17 @@ def test_the_queued_job_points_at_the_local_queue() -> None:
     (queue,) = by_kind("LocalQueue")
     (job,) = by_kind("TrainJob")
     assert job["spec"]["queueName"] == queue["metadata"]["name"]
-    assert job["metadata"]["namespace"] == queue["metadata"]["namespace"]
+    assert "namespace" not in queue["metadata"]  # applied with -n into each team's namespace
     (cluster_queue,) = by_kind("ClusterQueue")
     assert queue["spec"]["clusterQueue"] == cluster_queue["metadata"]["name"]
     covered = cluster_queue["spec"]["resourceGroups"][0]["coveredResources"]
     assert "nvidia.com/gpu" in covered
+
+
+def test_the_kueue_queues_block_is_the_file_the_e2e_tests_apply() -> None:
+    """docs/kueue/queues.yaml is what tests/e2e/test_kueue.py applies; the doc shows it verbatim."""
+    queues = (DOC.parent / "kueue" / "queues.yaml").read_text()
+    assert f"```yaml\n{queues}```" in DOC.read_text()
 
 
 @pytest.mark.parametrize("values", [

@@ -158,6 +158,30 @@ def test_suspended_job_waits_for_kueue():
     assert plan.outcome.phase == "Pending" and plan.outcome.reason == "Queued" and "team-a" in plan.outcome.message
 
 
+@pytest.mark.parametrize(
+    ("policy", "waited", "falls_back"),
+    [("auto", 31, True), ("auto", 5, False), ("gpu", 3600, False)],
+)
+def test_gpu_job_kueue_does_not_admit_falls_back_on_quota(policy, waited, falls_back):
+    """Kueue keeps the GPU Job suspended (quota used up) past gpuPendingTimeout: auto moves to the CPU."""
+    plan = decide(make_world().spec(queueName="team-a").device(policy=policy, gpuPendingTimeout="30s")
+                  .status(jobName=FIRST, device="gpu")
+                  .job(job_body(FIRST, suspend=True, suspended_for=waited)).obj())
+    if falls_back:
+        assert plan.actions == [CreateJob(RERUN, "cpu", 2, "GpuQuotaExhausted"), DeleteJob(FIRST)]
+        assert plan.outcome.fallback[0] == "GpuQuotaExhausted" and "team-a" in plan.outcome.fallback[1]
+    else:
+        assert plan.actions == [] and plan.outcome.reason == "Queued"
+        if policy == "auto":
+            assert 0 < plan.requeue_after <= 30 - waited + 1
+
+
+def test_suspended_cpu_rerun_is_never_moved_again():
+    plan = decide(make_world().spec(queueName="team-a").status(jobName=RERUN, device="cpu")
+                  .job(job_body(RERUN, device="cpu", suspend=True, suspended_for=3600)).obj())
+    assert plan.actions == [] and plan.outcome.reason == "Queued"
+
+
 @pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
 def test_final_phases_are_left_alone(phase):
     plan = decide(make_world().status(phase=phase, jobName=FIRST).obj())

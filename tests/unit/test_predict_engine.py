@@ -86,6 +86,26 @@ def test_one_trace_for_many_uneven_batches_and_chunks(artifact: Path, monkeypatc
     assert summary["compiledShapes"] == 1, summary
 
 
+def test_chunks_across_row_groups_equal_the_reference(artifact: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    """Rows scaled straight from Parquet row groups (file already grouped), chunks cutting across them."""
+    from gpubatch_jobs.predict import local
+
+    monkeypatch.setattr(local, "CHUNK_ROWS", 25)
+    table = make_rows([3, 9, 14, 5, 20, 2, 11, 17], seed=5, shuffle_docs=False)
+    source = tmp_path / "rows.parquet"
+    table.to_parquet(source, index=False, row_group_size=7)  # row groups of 7 rows: every chunk spans several
+    body = {"model": str(artifact), "input": {"path": str(source)}, "output": {"path": str(tmp_path / "p.parquet")},
+            "batchSize": 4}
+    summary = run(PredictJobSpec.model_validate(body), RunContext(base_dir=tmp_path))
+    got = pd.read_parquet(tmp_path / "p.parquet")
+    want = naive_predictions(artifact, table, summary["windowSize"], summary["stride"])
+    merged = got.merge(want, on=["doc", "pos"], suffixes=("", "_ref"))
+    assert len(merged) == len(table) and summary["compiledShapes"] == 1
+    for name in CLASSES:
+        assert np.abs(merged[f"p_{name}"] - merged[f"p_{name}_ref"]).max() < 1e-5
+
+
 class OomAbove(CompiledModel):
     """Behaves like a device with room for `limit` windows per batch."""
 

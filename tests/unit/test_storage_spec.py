@@ -62,7 +62,7 @@ def test_job_service_account_annotations_from_settings() -> None:
     settings = Settings.from_env({"GPUBATCH_JOB_SERVICE_ACCOUNT_ANNOTATIONS":
                                   '{"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}'})
     annotations = dict(settings.job_service_account_annotations)
-    account = job_rbac_objects("team-a", "gpubatch-job", annotations)[0]
+    account = job_rbac_objects("team-a", "gpubatch-job", annotations=annotations)[0]
     assert account["kind"] == "ServiceAccount"
     assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}
     assert "annotations" not in job_rbac_objects("team-a", "gpubatch-job")[0]["metadata"]

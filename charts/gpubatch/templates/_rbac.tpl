@@ -25,15 +25,24 @@ fails when the chart and the operator differ. No rule uses a wildcard.
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
 # Job pods: watched for scheduling trouble, exit codes and progress. patch is
-# held only so the operator may grant get/patch to the job ServiceAccount (RBAC
-# lets nobody grant what it does not hold).
+# held only so the operator may grant get/patch to the job ServiceAccount, and
+# create/delete (and the configmaps rule) only to grant them to the Spark
+# driver's ServiceAccount, which makes executor pods (RBAC lets nobody grant
+# what it does not hold). The operator itself never makes a pod or ConfigMap.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "create", "delete"]
 # An Event on each transition of a resource.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# The headless Service of a TrainJob with workers > 1 (its workers' DNS names).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create"]
 # The job pods' ServiceAccount, Role and RoleBinding, created where missing;
 # the ServiceAccounts watched (label gpubatch.dev/job-identity) to re-create a deleted one.
 - apiGroups: [""]

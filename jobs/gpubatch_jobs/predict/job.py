@@ -92,7 +92,11 @@ def _run_local(spec: PredictJobSpec, ctx: RunContext, model_dir: Any, input_path
         try:
             warmup.start()
             docs = read_documents(input_path, fmt, spec.input.dataset, settings)
-            info.prep.check_finite(docs.features, settings.features)
+            if docs.columns is not None:
+                info.prep.check_finite_columns(dict(zip(settings.features, docs.columns, strict=True)))
+            else:
+                assert docs.features is not None
+                info.prep.check_finite(docs.features, settings.features)
             stages = {"checkSeconds": time.perf_counter() - started}
             mark = time.perf_counter()
             choice, backend, seq, cache = warmup.result()
@@ -107,8 +111,10 @@ def _run_local(spec: PredictJobSpec, ctx: RunContext, model_dir: Any, input_path
     ctx.progress(0, 1, stage="predict", force=True)
     probabilities, facts = predict_documents(docs, seq, settings, backend=backend, gpu=choice.is_gpu, ctx=ctx,
                                              cache=cache)
-    facts["compileSeconds"] += warmup.seconds.pop("compileSeconds", 0.0)
-    stages.pop("compileSeconds", None)
+    # windows planned and rows scaled per chunk, outside the timed model loop
+    prepare_seconds = max(0.0, facts["predictSeconds"] - facts["modelSeconds"] - facts["probeSeconds"]
+                          - facts["compileSeconds"])
+    facts["compileSeconds"] += stages.pop("compileSeconds", 0.0)  # the warm-up's compile
     mark = time.perf_counter()
     columns = result_columns(docs.ids, docs.positions, probabilities, seq.prep.classes, settings.id_column,
                              settings.position_column or "position")
@@ -142,9 +148,7 @@ def _run_local(spec: PredictJobSpec, ctx: RunContext, model_dir: Any, input_path
         "seconds": {**{key: round(value, 3) for key, value in stages.items()},
                     "probeSeconds": facts["probeSeconds"], "compileSeconds": facts["compileSeconds"],
                     "modelSeconds": facts["modelSeconds"],
-                    # windows planned and rows scaled per chunk, outside the timed model loop
-                    "prepareSeconds": round(max(0.0, facts["predictSeconds"] - facts["modelSeconds"]
-                                                - facts["probeSeconds"] - facts["compileSeconds"]), 3)},
+                    "prepareSeconds": round(prepare_seconds, 3)},
         "traces": facts["traces"],
         "compiledShapes": facts["compiledShapes"],
         "oomBackoffs": facts["oomBackoffs"],
@@ -207,8 +211,10 @@ class Warmup:
 def read_documents(path: Any, fmt: str, dataset: str | None, settings: PredictSettings) -> Documents:
     """The input's rows grouped by document, features in grouped order.
 
-    Features are copied once, column by column, from the reader's buffers
-    (Parquet row groups) into one column-major matrix in grouped order.
+    A file already in grouped order (the usual case) keeps its feature
+    columns in the reader's buffers (Parquet row groups), and each chunk is
+    scaled straight from them; otherwise the features are copied once, column
+    by column, into one column-major matrix in grouped order.
     """
     keys = [settings.id_column] + ([settings.position_column] if settings.position_column else [])
     columns = read_columns(path, fmt, wanted_columns(settings), dataset, chunked=True)
@@ -228,17 +234,15 @@ def read_documents(path: Any, fmt: str, dataset: str | None, settings: PredictSe
     positions = _joined(columns[settings.position_column]) if settings.position_column else None
     n_rows = len(ids)
     docs = group_documents(ids, positions, np.empty((n_rows, 0), dtype))
-    in_order = bool(np.array_equal(docs.order, np.arange(n_rows)))
+    if np.array_equal(docs.order, np.arange(n_rows)):
+        # Already grouped: chunks take their rows straight from the reader's buffers.
+        docs.features = None
+        docs.columns = [columns[name] for name in settings.features]
+        return docs
     features = np.empty((n_rows, len(settings.features)), dtype, order="F")
     for j, name in enumerate(settings.features):
         parts = columns.pop(name) if name not in keys else columns[name]
-        if in_order:
-            offset = 0
-            for part in parts:
-                features[offset:offset + len(part), j] = part
-                offset += len(part)
-        else:
-            features[:, j] = _joined(parts)[docs.order]
+        features[:, j] = _joined(parts)[docs.order]
     docs.features = features
     return docs
 

@@ -69,7 +69,7 @@ def expected_capacity(n_rows: int | None) -> int | None:
 def scaled_rows(docs: Documents, seq: SequenceModel, row_lo: int, row_hi: int, capacity: int) -> np.ndarray:
     """Rows [row_lo, row_hi) scaled to model input, in a zero-padded (capacity, features) float32 array."""
     features = np.zeros((max(capacity, row_hi - row_lo), seq.n_features), dtype=np.float32)
-    seq.prep.transform(docs.features[row_lo:row_hi], out=features[:row_hi - row_lo])
+    seq.prep.transform_columns(docs.feature_columns(row_lo, row_hi), out=features[:row_hi - row_lo])
     return features
 
 

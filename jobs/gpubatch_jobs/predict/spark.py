@@ -29,6 +29,7 @@ from gpubatch_jobs.predict.device import keras_backend
 from gpubatch_jobs.predict.model import inspect_artifact
 from gpubatch_jobs.predict.output import remove, write_predictions
 from gpubatch_jobs.predict.settings import PredictSettings, resolve_settings
+from gpubatch_jobs.predict.spark_k8s import delete_executors, kubernetes_conf
 from gpubatch_jobs.predict.spark_session import spark_conf, start_session
 from gpubatch_jobs.predict.spark_worker import BAD_INPUT_MARKER, WorkerConfig, predict_partition
 from gpubatch_jobs.predict.table import (
@@ -62,7 +63,10 @@ def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_p
 
     parallelism = _parallelism(spark_spec)
     partitions = spark_spec.partitions or max(1, min(parallelism * 2, -(-n_docs // DOCS_PER_PARTITION)))
-    conf = spark_conf(spark_spec, app=f"gpubatch-predict-{ctx.name}", backend=backend, partitions=partitions)
+    # Executor pods (spark_k8s.py): this pod is the driver; its settings are made before the JVM starts.
+    cluster = kubernetes_conf(spark_spec) if spark_spec.on_kubernetes else None
+    conf = spark_conf(spark_spec, app=f"gpubatch-predict-{ctx.name}", backend=backend, partitions=partitions,
+                      cluster=cluster)
     session = start_session(conf)
     stats = session.sparkContext.accumulator({}, StatsParam())
     config = WorkerConfig(model_dir=str(model_dir), settings=settings, instruction=instruction,
@@ -91,15 +95,21 @@ def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_p
     finally:
         remove(spark_dir)
         remove(tmp)
+        facts = stats.value
+        if spark_spec.on_kubernetes:
+            # Stopped, the executors exit; then their pods and ConfigMap go (spark_k8s.py), not
+            # left Completed until the driver pod is deleted.
+            app_id = session.sparkContext.applicationId
+            session.stop()
+            delete_executors(app_id)
     ctx.progress(1, 1, stage="predict (spark)", force=True)
-    facts = stats.value
     windows = int(facts.get("windows", 0))
     elapsed = time.perf_counter() - started
     devices = facts.get("devices", {})
     return {
         "ok": True,
         "engine": "spark",
-        "master": spark_spec.master,
+        "master": conf["spark.master"],
         "gpuInUdf": spark_spec.gpu_in_udf,
         "partitions": partitions,
         "device": "gpu" if devices.get("gpu") else "cpu",
@@ -179,11 +189,11 @@ def _schema(frame: Any, settings: PredictSettings, seq: Any) -> Any:
 
 
 def _parallelism(spark: SparkSpec) -> int:
-    master = spark.master
-    if master.startswith("local"):
+    master = spark.local_master
+    if master.startswith("local") and not spark.on_kubernetes:
         inner = master[master.find("[") + 1: master.find("]")] if "[" in master else "1"
         return os.cpu_count() or 1 if inner in ("*", "") else max(1, int(inner.split(",")[0]))
-    return spark.executors
+    return spark.executor_count
 
 
 def _most_used(sizes: dict[str, int]) -> int | None:

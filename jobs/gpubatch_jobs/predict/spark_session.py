@@ -16,15 +16,15 @@ from typing import Any
 
 from gpubatch_jobs.spec.kinds import SparkSpec
 
-# Spark's images ship this discovery script; a cluster without it sets its own in spark.conf.
-K8S_GPU_DISCOVERY = "/opt/spark/examples/src/main/scripts/getGpusResources.sh"
 ARROW_BATCH_ROWS = 20_000
 
 
-def spark_conf(spark: SparkSpec, *, app: str, backend: str, partitions: int) -> dict[str, str]:
+def spark_conf(spark: SparkSpec, *, app: str, backend: str, partitions: int,
+               cluster: dict[str, str] | None = None) -> dict[str, str]:
+    """`cluster`: spark_k8s.kubernetes_conf() when the executors are pods; the user's conf wins over all."""
     conf = {
         "spark.app.name": app,
-        "spark.master": spark.master,
+        "spark.master": spark.local_master,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH_ROWS),
         "spark.sql.shuffle.partitions": str(partitions),
@@ -35,17 +35,15 @@ def spark_conf(spark: SparkSpec, *, app: str, backend: str, partitions: int) -> 
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
     }
-    if not spark.master.startswith("local"):
-        conf["spark.executor.instances"] = str(spark.executors)
+    if spark.on_kubernetes or not spark.local_master.startswith("local"):
+        conf["spark.executor.instances"] = str(spark.executor_count)
     if spark.gpu_in_udf:
         conf["spark.executor.resource.gpu.amount"] = "1"
         conf["spark.task.resource.gpu.amount"] = "1"  # one task (one model) per GPU at a time
         conf["spark.executorEnv.TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
-        if spark.master.startswith("k8s://"):
-            conf["spark.executor.resource.gpu.vendor"] = "nvidia.com"
-            conf["spark.executor.resource.gpu.discoveryScript"] = K8S_GPU_DISCOVERY
     else:
         conf["spark.executorEnv.CUDA_VISIBLE_DEVICES"] = ""
+    conf.update(cluster or {})
     conf.update(spark.conf or {})
     return conf
 

@@ -33,10 +33,31 @@ class Documents:
 
     ids: np.ndarray  # per grouped row
     positions: np.ndarray  # per grouped row
-    features: np.ndarray  # (n_rows, n_features) raw values, grouped order
+    features: np.ndarray | None  # (n_rows, n_features) raw values, grouped order; None when `columns` has them
     order: np.ndarray  # int64 permutation: grouped row -> file row
     doc_starts: np.ndarray
     doc_lengths: np.ndarray
+    # Per feature, the reader's buffers (Parquet row groups) in file order, used as they are when the
+    # file is already in grouped order: no copy of the whole input is made.
+    columns: list[list[np.ndarray]] | None = None
+
+    def feature_columns(self, lo: int, hi: int) -> list[np.ndarray]:
+        """Each feature's raw values for grouped rows [lo, hi), 1-D (views where the buffers allow)."""
+        if self.columns is None:
+            assert self.features is not None
+            return [self.features[lo:hi, j] for j in range(self.features.shape[1])]
+        out = []
+        for parts in self.columns:
+            pieces, offset = [], 0
+            for part in parts:
+                end = offset + len(part)
+                if end > lo and offset < hi:
+                    pieces.append(part[max(lo - offset, 0):min(hi, end) - offset])
+                offset = end
+                if offset >= hi:
+                    break
+            out.append(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
+        return out
 
     @property
     def n_rows(self) -> int:

@@ -119,7 +119,24 @@ class TrainModelSpec(ApiModel):
 class TrainJobSpec(CommonSpec):
     """Train a Keras model; the output path is a folder of artifacts."""
 
-    model_config = {"json_schema_extra": {"x-kubernetes-validations": [SPEC_IS_IMMUTABLE]}}
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                SPEC_IS_IMMUTABLE,
+                _cel(
+                    "!has(self.workers) || self.workers == 1 || !has(self.backend) || self.backend != 'torch'",
+                    "spec.workers > 1 needs backend tensorflow or jax: Keras has no multi-worker path for torch; "
+                    "set workers: 1 or choose another backend",
+                ),
+                _cel(
+                    "!has(self.workers) || self.workers == 1 || "
+                    "(has(self.batchSize) ? self.batchSize : 64) % self.workers == 0",
+                    "spec.batchSize is the global batch and must be a multiple of spec.workers "
+                    "(each worker takes batchSize / workers)",
+                ),
+            ]
+        }
+    }
 
     model: TrainModelSpec
     epochs: int = Field(10, ge=1, le=100_000)
@@ -132,14 +149,62 @@ class TrainJobSpec(CommonSpec):
     checkpoints: bool = Field(True, description="Checkpoint every epoch; a restarted pod resumes from the last one.")
     early_stopping_patience: int | None = Field(None, ge=1, le=10_000)
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    workers: int = Field(
+        1, ge=1, le=256,
+        description=(
+            "Pods training together with the framework's own multi-worker engine (TensorFlow "
+            "MultiWorkerMirroredStrategy, JAX jax.distributed + Keras DataParallel); an Indexed Job and a "
+            "headless Service. batchSize stays the global batch. Not with backend torch."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _workers(self) -> TrainJobSpec:
+        if self.workers > 1 and self.backend == "torch":
+            raise ValueError(
+                f"workers: {self.workers} needs backend tensorflow or jax: Keras has no multi-worker path for "
+                "torch; set workers: 1 or choose another backend"
+            )
+        if self.workers > 1 and self.batch_size % self.workers:
+            raise ValueError(
+                f"batchSize ({self.batch_size}) is the global batch and must be a multiple of workers "
+                f"({self.workers}), so each worker takes batchSize / workers"
+            )
+        return self
+
+    @property
+    def per_worker_batch_size(self) -> int:
+        return self.batch_size // self.workers
 
 
 class SparkSpec(ApiModel):
-    master: str = Field("local[*]", min_length=1, max_length=1024, description="Spark master URL; local[*] runs inside the pod.")
+    # No API defaults for master and executors: "executors given, master not" must stay visible
+    # after the API server has stored the object (a CRD default would fill both in).
+    master: str | None = Field(None, min_length=1, max_length=1024, description=(
+        "Spark master URL. Unset: local[*] (inside the pod), or, with executors set, the in-cluster "
+        "API server. k8s://https://HOST:PORT makes the job pod the driver (client mode) of executor pods."))
     gpu_in_udf: bool = Field(False, description="true: each executor uses the GPU Spark assigned it; false: GPUs hidden.")
-    executors: int = Field(2, ge=1, le=10_000, description="Executors when the master is a cluster.")
+    executors: int | None = Field(None, ge=1, le=10_000, description=(
+        "Executors when the master is a cluster (default 2); set without master: that many executor "
+        "pods through the in-cluster API server."))
     partitions: int | None = Field(None, ge=1, le=1_000_000, description="Input partitions (default: by document count).")
     conf: dict[str, str] | None = Field(None, description="Extra Spark configuration.")
+
+    @property
+    def on_kubernetes(self) -> bool:
+        """Executors are pods: a k8s:// master, or `executors` given without a master (the in-cluster API server)."""
+        if self.master is not None:
+            return self.master.startswith("k8s://")
+        return self.executors is not None
+
+    @property
+    def local_master(self) -> str:
+        """The master unless it is the in-cluster shorthand (resolved in the pod: spark_k8s.master_url)."""
+        return self.master or "local[*]"
+
+    @property
+    def executor_count(self) -> int:
+        return self.executors or 2
 
 
 class PredictJobSpec(CommonSpec):
@@ -181,6 +246,15 @@ class PredictJobSpec(CommonSpec):
         return self
 
 
+class WorkersStatus(ApiModel):
+    """TrainJob with workers > 1: the group's pods."""
+
+    ready: int = Field(0, ge=0, description="Worker pods running now.")
+    total: int = Field(1, ge=1, description="spec.workers.")
+    per_worker_batch_size: int | None = Field(None, description="batchSize / workers: what each worker takes per step.")
+    group_restarts: int = Field(0, ge=0, description="Times the whole group was restarted after a worker failed.")
+
+
 class JobStatus(ApiModel):
     """Written by the operator only (the spec is never written back)."""
 
@@ -197,6 +271,7 @@ class JobStatus(ApiModel):
     message: str | None = None
     attempts: int | None = Field(None, description="Jobs created for this resource (a CPU fallback adds one).")
     result: dict[str, Any] | None = Field(None, description="The engine's summary JSON.")
+    workers: WorkersStatus | None = Field(None, description="TrainJob with workers > 1: ready/total and restarts.")
 
 
 class ObjectMeta(ApiModel):

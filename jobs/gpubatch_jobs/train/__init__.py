@@ -75,12 +75,15 @@ def run(spec: Any, ctx: RunContext) -> dict[str, Any]:
         raise BadInput("no training samples are left after the validation split", field="spec.validationSplit")
 
     from gpubatch_jobs.train.backend import apply_precision, prepare_runtime
+    from gpubatch_jobs.train.distributed import WorkerGroup
 
-    runtime = prepare_runtime(spec.backend, ctx.device_instruction(spec.device.policy), spec.mixed_precision)
+    group = WorkerGroup.from_env(spec)
+    runtime = prepare_runtime(spec.backend, ctx.device_instruction(spec.device.policy), spec.mixed_precision,
+                              group=group)
     import keras
 
     apply_precision(runtime)
-    summary = _train(spec, ctx, place, data, runtime, run_print, checkpoint_print, started, keras)
+    summary = _train(spec, ctx, place, data, runtime, run_print, checkpoint_print, started, keras, group)
     place.finish()
     return summary
 
@@ -93,7 +96,9 @@ def _finished_summary(output: Path) -> dict[str, Any] | None:
 
 
 def _train(spec: Any, ctx: RunContext, place: Place, data: Any, runtime: Any, run_print: str,
-           checkpoint_print: str, started: float, keras: Any) -> dict[str, Any]:
+           checkpoint_print: str, started: float, keras: Any, group: Any = None) -> dict[str, Any]:
+    import contextlib
+
     from gpubatch_jobs.train.checkpoints import CheckpointStore, TrainState
     from gpubatch_jobs.train.loop import fit, monitored_metric
     from gpubatch_jobs.train.models import build_model, compile_model
@@ -101,7 +106,8 @@ def _train(spec: Any, ctx: RunContext, place: Place, data: Any, runtime: Any, ru
 
     output = place.local_dir
     store = CheckpointStore(output, checkpoint_print, place=place)
-    if is_finished(output):  # overwrite: true (the other cases returned or raised above)
+    chief = group is None or group.is_chief
+    if is_finished(output) and chief:  # overwrite: true (the other cases returned or raised above)
         unpublish(place)
         store.clear()
     state, resumed_from = TrainState(), 0
@@ -122,17 +128,26 @@ def _train(spec: Any, ctx: RunContext, place: Place, data: Any, runtime: Any, ru
 
     keras.utils.set_random_seed(spec.seed)
     prep = data.prep
-    model = build_model(spec.model, n_features=prep.n_features, n_classes=prep.n_classes,
-                        window_size=prep.window_size, image_shape=prep.image_shape)
-    compile_model(model, learning_rate=spec.learning_rate, model_type=spec.model.type)
-    result = fit(model, data, spec, ctx, state, store if spec.checkpoints else None,
-                 {"preprocessing": prep.to_json()})
+    with group.scope() if group is not None else contextlib.nullcontext():
+        model = build_model(spec.model, n_features=prep.n_features, n_classes=prep.n_classes,
+                            window_size=prep.window_size, image_shape=prep.image_shape)
+        compile_model(model, learning_rate=spec.learning_rate, model_type=spec.model.type)
+    # Worker 0 alone writes checkpoints; every worker reads them to resume at the same epoch.
+    result = fit(model, data, spec, ctx, state, store if spec.checkpoints and chief else None,
+                 {"preprocessing": prep.to_json()}, group=group)
 
+    optimizer_steps = _optimizer_steps(model)
+    if group is not None and group.backend == "jax":
+        # A JAX group's variables span every process's devices, which no process may
+        # read whole: score and save a local copy holding the final weights.
+        model = _local_copy(keras, model, state, spec, prep)
     ctx.progress(1, 1, stage="scoring", force=True)
     validation = _final_scores(model, data, result.batch_size)
     samples_per_second = result.samples_this_run / result.seconds_this_run if result.epochs_this_run else None
     history = state.history
     monitor = monitored_metric(data)
+    workers = group.as_dict(spec.batch_size) if group is not None else {
+        "total": 1, "index": 0, "perWorkerBatchSize": result.batch_size, "globalBatchSize": result.batch_size}
     metrics = {
         "modelType": spec.model.type,
         "epochs": state.epoch,
@@ -153,6 +168,8 @@ def _train(spec: Any, ctx: RunContext, place: Place, data: Any, runtime: Any, ru
         "oomBackoffs": result.backoffs,
         "optimizerStateRestored": result.optimizer_restored,
         "parameters": int(model.count_params()),
+        "optimizerSteps": optimizer_steps,
+        "workers": workers,
         **runtime.as_dict(),
     }
     summary = {
@@ -165,6 +182,8 @@ def _train(spec: Any, ctx: RunContext, place: Place, data: Any, runtime: Any, ru
         "fallbacks": [runtime.choice.reason] if runtime.choice.fell_back else [],
         "mixedPrecision": runtime.mixed_precision,
         "batchSize": result.batch_size,
+        "perWorkerBatchSize": workers["perWorkerBatchSize"],
+        "workers": workers,
         "oomBackoffs": result.backoffs,
         "throughput": samples_per_second,
         "samplesPerSecond": samples_per_second,
@@ -186,9 +205,34 @@ def _train(spec: Any, ctx: RunContext, place: Place, data: Any, runtime: Any, ru
         "elapsedSeconds": round(time.monotonic() - started, 3),
     }
     title = f"{ctx.name}: {spec.model.type} on {runtime.device} ({runtime.backend})"
+    if group is not None:
+        title += f", {group.count} workers"
+    if not chief:  # worker 0 publishes the group's artifact
+        ctx.progress(1, 1, stage="done", force=True)
+        return {**summary, "published": False}
     publish(place, model=model, prep=prep, metrics=metrics, summary=summary, title=title)
     ctx.progress(1, 1, stage="done", force=True)
     return summary
+
+
+def _local_copy(keras: Any, model: Any, state: Any, spec: Any, prep: Any) -> Any:
+    from gpubatch_jobs.train.models import build_model, compile_model
+
+    keras.distribution.set_distribution(None)
+    local = build_model(spec.model, n_features=prep.n_features, n_classes=prep.n_classes,
+                        window_size=prep.window_size, image_shape=prep.image_shape)
+    compile_model(local, learning_rate=spec.learning_rate, model_type=spec.model.type)
+    for variable, array in zip(local.weights, state.weights, strict=True):
+        variable.assign(array)
+    return local
+
+
+def _optimizer_steps(model: Any) -> int | None:
+    """Updates the optimizer applied in all (a group counts one per global batch)."""
+    try:
+        return int(model.optimizer.iterations.numpy())
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def _final_scores(model: Any, data: Any, batch_size: int) -> dict[str, Any]:

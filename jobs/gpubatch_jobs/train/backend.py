@@ -76,12 +76,23 @@ def require_backend(backend: str) -> None:
     os.environ["KERAS_BACKEND"] = backend
 
 
-def prepare_runtime(backend: str, instruction: DeviceInstruction, mixed_precision: str) -> Runtime:
-    """Select and set up the device for `backend`, then decide mixed precision; imports Keras, quietly."""
+def prepare_runtime(backend: str, instruction: DeviceInstruction, mixed_precision: str,
+                    group: Any = None) -> Runtime:
+    """Select and set up the device for `backend`, then decide mixed precision; imports Keras, quietly.
+
+    A worker of a multi-worker group (train/distributed.py) joins its group first:
+    TensorFlow's strategy must exist before any op runs, the smoke test's included.
+    A group member never falls back to the CPU on its own (the group would be a
+    mix): it exits 75 and the whole group is moved.
+    """
     from gpubatch_jobs.quiet import framework_import, import_keras
 
     require_backend(backend)
     with framework_import():
+        if group is not None:
+            if instruction.device == "gpu":
+                instruction = DeviceInstruction("gpu", "exit")
+            group.prepare(gpu=instruction.device == "gpu")
         choice = select_device(instruction, framework=backend)
         if choice.kind == "cpu":
             # Keras' torch backend picks CUDA on its own whenever torch sees a GPU.

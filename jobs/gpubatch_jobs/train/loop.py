@@ -9,6 +9,7 @@ that failed is redone whole at the smaller size rather than counted twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -41,7 +42,7 @@ def monitored_metric(data: TrainingData) -> str:
 
 
 def fit(model: Any, data: TrainingData, spec: Any, ctx: RunContext, state: TrainState,
-        store: CheckpointStore | None, checkpoint_extra: dict[str, Any]) -> FitResult:
+        store: CheckpointStore | None, checkpoint_extra: dict[str, Any], group: Any = None) -> FitResult:
     import keras
 
     if state.weights is None:
@@ -50,30 +51,41 @@ def fit(model: Any, data: TrainingData, spec: Any, ctx: RunContext, state: Train
     optimizer_restored = False
     first_epoch, run_started = state.epoch, time.monotonic()
     validation = None
+    x_train, y_train, w_train = data.x_train, data.y_train, data.w_train
     if data.n_val:
         validation = (data.x_val, data.y_val) if data.w_val is None else (data.x_val, data.y_val, data.w_val)
 
     def attempt(batch_size: int) -> None:
         nonlocal optimizer_restored
-        restored = restore(model, state)
+        # A group's optimizer slots must be made in its strategy's scope.
+        with group.scope() if group is not None else contextlib.nullcontext():
+            restored = restore(model, state)
         optimizer_restored = optimizer_restored or restored
         if state.stopped_early or state.epoch >= spec.epochs:
             return
         recorder = epoch_recorder(data, spec, ctx, state, store, checkpoint_extra, batch_size)
+        x, y, w, fit_batch = x_train, y_train, w_train, batch_size
+        if group is not None:
+            x, y, w, fit_batch = group.fit_data(x_train, y_train, w_train, batch_size)
         # One `fit` call per epoch, each seeded from (seed, epoch) alone: a run
         # resumed at epoch k then shuffles and drops out exactly as an
         # uninterrupted run does from epoch k on.
         while not state.stopped_early and state.epoch < spec.epochs:
             seed_epoch(keras, model, spec.seed, state.epoch)
             model.fit(
-                data.x_train, data.y_train, sample_weight=data.w_train,
-                validation_data=validation, batch_size=batch_size,
+                x, y, sample_weight=w,
+                validation_data=validation, batch_size=fit_batch,
                 epochs=state.epoch + 1, initial_epoch=state.epoch,
                 shuffle=True, verbose=0, callbacks=[recorder],
             )
 
     backoff = OomBackoff(start=spec.batch_size)
-    backoff.run(attempt)
+    if group is None:
+        backoff.run(attempt)
+    else:
+        # Halving on one worker alone would leave the group out of step: an
+        # out-of-memory error fails the worker, and the group restarts.
+        attempt(spec.batch_size)
     epochs_run = state.epoch - first_epoch
     return FitResult(
         state=state, batch_size=backoff.size, backoffs=backoff.backoffs, epochs_this_run=epochs_run,

@@ -42,7 +42,10 @@ def unpublish(place: Place) -> None:
             pass
 
 
-def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None:
+def plot_curves(history: dict[str, list[float]], path: Path, title: str,
+                overlays: dict[str, dict[str, list[float]]] | None = None) -> Any:
+    """Loss and accuracy per epoch; `overlays` ({label: history}) draws other runs on the same axes
+    (e.g. a one-worker run beside a multi-worker one). Returns the figure."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -55,6 +58,11 @@ def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None
         for key, style in ((metric, "-o"), (f"val_{metric}", "--s")):
             if key in history:
                 axes.plot(epochs, history[key], style, markersize=3, label=key)
+        for label, other in (overlays or {}).items():
+            for key, style in ((metric, ":^"), (f"val_{metric}", ":v")):
+                if key in other:
+                    axes.plot(other.get("epoch", []), other[key], style, markersize=3, alpha=0.8,
+                              label=f"{key} ({label})")
         axes.set_xlabel("epoch")
         axes.set_ylabel(metric)
         axes.grid(alpha=0.3)
@@ -62,6 +70,7 @@ def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path)
+    return figure
 
 
 def publish(place: Place, *, model: Any, prep: Preprocessing, metrics: dict[str, Any], summary: dict[str, Any],

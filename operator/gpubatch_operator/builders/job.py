@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpubatch_jobs.contract import FAIL_AT_ONCE, DeviceInstruction
+from gpubatch_jobs.contract import ENV_WORKER_HOSTS, FAIL_AT_ONCE, WORKER_PORT, DeviceInstruction
 from gpubatch_jobs.spec.common import CommonSpec
 from gpubatch_operator.builders.pod import (
     CONTAINER_NAME,
@@ -32,13 +32,17 @@ from gpubatch_operator.builders.pod import (
     storage_env,
     tolerations,
 )
+from gpubatch_operator.builders.rbac import needs_spark_driver
 from gpubatch_operator.kinds import API, JobKind
 from gpubatch_operator.naming import (
     ATTEMPT_LABEL,
     DEVICE_LABEL,
     KUEUE_QUEUE_LABEL,
+    OWNER_UID_LABEL,
     TEST_ANNOTATION_PREFIX,
     owner_labels,
+    worker_hosts,
+    workers_service_name,
 )
 from gpubatch_operator.settings import Settings
 
@@ -94,6 +98,62 @@ def image_for(request: JobRequest, settings: Settings) -> tuple[str, str]:
     return image, pull
 
 
+def worker_group(job_spec: dict[str, Any], container: dict[str, Any], pod_spec: dict[str, Any],
+                 request: JobRequest, workers: int) -> None:
+    """A TrainJob's worker group: N pods of an Indexed Job that start and fail together.
+
+    completions = parallelism = N; each pod is `JOB-i` under the headless Service's
+    subdomain and is told every worker's address and (by the Job controller) its
+    index. The Job itself never retries a pod (backoffLimit 0, disruptions
+    included): a replacement would join a group whose peers are gone, so any failed
+    worker fails the Job, and the operator restarts the whole group as a new attempt
+    (decide.py) up to spec.backoffLimit. With queueName, Kueue admits the suspended
+    Indexed Job as one workload: all N pods or none.
+    """
+    service = workers_service_name(request.name)
+    job_spec.update(completions=workers, parallelism=workers, completionMode="Indexed", backoffLimit=0)
+    job_spec["podFailurePolicy"]["rules"] = [r for r in job_spec["podFailurePolicy"]["rules"]
+                                             if r["action"] != "Ignore"]
+    pod_spec["subdomain"] = service
+    container["env"].append({"name": ENV_WORKER_HOSTS,
+                             "value": worker_hosts(request.job_name, service, workers, WORKER_PORT)})
+    container["ports"] = [{"name": "worker", "containerPort": WORKER_PORT, "protocol": "TCP"}]
+
+
+def build_worker_service(request: JobRequest) -> dict[str, Any]:
+    """The headless Service that gives a TrainJob's worker pods their DNS names (`JOB-i.SERVICE`).
+
+    Owned by the TrainJob (deleted with it); it selects the resource's pods by
+    owner UID, and publishes addresses before readiness, since a worker must find
+    its peers while they start.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": workers_service_name(request.name),
+            "namespace": request.namespace,
+            "labels": owner_labels(request.job_kind.kind, request.name, request.uid),
+            "ownerReferences": [
+                {
+                    "apiVersion": API,
+                    "kind": request.job_kind.kind,
+                    "name": request.name,
+                    "uid": request.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {OWNER_UID_LABEL: request.uid},
+            "ports": [{"name": "worker", "port": WORKER_PORT, "targetPort": WORKER_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
 def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     spec = request.spec
     labels = {
@@ -109,14 +169,19 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     volumes, mounts = pvc_volumes(request.job_kind.data_paths(spec))
     # The root filesystem is read-only: /tmp is the pod's scratch space.
     volumes, mounts = [SCRATCH_VOLUME, *volumes], [SCRATCH_MOUNT, *mounts]
+    spark_driver = needs_spark_driver(spec)
+    env = container_env(spec.model_dump(by_alias=True, mode="json", exclude_unset=True), request.instruction, request.name)
+    env += storage_env(spec)  # spec.storage.secretName: the Secret's AWS_* keys
+    if spark_driver:
+        # Spark executors reach the driver (this pod) by its IP: the cluster may have no DNS.
+        env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": image,
         "imagePullPolicy": pull_policy,
         "command": ["gpubatch-job", request.job_kind.command],
         # The spec as written (validated; defaults are the pod's own models' to fill in).
-        "env": container_env(spec.model_dump(by_alias=True, mode="json", exclude_unset=True),
-                             request.instruction, request.name) + storage_env(spec),
+        "env": env,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -128,8 +193,10 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         container["resources"] = wanted
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": settings.job_service_account,
-        # The token is there for one thing: patching this pod's progress annotation.
+        # A Spark driver that makes executor pods runs as its own identity (builders/rbac.py).
+        "serviceAccountName": settings.spark_driver_service_account if spark_driver else settings.job_service_account,
+        # The token is there for one thing: patching this pod's progress annotation (and a
+        # Spark driver's executor pods).
         "automountServiceAccountToken": True,
         "securityContext": POD_SECURITY_CONTEXT,
         "containers": [container],
@@ -144,26 +211,28 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     template_meta: dict[str, Any] = {"labels": labels}
     if test_hooks:
         template_meta["annotations"] = test_hooks
+    rules: list[dict[str, Any]] = [
+        {
+            "action": "FailJob",
+            "onExitCodes": {
+                "containerName": CONTAINER_NAME,
+                "operator": "In",
+                "values": FAIL_AT_ONCE_EXIT_CODES,
+            },
+        },
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+    ]
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
-        "podFailurePolicy": {
-            "rules": [
-                {
-                    "action": "FailJob",
-                    "onExitCodes": {
-                        "containerName": CONTAINER_NAME,
-                        "operator": "In",
-                        "values": FAIL_AT_ONCE_EXIT_CODES,
-                    },
-                },
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-            ]
-        },
+        "podFailurePolicy": {"rules": rules},
         "template": {"metadata": template_meta, "spec": pod_spec},
     }
     shards = request.job_kind.shards(spec)
     if shards > 1:
         job_spec.update(completions=shards, parallelism=shards, completionMode="Indexed")
+    workers = request.job_kind.workers(spec)
+    if workers > 1:
+        worker_group(job_spec, container, pod_spec, request, workers)
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     if spec.ttl_seconds_after_finished is not None:

@@ -18,11 +18,27 @@ JOB_POD_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]},
 ]
 
+# A PredictJob whose Spark executors are pods (spark.master k8s://..., or spark.executors
+# alone): its pod is the Spark driver and runs as a ServiceAccount of its own, made only in
+# namespaces where such a job runs. Spark (client mode) gets its own pod (the executors'
+# owner), creates, watches, lists and deletes executor pods, and keeps the executors'
+# configuration in a ConfigMap it creates and deletes; the pod also patches its progress.
+SPARK_DRIVER_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete", "patch"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "delete"]},
+]
 
-def job_rbac_objects(namespace: str, service_account: str,
+
+def needs_spark_driver(spec: Any) -> bool:
+    """The job pod is a Spark driver that makes executor pods."""
+    spark = getattr(spec, "spark", None)
+    return getattr(spec, "engine", None) == "spark" and spark is not None and bool(spark.on_kubernetes)
+
+
+def job_rbac_objects(namespace: str, service_account: str, rules: list[dict[str, Any]] | None = None,
                      annotations: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """[ServiceAccount, Role, RoleBinding], all named `service_account`; `annotations` on the ServiceAccount
-    (workload identity for s3:// paths, e.g. eks.amazonaws.com/role-arn)."""
+    """[ServiceAccount, Role, RoleBinding], all named `service_account`; `rules` default JOB_POD_RULES;
+    `annotations` on the ServiceAccount (workload identity for s3:// paths, e.g. eks.amazonaws.com/role-arn)."""
     meta = {
         "name": service_account,
         "namespace": namespace,
@@ -31,7 +47,8 @@ def job_rbac_objects(namespace: str, service_account: str,
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {**meta, "annotations": dict(annotations)} if annotations else meta},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": JOB_POD_RULES},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
+         "rules": JOB_POD_RULES if rules is None else rules},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",

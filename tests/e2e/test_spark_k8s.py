@@ -1,0 +1,177 @@
+"""Spark on Kubernetes for real: a PredictJob's pod is the Spark driver of executor pods.
+
+On the real node, from the CPU image: the operator gives the job pod the
+`gpubatch-spark-driver` ServiceAccount and its IP; Spark (client mode) makes
+the executor pods, owned by the driver pod, on the same image; the output is
+the file the local engine writes. An executor deleted mid-run is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.cluster import harness
+from tests.e2e.conftest import CPU_IMAGE, claim_dir, diagnose, get, make_claims
+from tests.e2e.test_real_pods import SMOKE, make_data, wait_final
+
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
+
+API = "gpubatch.dev/v1alpha1"
+EXECUTORS = "spark-role=executor"
+# Small executors: the test machine's memory is shared. The overhead holds the Python worker (TensorFlow).
+SMALL = {"spark.executor.memory": "512m", "spark.executor.memoryOverhead": "1200m",
+         "spark.kubernetes.executor.request.cores": "250m"}
+
+
+@pytest.fixture(scope="module")
+def trained(k8s_cluster: harness.Cluster, e2e_namespace: str, operator_release: str, data_dir: Path) -> Path:
+    """Claims `data` and `out`, a model trained in the cluster (out/model), and a larger input (data/many.parquet)."""
+    data = claim_dir(data_dir, e2e_namespace, "data")
+    out = claim_dir(data_dir, e2e_namespace, "out")
+    make_data.main(str(data))
+    rng = np.random.default_rng(11)
+    frames = []
+    for doc in range(60):
+        features = rng.normal(size=(200, 4)).astype("float32")
+        frame = pd.DataFrame(features, columns=[f"f{i}" for i in range(4)])
+        frame.insert(0, "pos", np.arange(200))
+        frame.insert(0, "doc", f"doc-{doc}")
+        frames.append(frame)
+    pd.concat(frames, ignore_index=True).to_parquet(data / "many.parquet", index=False)
+    make_claims(k8s_cluster, e2e_namespace, "data", "out")
+    k8s_cluster.kubectl("-n", e2e_namespace, "apply", "-f", str(SMOKE / "02-train.yaml"), check=True)
+    status = wait_final(k8s_cluster, e2e_namespace, "trainjob", "smoke-train")["status"]
+    assert status["phase"] == "Succeeded", f"{status}\n{diagnose(k8s_cluster, e2e_namespace)}"
+    return out
+
+
+def predict_job(name: str, output: str, **spec: Any) -> dict[str, Any]:
+    body = {"model": "pvc://out/model", "input": {"path": "pvc://data/many.parquet"},
+            "output": {"path": f"pvc://out/{output}", "overwrite": True}, "device": {"policy": "cpu"}}
+    body.update(spec)
+    return {"apiVersion": API, "kind": "PredictJob", "metadata": {"name": name}, "spec": body}
+
+
+def run_watching_executors(cluster: harness.Cluster, ns: str, job: dict[str, Any], *, kill_one: bool = False,
+                           timeout: float = 900) -> tuple[dict[str, Any], dict[str, dict[str, Any]], str | None]:
+    """Apply a PredictJob and follow it to the end, keeping the last state of every executor pod
+    seen; with `kill_one`, delete the first executor pod once it runs. Returns (status, pods, killed)."""
+    cluster.apply(job, namespace=ns)
+    name = job["metadata"]["name"]
+    seen: dict[str, dict[str, Any]] = {}
+    killed = None
+    deadline = time.monotonic() + timeout
+    while True:
+        for pod in cluster.get("pods", "-n", ns, "-l", EXECUTORS)["items"]:
+            seen[pod["metadata"]["name"]] = pod
+            if kill_one and killed is None and pod["status"].get("phase") == "Running":
+                killed = pod["metadata"]["name"]
+                cluster.kubectl("-n", ns, "delete", "pod", killed, "--wait=false", check=True)
+        status = get(cluster, ns, "predictjob", name).get("status") or {}
+        if status.get("phase") in ("Succeeded", "Failed"):
+            return status, seen, killed
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} not final after {timeout:.0f}s: {status}\n{diagnose(cluster, ns)}")
+        time.sleep(0.5)
+
+
+def driver_pod(cluster: harness.Cluster, ns: str, job_name: str) -> dict[str, Any]:
+    (pod,) = cluster.get("pods", "-n", ns, "-l", f"job-name={job_name}")["items"]
+    return pod
+
+
+def assert_same_predictions(local: Path, spark: Path) -> None:
+    a, b = pd.read_parquet(local), pd.read_parquet(spark)
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    assert a["doc"].tolist() == b["doc"].tolist() and a["pos"].tolist() == b["pos"].tolist()  # the input's order
+    assert a["label"].tolist() == b["label"].tolist()
+    probabilities = [c for c in a.columns if c.startswith("p_")]
+    assert probabilities
+    np.testing.assert_allclose(a[probabilities].to_numpy(), b[probabilities].to_numpy(), atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def local_output(k8s_cluster: harness.Cluster, e2e_namespace: str, trained: Path) -> Path:
+    k8s_cluster.apply(predict_job("many-local", "many-local.parquet"), namespace=e2e_namespace)
+    status = wait_final(k8s_cluster, e2e_namespace, "predictjob", "many-local")["status"]
+    assert status["phase"] == "Succeeded", f"{status}\n{diagnose(k8s_cluster, e2e_namespace)}"
+    return trained / "many-local.parquet"
+
+
+@pytest.fixture(scope="module")
+def two_executors(k8s_cluster: harness.Cluster, e2e_namespace: str,
+                  trained: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A PredictJob with 2 executor pods, run once: (its status, the executor pods seen)."""
+    job = predict_job("many-spark", "many-spark.parquet", engine="spark",
+                      spark={"executors": 2, "partitions": 8, "conf": SMALL})
+    status, executors, _ = run_watching_executors(k8s_cluster, e2e_namespace, job)
+    return status, executors
+
+
+def test_two_executor_pods_give_the_local_engines_output(
+        k8s_cluster: harness.Cluster, e2e_namespace: str, trained: Path, local_output: Path,
+        two_executors: tuple[dict[str, Any], dict[str, dict[str, Any]]]) -> None:
+    status, executors = two_executors
+    assert status["phase"] == "Succeeded", f"{status}\n{diagnose(k8s_cluster, e2e_namespace)}"
+    result = status["result"]
+    assert result["engine"] == "spark" and result["master"].startswith("k8s://https://"), result
+    assert_same_predictions(local_output, trained / "many-spark.parquet")
+    # Real executor pods on the job's image, owned by the driver (the job's pod), which ran as the driver identity.
+    assert len(executors) >= 2, sorted(executors)
+    driver = driver_pod(k8s_cluster, e2e_namespace, status["jobName"])
+    assert driver["spec"]["serviceAccountName"] == "gpubatch-spark-driver"
+    for pod in executors.values():
+        assert pod["spec"]["containers"][0]["image"] == CPU_IMAGE
+        owners = pod["metadata"]["ownerReferences"]
+        assert [(o["kind"], o["name"], o["uid"]) for o in owners] == [
+            ("Pod", driver["metadata"]["name"], driver["metadata"]["uid"])], owners
+        assert pod["spec"].get("automountServiceAccountToken") is False
+    # They went when the driver was done.
+    harness.wait_until(lambda: not k8s_cluster.get("pods", "-n", e2e_namespace, "-l", EXECUTORS)["items"],
+                       timeout=120, what="executor pods gone")
+
+
+def test_an_executor_deleted_mid_run_is_replaced(k8s_cluster: harness.Cluster, e2e_namespace: str,
+                                                 trained: Path, local_output: Path) -> None:
+    job = predict_job("many-spark-kill", "many-spark-kill.parquet", engine="spark",
+                      spark={"executors": 2, "partitions": 16, "conf": SMALL})
+    status, executors, killed = run_watching_executors(k8s_cluster, e2e_namespace, job, kill_one=True)
+    assert killed is not None, sorted(executors)
+    assert status["phase"] == "Succeeded", f"{status}\n{diagnose(k8s_cluster, e2e_namespace)}"
+    # Spark asked for a new executor pod in place of the deleted one.
+    assert len(executors) >= 3, sorted(executors)
+    assert_same_predictions(local_output, trained / "many-spark-kill.parquet")
+
+
+def test_only_the_driver_identity_may_make_pods(
+        k8s_cluster: harness.Cluster, e2e_namespace: str,
+        two_executors: tuple[dict[str, Any], dict[str, dict[str, Any]]]) -> None:
+    def can(account: str, verb: str, resource: str, namespace: str = e2e_namespace) -> bool:
+        resource, _, sub = resource.partition("/")  # kubectl reads pods/exec as a pod named exec
+        result = k8s_cluster.kubectl("auth", "can-i", verb, resource, *([f"--subresource={sub}"] if sub else []),
+                                     "-n", namespace, f"--as=system:serviceaccount:{e2e_namespace}:{account}")
+        return result.stdout.strip() == "yes"
+
+    # Both identities exist here by now (the train job made the plain one, the Spark job the driver's).
+    k8s_cluster.kubectl("-n", e2e_namespace, "get", "serviceaccount", "gpubatch-job", "gpubatch-spark-driver",
+                        check=True)
+    assert not can("gpubatch-job", "create", "pods")
+    assert not can("gpubatch-job", "delete", "pods")
+    assert can("gpubatch-job", "patch", "pods")  # its progress annotation
+    assert can("gpubatch-spark-driver", "create", "pods") and can("gpubatch-spark-driver", "delete", "pods")
+    assert can("gpubatch-spark-driver", "create", "configmaps")
+    for verb, resource in (("create", "services"), ("create", "secrets"), ("get", "secrets"),
+                           ("create", "jobs.batch"), ("create", "persistentvolumeclaims"),
+                           ("create", "pods/exec"), ("update", "pods")):
+        assert not can("gpubatch-spark-driver", verb, resource), (verb, resource)
+    assert not can("gpubatch-spark-driver", "create", "pods", namespace="default")
+    roles = json.loads(k8s_cluster.kubectl("-n", e2e_namespace, "get", "role", "gpubatch-spark-driver", "-o", "json",
+                                           check=True).stdout)
+    assert {r["resources"][0] for r in roles["rules"]} == {"pods", "configmaps"}
