@@ -88,3 +88,16 @@ def test_local_places_are_their_own_folder(tmp_path: Path) -> None:
     assert folder.local_dir == tmp_path / "models" / "m" and isinstance(folder, Place)
     with pytest.raises(BadInput, match="s3:// is not accepted here"):
         ctx.resolve("s3://bucket-a/x", field_name="spec.x")
+
+
+def test_spark_executor_pods_refuse_s3_paths_naming_the_field(tmp_path: Path) -> None:
+    from gpubatch_jobs.predict import run
+    from gpubatch_jobs.spec.kinds import PredictJobSpec
+
+    spec = PredictJobSpec.model_validate({
+        "model": "s3://models-bucket/rnn", "engine": "spark", "spark": {"executors": 2},
+        "input": {"path": "rows.parquet", "idColumn": "doc", "positionColumn": "pos"},
+        "output": {"path": "out.parquet"}})
+    with pytest.raises(BadInput) as err:
+        run(spec, RunContext(base_dir=tmp_path))
+    assert "spec.model" in str(err.value) and "executor pods" in str(err.value)

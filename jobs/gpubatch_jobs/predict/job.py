@@ -40,13 +40,14 @@ from gpubatch_jobs.quiet import framework_import, release_native_stderr
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.shutdown import BACKGROUND_PREFIX
 from gpubatch_jobs.spec.kinds import PredictJobSpec
-from gpubatch_jobs.storage import Place
+from gpubatch_jobs.storage import Place, is_s3
 
 log = logging.getLogger("gpubatch.predict")
 
 
 def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
     started = time.perf_counter()
+    _check_spark_on_kubernetes_paths(spec)
     place, name = ctx.output_file(spec.output.path, field_name="spec.output.path")
     output = place.path(name)
     if place.is_remote:
@@ -69,6 +70,19 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
     summary["output"] = place.show(output)
     place.finish()
     return summary
+
+
+def _check_spark_on_kubernetes_paths(spec: PredictJobSpec) -> None:
+    """Executor pods read the input and the model and write parts themselves; s3:// is staged by the
+    driver alone (storage.py), which they cannot see: refuse it rather than fail in the executors."""
+    if spec.engine != "spark" or spec.spark is None or not spec.spark.on_kubernetes:
+        return
+    for field, path in (("spec.input.path", spec.input.path), ("spec.model", spec.model),
+                        ("spec.output.path", spec.output.path)):
+        if is_s3(path):
+            raise BadInput(f"{path}: s3:// paths work with engine spark on the pod's own Spark "
+                           "(no executors, master local) but not yet with executor pods; use a pvc:// path "
+                           "or run Spark in the pod (unset spark.executors and spark.master)", field=field)
 
 
 def check_target_url(place: Place, name: str, overwrite: bool) -> None:
