@@ -57,6 +57,10 @@ class ModelCache:
             self._placed, self._source = model.to_device(features), features
         model.use(self._placed)
 
+    def release(self) -> None:
+        """Forget the placed rows, so the next `bind` places its rows again (even the same array refilled)."""
+        self._placed = self._source = None
+
     def get(self, batch: int) -> CompiledModel:
         if batch not in self.models:
             self.models[batch] = self.factory(batch)

@@ -66,9 +66,16 @@ def expected_capacity(n_rows: int | None) -> int | None:
     return n_rows if n_rows <= CHUNK_ROWS else CHUNK_ROWS
 
 
-def scaled_rows(docs: Documents, seq: SequenceModel, row_lo: int, row_hi: int, capacity: int) -> np.ndarray:
-    """Rows [row_lo, row_hi) scaled to model input, in a zero-padded (capacity, features) float32 array."""
-    features = np.zeros((max(capacity, row_hi - row_lo), seq.n_features), dtype=np.float32)
+def scaled_rows(docs: Documents, seq: SequenceModel, row_lo: int, row_hi: int, capacity: int,
+                buffer: np.ndarray | None = None) -> np.ndarray:
+    """Rows [row_lo, row_hi) scaled to model input, in a (capacity, features) float32 array.
+
+    `buffer` (the previous chunk's array) is reused when its shape fits: a
+    fresh array of a few hundred MB costs more in page faults than the
+    scaling itself. Rows past row_hi are padding no window reads.
+    """
+    shape = (max(capacity, row_hi - row_lo), seq.n_features)
+    features = buffer if buffer is not None and buffer.shape == shape else np.zeros(shape, dtype=np.float32)
     seq.prep.transform_columns(docs.feature_columns(row_lo, row_hi), out=features[:row_hi - row_lo])
     return features
 
@@ -124,12 +131,14 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
 
     ranges = chunks(docs)
     capacity = feature_capacity(docs, ranges)
+    features: np.ndarray | None = None
     for first, last in ranges:
         row_lo = int(docs.doc_starts[first])
         row_hi = int(docs.doc_starts[last - 1] + docs.doc_lengths[last - 1])
         plan = plan_windows(docs.doc_starts[first:last] - row_lo, docs.doc_lengths[first:last],
                             settings.window, settings.stride)
-        features = scaled_rows(docs, seq, row_lo, row_hi, capacity)
+        cache.release()  # the previous chunk's placed rows may alias the buffer refilled here
+        features = scaled_rows(docs, seq, row_lo, row_hi, capacity, buffer=features)
         if batch == "auto":
             choice = choose_batch_size(cache, plan, features, gpu=gpu, job_windows=total_windows)
             batch, probes, reason, probe_seconds = choice.size, choice.probes, choice.reason, choice.seconds

@@ -93,6 +93,13 @@ class CompiledModel:
         if self.backend == "tensorflow":
             import tensorflow as tf
 
+            if not self.gpu:
+                # On the CPU the model can read the array where it is (DLPack shares the buffer): no copy
+                # of a chunk of hundreds of MB. The caller keeps the array unchanged while it is placed.
+                try:
+                    return tf.experimental.dlpack.from_dlpack(features.__dlpack__())
+                except Exception as err:  # noqa: BLE001 - e.g. an alignment TensorFlow refuses: copy instead
+                    log.debug("DLPack hand-over refused (%s); copying the rows", err)
             with tf.device(self._device):
                 return tf.identity(tf.convert_to_tensor(features))
         if self.backend == "torch":
