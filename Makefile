@@ -3,11 +3,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= operator,render,train,spark,demo,dev
+EXTRAS ?= operator,render,train,spark,demo,dev,bench
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test unit test-cluster lint bench crds crds-check k8s-binaries node-deps images cluster-up cluster-down cluster-kubeconfig cluster-data-dir clean
+.PHONY: help install demo test unit test-cluster lint bench crds crds-check k8s-binaries s3-server node-deps images cluster-up cluster-down cluster-kubeconfig cluster-data-dir clean
 
 help:
 	@echo "make demo      run every manifest under examples/ with gpubatch run"
@@ -31,6 +31,10 @@ demo: install
 k8s-binaries:
 	bash tests/cluster/k8s-binaries.sh
 
+# The S3 server of the s3:// tests (SeaweedFS, built from its pinned Go module, cached by version).
+s3-server:
+	bash tests/s3/seaweedfs.sh
+
 # The real node and the image builds use Debian's container tools (root).
 NODE_DEPS := docker.io containerd runc containernetworking-plugins debootstrap iptables curl
 node-deps:
@@ -41,7 +45,7 @@ node-deps:
 images: node-deps
 	bash images/build.sh
 
-test: install k8s-binaries images
+test: install k8s-binaries s3-server images
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: install

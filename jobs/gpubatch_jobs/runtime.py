@@ -18,22 +18,15 @@ from typing import Any
 
 from gpubatch_jobs.contract import DeviceInstruction, instruction_for_policy
 from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.storage import PVC_PREFIX, Place, is_s3, split_pvc
 
 log = logging.getLogger("gpubatch")
 
-PVC_PREFIX = "pvc://"
+__all__ = ["PVC_PREFIX", "RunContext", "split_pvc"]
+
 PROGRESS_INTERVAL_S = 5.0
 
 ProgressSink = Callable[[dict[str, Any]], None]
-
-
-def split_pvc(path: str) -> tuple[str, str] | None:
-    """(claim, sub/path) for `pvc://claim/sub/path`, else None."""
-    if not path.startswith(PVC_PREFIX):
-        return None
-    rest = path[len(PVC_PREFIX):]
-    claim, _, sub = rest.partition("/")
-    return claim, sub
 
 
 @dataclass
@@ -58,6 +51,8 @@ class RunContext:
         Absolute, with `..` and `.` folded (symlinks kept), so messages name
         `/work/data/x` rather than `cases/30/../../data/x`.
         """
+        if is_s3(path):
+            raise BadInput(f"{path}: s3:// is not accepted here; use a local or pvc:// path", field=field_name)
         pvc = split_pvc(path)
         if pvc is None:
             local = Path(path).expanduser()
@@ -72,6 +67,45 @@ class RunContext:
             f"run with --mount {claim}=./some/folder",
             field=field_name,
         )
+
+    # Paths that may be s3:// (gpubatch_jobs.storage is the one place that handles them).
+
+    def input_file(self, path: str, *, field_name: str = "path") -> Path:
+        """A local file holding the input at `path` (an s3:// object is downloaded to scratch)."""
+        if is_s3(path):
+            from gpubatch_jobs import storage
+
+            return storage.local_input(path, field_name=field_name)
+        return self.resolve(path, field_name=field_name)
+
+    def input_dir(self, path: str, *, field_name: str = "path") -> Path:
+        """A local folder holding the input folder at `path` (an s3:// prefix is downloaded)."""
+        if is_s3(path):
+            from gpubatch_jobs import storage
+
+            return storage.local_input_dir(path.rstrip("/"), field_name=field_name)
+        return self.resolve(path, field_name=field_name)
+
+    def output_file(self, path: str, *, field_name: str = "path") -> tuple[Place, str]:
+        """(place, name): write `place.path(name)`, then `place.push(name)` publishes it."""
+        if is_s3(path):
+            from gpubatch_jobs import storage
+
+            place, name = storage.output_file(path)
+            storage.check_reachable(place, field_name)
+            return place, name
+        final = self.resolve(path, field_name=field_name)
+        return Place(final.parent), final.name
+
+    def output_folder(self, path: str, *, field_name: str = "path") -> Place:
+        """The output folder at `path`; an s3:// prefix is mirrored in local scratch."""
+        if is_s3(path):
+            from gpubatch_jobs import storage
+
+            place = storage.output_folder(path.rstrip("/"))
+            storage.check_reachable(place, field_name)
+            return place
+        return Place(self.resolve(path, field_name=field_name))
 
     def device_instruction(self, spec_policy: str) -> DeviceInstruction:
         """The instruction this run was given; without one (gpubatch run, tests) the spec's policy's."""

@@ -35,6 +35,7 @@ class JobRbac:
     client: KubeClient
     service_account: str
     spark_driver_service_account: str = "gpubatch-spark-driver"
+    annotations: dict[str, str] = field(default_factory=dict)  # on the job ServiceAccount (workload identity)
     _ready: dict[tuple[str, bool], asyncio.Future[None]] = field(default_factory=dict)
 
     def lost(self, namespace: str) -> None:
@@ -59,7 +60,8 @@ class JobRbac:
         if ready is None:
             ready = self._ready[key] = asyncio.get_running_loop().create_future()
             objects = (job_rbac_objects(namespace, self.spark_driver_service_account, SPARK_DRIVER_RULES)
-                       if spark_driver else job_rbac_objects(namespace, self.service_account))
+                       if spark_driver else job_rbac_objects(namespace, self.service_account,
+                                                             annotations=self.annotations))
             try:
                 for obj in objects:
                     group_version, plural = RBAC_PATHS[obj["kind"]]

@@ -72,7 +72,8 @@ class Reconciler:
     def __post_init__(self) -> None:
         self.pacer = StatusPacer(self.queue)
         self.job_rbac = JobRbac(self.client, self.settings.job_service_account,
-                                self.settings.spark_driver_service_account)
+                                self.settings.spark_driver_service_account,
+                                dict(self.settings.job_service_account_annotations))
 
     async def worker(self) -> None:
         while True:

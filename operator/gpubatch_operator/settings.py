@@ -14,6 +14,9 @@ GPUBATCH_DEFAULT_DEVICE_POLICY       spec.device.policy when a job leaves it uns
 GPUBATCH_DEFAULT_GPU_PENDING_TIMEOUT spec.device.gpuPendingTimeout when unset: 5m (default)
 GPUBATCH_JOB_SERVICE_ACCOUNT         ServiceAccount of job pods: gpubatch-job (default); the operator
                                      ensures it (with its Role and RoleBinding) where it launches jobs
+GPUBATCH_JOB_SERVICE_ACCOUNT_ANNOTATIONS  JSON object of annotations for the job ServiceAccount the
+                                     operator creates (Helm jobServiceAccount.annotations): cloud
+                                     workload identity for s3:// paths, e.g. eks.amazonaws.com/role-arn
 GPUBATCH_GPU_RESOURCE                extended resource of a GPU: nvidia.com/gpu (default)
 GPUBATCH_METRICS_PORT                Prometheus text at :PORT/metrics: 8080 (default); 0 turns it off
 GPUBATCH_HEALTH_PORT                 liveness at :PORT/healthz: 8081 (default); 0 turns it off
@@ -36,6 +39,7 @@ GPUBATCH_TEST_HOOKS                  false (default); true: copy gpubatch.dev/te
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,6 +69,7 @@ class Settings:
     default_gpu_pending_timeout: str = "5m"
     job_service_account: str = "gpubatch-job"
     spark_driver_service_account: str = "gpubatch-spark-driver"
+    job_service_account_annotations: tuple[tuple[str, str], ...] = ()
     gpu_resource: str = "nvidia.com/gpu"
     metrics_port: int = 8080
     health_port: int = 8081
@@ -144,6 +149,7 @@ class Settings:
             job_service_account=text("GPUBATCH_JOB_SERVICE_ACCOUNT", defaults.job_service_account),
             spark_driver_service_account=text("GPUBATCH_SPARK_DRIVER_SERVICE_ACCOUNT",
                                               defaults.spark_driver_service_account),
+            job_service_account_annotations=_annotations(env, "GPUBATCH_JOB_SERVICE_ACCOUNT_ANNOTATIONS"),
             gpu_resource=text("GPUBATCH_GPU_RESOURCE", defaults.gpu_resource),
             metrics_port=int(number("GPUBATCH_METRICS_PORT", defaults.metrics_port)),
             health_port=int(number("GPUBATCH_HEALTH_PORT", defaults.health_port)),
@@ -162,3 +168,16 @@ class Settings:
             leader_election_lease=text("GPUBATCH_LEADER_ELECTION_LEASE", defaults.leader_election_lease),
             lease_s=float(number("GPUBATCH_LEASE_SECONDS", defaults.lease_s, float, minimum=3)),
         )
+
+
+def _annotations(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ()
+    try:
+        value = json.loads(raw)
+    except ValueError as err:
+        raise SettingsError(f"{name}: not JSON ({err}); give an object such as {{\"key\": \"value\"}}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise SettingsError(f"{name}: must be a JSON object of string values")
+    return tuple(sorted((str(k), v) for k, v in value.items()))

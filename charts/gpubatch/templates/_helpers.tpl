@@ -107,6 +107,8 @@ The operator's settings (gpubatch_operator.settings reads them once at startup).
   value: {{ .Values.defaults.gpuPendingTimeout | quote }}
 - name: GPUBATCH_JOB_SERVICE_ACCOUNT
   value: {{ .Values.jobServiceAccount.name | quote }}
+- name: GPUBATCH_JOB_SERVICE_ACCOUNT_ANNOTATIONS
+  value: {{ .Values.jobServiceAccount.annotations | default dict | toJson | quote }}
 - name: GPUBATCH_GPU_RESOURCE
   value: {{ .Values.gpuResource | quote }}
 - name: GPUBATCH_METRICS_PORT

@@ -4,7 +4,7 @@ Order matters for "no partial output" and for failing fast: the output
 target, the artifact's files (preprocessing.json and the model's config, read
 without any framework) and the settings are checked before TensorFlow is
 imported (several seconds); the result is published by rename only when
-complete.
+complete (an s3:// result is then uploaded whole; storage.Place).
 
 The whole input is read and checked while a warm-up thread imports the
 framework, loads the model and compiles it for the first batch size (`Warmup`):
@@ -40,22 +40,58 @@ from gpubatch_jobs.quiet import framework_import, release_native_stderr
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.shutdown import BACKGROUND_PREFIX
 from gpubatch_jobs.spec.kinds import PredictJobSpec
+from gpubatch_jobs.storage import Place, is_s3
 
 log = logging.getLogger("gpubatch.predict")
 
 
 def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
     started = time.perf_counter()
-    output = ctx.resolve(spec.output.path, field_name="spec.output.path")
-    check_target(output, spec.output.overwrite)
-    model_dir = ctx.resolve(spec.model, field_name="spec.model")
-    input_path = ctx.resolve(spec.input.path, field_name="spec.input.path")
+    _check_spark_on_kubernetes_paths(spec)
+    place, name = ctx.output_file(spec.output.path, field_name="spec.output.path")
+    output = place.path(name)
+    if place.is_remote:
+        # s3://: the result is written in scratch and uploaded whole at the end (both engines).
+        check_target_url(place, name, spec.output.overwrite)
+        output.unlink(missing_ok=True)
+    else:
+        check_target(output, spec.output.overwrite)
+    model_dir = ctx.input_dir(spec.model, field_name="spec.model")
+    input_path = ctx.input_file(spec.input.path, field_name="spec.input.path")
     instruction = ctx.device_instruction(spec.device.policy)
     if spec.engine == "spark":
         from gpubatch_jobs.predict.spark import run_spark
 
-        return run_spark(spec, ctx, model_dir=model_dir, input_path=input_path, output=output, instruction=instruction)
+        summary = run_spark(spec, ctx, model_dir=model_dir, input_path=input_path, output=output,
+                            instruction=instruction)
+    else:
+        summary = _run_local(spec, ctx, model_dir, input_path, output, instruction, started)
+    place.push(name)
+    summary["output"] = place.show(output)
+    place.finish()
+    return summary
 
+
+def _check_spark_on_kubernetes_paths(spec: PredictJobSpec) -> None:
+    """Executor pods read the input and the model and write parts themselves; s3:// is staged by the
+    driver alone (storage.py), which they cannot see: refuse it rather than fail in the executors."""
+    if spec.engine != "spark" or spec.spark is None or not spec.spark.on_kubernetes:
+        return
+    for field, path in (("spec.input.path", spec.input.path), ("spec.model", spec.model),
+                        ("spec.output.path", spec.output.path)):
+        if is_s3(path):
+            raise BadInput(f"{path}: s3:// paths work with engine spark on the pod's own Spark "
+                           "(no executors, master local) but not yet with executor pods; use a pvc:// path "
+                           "or run Spark in the pod (unset spark.executors and spark.master)", field=field)
+
+
+def check_target_url(place: Place, name: str, overwrite: bool) -> None:
+    if not overwrite and place.remote_exists(name):
+        raise BadInput("output already exists; set spec.output.overwrite: true to replace it", path=place.url(name))
+
+
+def _run_local(spec: PredictJobSpec, ctx: RunContext, model_dir: Any, input_path: Any, output: Any,
+               instruction: Any, started: float) -> dict[str, Any]:
     info = inspect_artifact(model_dir)
     settings = resolve_settings(spec, info, output)
     _configure_verbosity(settings.verbosity)

@@ -13,6 +13,9 @@
    is written), committing progress to the resumable writer after each batch.
 5. Publish: os.replace to the final name; with shards, the virtual dataset
    once all parts exist; the preview PNG when this run rendered the first images.
+   With an s3:// output all of this happens in local scratch (storage.Place)
+   and each finished file (part, output, preview) is uploaded whole as soon as
+   it is complete; a re-run pulls what is published and skips finished parts.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from gpubatch_jobs.render.inputs import Source, open_source
 from gpubatch_jobs.render.preview import preview_path, write_preview
 from gpubatch_jobs.render.shards import assemble, complete_parts, part_path, shard_range
 from gpubatch_jobs.render.writer import ImageWriter, chunk_images, read_fingerprint
+from gpubatch_jobs.storage import Place
 
 log = logging.getLogger("gpubatch")
 
@@ -183,7 +187,8 @@ def _render_part(device: Device, source: Source, params: RenderParams, writer: I
 def run(spec: Any, ctx: Any) -> dict[str, Any]:
     started = time.perf_counter()
     params = RenderParams(spec.seq_len, spec.width, spec.height, float(spec.line_width))
-    final = ctx.resolve(spec.output.path, field_name="spec.output.path")
+    place, name = ctx.output_file(spec.output.path, field_name="spec.output.path")
+    final = place.path(name)
     _check_output(final)
     shards = int(spec.shards)
     if ctx.shard_index is not None and not 0 <= ctx.shard_index < shards:
@@ -191,13 +196,25 @@ def run(spec: Any, ctx: Any) -> dict[str, Any]:
     indices = list(range(shards)) if ctx.shard_index is None else [ctx.shard_index]
     source = open_source(spec, ctx)
     try:
-        return _run(spec, ctx, params, final, shards, indices, source, started)
+        if place.is_remote:
+            # What is published already decides what is left: the output, and this run's parts.
+            place.pull(final.name)
+            for i in indices if shards > 1 else ():
+                place.pull(part_path(final, i, shards).name)
+        summary = _run(spec, ctx, params, final, shards, indices, source, started, place)
     finally:
         source.close()
+    for key in ("output", "preview"):
+        summary[key] = place.show(summary[key])
+    if summary["parts"]:
+        summary["parts"] = [place.show(p) for p in summary["parts"]]
+    if summary["assembled"]:
+        place.finish()
+    return summary
 
 
 def _run(spec: Any, ctx: Any, params: RenderParams, final: Path, shards: int, indices: list[int],
-         source: Source, started: float) -> dict[str, Any]:
+         source: Source, started: float, place: Place) -> dict[str, Any]:
     fingerprints = [_fingerprint(params, source, spec, i, shards) for i in range(shards)]
     whole_fingerprint = fingerprints[0] if shards == 1 else hashlib.sha256("".join(fingerprints).encode()).hexdigest()
     overwrite = bool(spec.output.overwrite)
@@ -261,6 +278,7 @@ def _run(spec: Any, ctx: Any, params: RenderParams, final: Path, shards: int, in
                 writer.finish()
             finally:
                 writer.close()
+            place.push(path.name)  # s3://: the part (or output) becomes an object only now, whole
     finally:
         if device is not None:
             device.renderer.close()
@@ -271,15 +289,21 @@ def _run(spec: Any, ctx: Any, params: RenderParams, final: Path, shards: int, in
     assembled = shards == 1
     count = total_images
     if shards > 1:
+        if place.is_remote and not final_done:
+            for j in sorted(set(range(shards)) - set(indices)):  # other pods' parts
+                place.pull(part_path(final, j, shards).name)
         parts = complete_parts(final, shards, fingerprints)
         if parts is not None and not final_done:
-            count = assemble(final, parts, {**params.attrs(), **attrs, "fingerprint": whole_fingerprint})
+            count = assemble(final, parts, {**params.attrs(), **attrs, "fingerprint": whole_fingerprint},
+                             virtual=not place.is_remote)
+            place.push(final.name)
             assembled = True
         elif final_done:
             assembled = True
     preview = None
     if spec.preview_images and 0 in indices and total_images:
         preview = _preview(final if assembled else results[0].path, spec.preview_images, final)
+        place.push(preview.name)
 
     rendered = sum(r.rendered for r in results)
     summary: dict[str, Any] = {

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.storage import is_s3
 
 SCAN_BLOCK = 65_536
 _SUFFIXES = {".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5", ".npy": "npy", ".npz": "npz",
@@ -133,12 +134,14 @@ def _check_labels(labels: Any, what: str, where: str) -> np.ndarray:
 
 def open_source(spec: Any, ctx: Any) -> Source:
     """The Source named by spec.input; BadInput when it cannot be rendered."""
-    path = ctx.resolve(spec.input.path, field_name="spec.input.path")
+    path = ctx.input_file(spec.input.path, field_name="spec.input.path")
     if not path.exists():
         raise BadInput(f"input file {path} does not exist", field="spec.input.path")
     fmt = detect_format(path, str(spec.input.format))
     stat = os.stat(path)
-    identity = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+    # An s3:// input's local copy keeps the object's time, and the URL stands for the path, so the
+    # fingerprint (what makes a re-run skip finished parts) is the same from any scratch folder.
+    identity = {"path": spec.input.path if is_s3(spec.input.path) else str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                 "input": spec.input.wire(), "format": fmt}
     loader = {"hdf5": _open_hdf5, "npy": _open_npy, "npz": _open_npz, "csv": _open_table,
               "parquet": _open_table}[fmt]
@@ -202,7 +205,7 @@ def _open_npy(spec: Any, ctx: Any, path: Path, fmt: str) -> Source:
         raise BadInput(f"cannot read as .npy: {err}", path=str(path)) from err
     source = _from_array(array, spec, str(path), path.name)
     if spec.input.labels:
-        labels_path = ctx.resolve(spec.input.labels, field_name="spec.input.labels")
+        labels_path = ctx.input_file(spec.input.labels, field_name="spec.input.labels")
         if not labels_path.exists():
             raise BadInput(f"for .npy input, labels names a .npy file; {labels_path} does not exist",
                            field="spec.input.labels")

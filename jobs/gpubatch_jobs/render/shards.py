@@ -13,6 +13,11 @@ all N parts are complete and, if so, writes the virtual file (temp name, then
 harmless); a run that renders every shard in-process assembles it at the end.
 Sources are stored by file name only, so the folder can be moved or mounted
 elsewhere: HDF5 looks for them next to the virtual file.
+
+On object storage (`s3://`) a virtual file could not reach its sources, so the
+output object is a real HDF5 file holding a copy of every part
+(`assemble(..., virtual=False)`), built in scratch and uploaded whole; the
+parts stay as objects of their own.
 """
 
 from __future__ import annotations
@@ -43,8 +48,8 @@ def complete_parts(final: Path, shards: int, fingerprints: list[str]) -> list[Pa
     return parts
 
 
-def assemble(final: Path, parts: list[Path], attrs: dict[str, Any]) -> int:
-    """Write the virtual file at `final` over the complete parts; returns the image count."""
+def assemble(final: Path, parts: list[Path], attrs: dict[str, Any], *, virtual: bool = True) -> int:
+    """Write the virtual file (or, `virtual=False`, a copy) at `final` over the complete parts; returns the image count."""
     import h5py
 
     counts, labelled = [], True
@@ -61,7 +66,21 @@ def assemble(final: Path, parts: list[Path], attrs: dict[str, Any]) -> int:
     tmp = final.with_name(f".{final.name}.vds-{uuid.uuid4().hex[:8]}")
     try:
         with h5py.File(tmp, "w", libver="latest") as out:
-            for name in names:
+            for name in names if not virtual else ():
+                row_shape = shape if name == "images" else ()
+                kwargs: dict[str, Any] = {}
+                if name == "images":
+                    with h5py.File(parts[0], "r") as f:
+                        kwargs["chunks"] = f["images"].chunks if total else None
+                data = out.create_dataset(name, shape=(total, *row_shape), dtype=dtypes[name], **kwargs)
+                offset = 0
+                for part, n in zip(parts, counts, strict=True):
+                    with h5py.File(part, "r") as f:
+                        for lo in range(0, n, 4096):
+                            hi = min(n, lo + 4096)
+                            data[offset + lo: offset + hi] = f[name][lo:hi]
+                    offset += n
+            for name in names if virtual else ():
                 row_shape = shape if name == "images" else ()
                 layout = h5py.VirtualLayout(shape=(total, *row_shape), dtype=dtypes[name])
                 offset = 0
@@ -74,6 +93,7 @@ def assemble(final: Path, parts: list[Path], attrs: dict[str, Any]) -> int:
                 out.attrs[key] = value
             out.attrs["count"] = total
             out.attrs["parts"] = [part.name for part in parts]
+            out.attrs["virtual"] = virtual
             out.attrs["partCounts"] = counts
             out.attrs["complete"] = True
         os.replace(tmp, final)

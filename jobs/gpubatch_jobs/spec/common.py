@@ -23,8 +23,11 @@ QUANTITY_PATTERN = (
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-# A path is either a local path or pvc://CLAIM/sub/path (CLAIM is a DNS label).
-PATH_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|[^:]+)$"
+# A path is a local path, pvc://CLAIM/sub/path (CLAIM is a DNS label) or s3://BUCKET/KEY
+# (BUCKET an S3 bucket name: 3-63 lowercase letters, digits, '.' and '-').
+PATH_PATTERN = (r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?"
+                r"|[^:]+)$")
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 # Fields whose default the operator supplies from its settings (Helm values), so the
 # CRD carries no schema default for them: an unset field stays unset in the cluster.
@@ -153,7 +156,7 @@ class ImageSpec(ApiModel):
 class InputSpec(ApiModel):
     """Where the data comes from: a local path or pvc://CLAIM/sub/path."""
 
-    path: DataPath = Field(..., description="File to read: local path or pvc://CLAIM/sub/path.")
+    path: DataPath = Field(..., description="File to read: local path, pvc://CLAIM/sub/path or s3://BUCKET/KEY.")
     format: InputFormat = Field(InputFormat.auto, description="auto: from the file extension.")
     dataset: str | None = Field(
         None, min_length=1, max_length=1024, description="HDF5 dataset holding the data."
@@ -179,12 +182,30 @@ class InputSpec(ApiModel):
 
 
 class OutputSpec(ApiModel):
-    path: DataPath = Field(..., description="Where results go: local path or pvc://CLAIM/sub/path.")
+    path: DataPath = Field(
+        ..., description="Where results go: local path, pvc://CLAIM/sub/path or s3://BUCKET/KEY."
+    )
     format: Literal["auto", "hdf5", "parquet"] = Field(
         "auto", description="PredictJob: parquet (default) or hdf5. Others: their native format."
     )
     overwrite: bool = Field(
         False, description="Replace a finished output that already exists (else: an error)."
+    )
+
+
+class StorageSpec(ApiModel):
+    """Object storage (s3:// paths): where the job pod's credentials and endpoint come from."""
+
+    secret_name: str | None = Field(
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=(
+            "Secret in the job's namespace whose keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and "
+            "(optional) AWS_ENDPOINT_URL, AWS_REGION, AWS_SESSION_TOKEN become the job container's "
+            "environment. Unset: nothing is injected (workload identity through the job "
+            "ServiceAccount's annotations, Helm jobServiceAccount.annotations)."
+        ),
     )
 
 
@@ -214,6 +235,7 @@ class CommonSpec(ApiModel):
         pattern=DNS_LABEL_PATTERN,
         description="Kueue LocalQueue; the Job is created suspended with the queue-name label.",
     )
+    storage: StorageSpec | None = Field(None, description="Credentials for s3:// paths (a Secret).")
     input: InputSpec
     output: OutputSpec = Field(
         ...,

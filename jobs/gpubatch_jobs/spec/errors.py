@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from gpubatch_jobs.spec.common import (
     DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
     DURATION_PATTERN,
     PATH_PATTERN,
     QUANTITY_PATTERN,
@@ -21,7 +22,8 @@ _PATTERN_HINTS = {
     DURATION_PATTERN: "must be a duration such as 30s, 5m or 1h30m",
     QUANTITY_PATTERN: "must be a Kubernetes quantity such as 500m, 2 or 8Gi",
     DNS_LABEL_PATTERN: "must be a DNS label: lowercase letters, digits and '-'",
-    PATH_PATTERN: "must be a local path or pvc://CLAIM/sub/path",
+    PATH_PATTERN: "must be a local path, pvc://CLAIM/sub/path or s3://BUCKET/KEY",
+    DNS_SUBDOMAIN_PATTERN: "must be a Kubernetes object name: lowercase letters, digits, '-' and '.'",
 }
 
 

@@ -7,7 +7,10 @@ fast with nothing written and no framework loaded. Then the Keras backend is
 fixed (KERAS_BACKEND, before keras is imported) and the device layer picks
 and sets up the device. Training resumes from the last checkpoint in the
 output folder when there is one. The artifact (see gpubatch_jobs.artifacts)
-is published at the end, the model last.
+is published at the end, the model last. An s3:// output is a prefix mirrored
+in local scratch (gpubatch_jobs.storage.Place): pulled at the start (so a pod
+on another node, or the CPU re-run, resumes from the last epoch), each
+checkpoint pushed when written, the artifact pushed model last.
 
 Modules: dataset/tables/arrays/split read and prepare data; backend chooses
 backend, device and precision; models builds the networks; loop runs the
@@ -25,6 +28,7 @@ from typing import Any
 from gpubatch_jobs.artifacts import SUMMARY_FILE, is_finished
 from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.runtime import RunContext
+from gpubatch_jobs.storage import Place
 
 log = logging.getLogger("gpubatch.train")
 
@@ -47,7 +51,10 @@ def spec_fingerprints(spec: Any) -> tuple[str, str]:
 
 def run(spec: Any, ctx: RunContext) -> dict[str, Any]:
     started = time.monotonic()
-    output = ctx.resolve(spec.output.path, field_name="spec.output.path")
+    place = ctx.output_folder(spec.output.path, field_name="spec.output.path")
+    if place.is_remote:  # s3://: the published artifact and checkpoints, mirrored into scratch
+        place.pull_all()
+    output = place.local_dir
     run_print, checkpoint_print = spec_fingerprints(spec)
     if output.exists() and not output.is_dir():
         raise BadInput("the TrainJob output is a folder, but a file is there", field="spec.output.path")
@@ -55,9 +62,9 @@ def run(spec: Any, ctx: RunContext) -> dict[str, Any]:
         previous = _finished_summary(output)
         if not spec.output.overwrite:
             if previous is not None and previous.get("specFingerprint") == run_print:
-                log.info("%s already holds the finished model of this spec; nothing to do", output)
+                log.info("%s already holds the finished model of this spec; nothing to do", place.show(output))
                 return {**previous, "alreadyFinished": True}
-            raise BadInput(f"{output} already holds a finished model from another spec; "
+            raise BadInput(f"{place.show(output)} already holds a finished model from another spec; "
                            "set output.overwrite: true to replace it, or choose a new path",
                            field="spec.output.path")
 
@@ -76,7 +83,9 @@ def run(spec: Any, ctx: RunContext) -> dict[str, Any]:
     import keras
 
     apply_precision(runtime)
-    return _train(spec, ctx, output, data, runtime, run_print, checkpoint_print, started, keras, group)
+    summary = _train(spec, ctx, place, data, runtime, run_print, checkpoint_print, started, keras, group)
+    place.finish()
+    return summary
 
 
 def _finished_summary(output: Path) -> dict[str, Any] | None:
@@ -86,7 +95,7 @@ def _finished_summary(output: Path) -> dict[str, Any] | None:
         return None
 
 
-def _train(spec: Any, ctx: RunContext, output: Path, data: Any, runtime: Any, run_print: str,
+def _train(spec: Any, ctx: RunContext, place: Place, data: Any, runtime: Any, run_print: str,
            checkpoint_print: str, started: float, keras: Any, group: Any = None) -> dict[str, Any]:
     import contextlib
 
@@ -95,10 +104,11 @@ def _train(spec: Any, ctx: RunContext, output: Path, data: Any, runtime: Any, ru
     from gpubatch_jobs.train.models import build_model, compile_model
     from gpubatch_jobs.train.publish import publish, unpublish
 
-    store = CheckpointStore(output, checkpoint_print)
+    output = place.local_dir
+    store = CheckpointStore(output, checkpoint_print, place=place)
     chief = group is None or group.is_chief
     if is_finished(output) and chief:  # overwrite: true (the other cases returned or raised above)
-        unpublish(output)
+        unpublish(place)
         store.clear()
     state, resumed_from = TrainState(), 0
     loaded = None
@@ -108,12 +118,13 @@ def _train(spec: Any, ctx: RunContext, output: Path, data: Any, runtime: Any, ru
         except BadInput:
             if not spec.output.overwrite:
                 raise
-            log.warning("discarding checkpoints of a different spec in %s (output.overwrite is true)", output)
+            log.warning("discarding checkpoints of a different spec in %s (output.overwrite is true)",
+                        place.show(output))
             store.clear()
     if loaded is not None:
         state, _ = loaded
         resumed_from = state.epoch
-        log.info("resuming after epoch %d from %s", state.epoch, store.folder)
+        log.info("resuming after epoch %d from %s", state.epoch, place.show(store.folder))
 
     keras.utils.set_random_seed(spec.seed)
     prep = data.prep
@@ -189,7 +200,7 @@ def _train(spec: Any, ctx: RunContext, output: Path, data: Any, runtime: Any, ru
             "finalValLoss": history.get("val_loss", [None])[-1],
         },
         "ignoredColumns": data.ignored_columns,
-        "output": str(output),
+        "output": place.show(output),
         "specFingerprint": run_print,
         "elapsedSeconds": round(time.monotonic() - started, 3),
     }
@@ -199,7 +210,7 @@ def _train(spec: Any, ctx: RunContext, output: Path, data: Any, runtime: Any, ru
     if not chief:  # worker 0 publishes the group's artifact
         ctx.progress(1, 1, stage="done", force=True)
         return {**summary, "published": False}
-    publish(output, model=model, prep=prep, metrics=metrics, summary=summary, title=title)
+    publish(place, model=model, prep=prep, metrics=metrics, summary=summary, title=title)
     ctx.progress(1, 1, stage="done", force=True)
     return summary
 

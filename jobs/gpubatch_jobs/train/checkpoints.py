@@ -25,6 +25,7 @@ import numpy as np
 
 from gpubatch_jobs.artifacts import CHECKPOINT_DIR, write_text_atomic
 from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.storage import Place
 
 log = logging.getLogger("gpubatch.train")
 
@@ -96,9 +97,10 @@ def restore(model: Any, state: TrainState) -> bool:
 class CheckpointStore:
     """Reads and writes the checkpoints folder of one artifact folder."""
 
-    def __init__(self, output: Path, spec_fingerprint: str) -> None:
+    def __init__(self, output: Path, spec_fingerprint: str, place: Place | None = None) -> None:
         self.folder = Path(output) / CHECKPOINT_DIR
         self.fingerprint = spec_fingerprint
+        self.place = place or Place(Path(output))
 
     @property
     def latest_path(self) -> Path:
@@ -108,6 +110,8 @@ class CheckpointStore:
         return self.latest_path.is_file()
 
     def clear(self) -> None:
+        self.place.delete(f"{CHECKPOINT_DIR}/{LATEST}")
+        self.place.delete_tree(CHECKPOINT_DIR)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def read_meta(self) -> dict[str, Any] | None:
@@ -164,6 +168,11 @@ class CheckpointStore:
         for old in self.folder.iterdir():
             if old.is_dir() and old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
+        # s3://: the same commit protocol with objects: the epoch's arrays, then latest.json, then
+        # the older epochs go. A kill at any point leaves latest.json naming complete objects.
+        self.place.push_tree(f"{CHECKPOINT_DIR}/{name}")
+        self.place.push(f"{CHECKPOINT_DIR}/{LATEST}")
+        self.place.delete_tree(CHECKPOINT_DIR, keep=name, also_keep=LATEST)
 
 
 def _save_arrays(path: Path, arrays: list[np.ndarray]) -> None:

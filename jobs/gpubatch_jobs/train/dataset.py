@@ -63,7 +63,7 @@ class TrainingData:
 
 
 def load_training_data(spec: Any, ctx: RunContext) -> TrainingData:
-    path = ctx.resolve(spec.input.path, field_name="spec.input.path")
+    path = ctx.input_file(spec.input.path, field_name="spec.input.path")
     fmt = tables.detect_format(path, str(spec.input.format))
     model_type = spec.model.type
     if fmt == "npy":

@@ -23,6 +23,7 @@ from gpubatch_jobs.artifacts import (
     Preprocessing,
     write_text_atomic,
 )
+from gpubatch_jobs.storage import Place
 
 
 def _partial(folder: Path, name: str) -> Path:
@@ -31,11 +32,12 @@ def _partial(folder: Path, name: str) -> Path:
     return folder / f".{stem}.partial-{os.getpid()}{dot}{suffix}"
 
 
-def unpublish(folder: Path) -> None:
-    """Take a finished model away before the folder is rewritten."""
+def unpublish(place: Place) -> None:
+    """Take a finished model away before the folder is rewritten (the remote copy first)."""
     for name in (MODEL_FILE, SUMMARY_FILE):
+        place.delete(name)
         try:
-            (folder / name).unlink()
+            place.path(name).unlink()
         except FileNotFoundError:
             pass
 
@@ -71,8 +73,9 @@ def plot_curves(history: dict[str, list[float]], path: Path, title: str,
     return figure
 
 
-def publish(folder: Path, *, model: Any, prep: Preprocessing, metrics: dict[str, Any], summary: dict[str, Any],
+def publish(place: Place, *, model: Any, prep: Preprocessing, metrics: dict[str, Any], summary: dict[str, Any],
             title: str) -> None:
+    folder = place.local_dir
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / METRICS_FILE, json.dumps(metrics, indent=2, default=str))
     curves = _partial(folder, CURVES_FILE)
@@ -83,3 +86,6 @@ def publish(folder: Path, *, model: Any, prep: Preprocessing, metrics: dict[str,
     staged = _partial(folder, MODEL_FILE)
     model.save(staged)
     os.replace(staged, folder / MODEL_FILE)
+    # s3://: the same order, one whole object each, the model last.
+    for name in (METRICS_FILE, CURVES_FILE, PREPROCESSING_FILE, SUMMARY_FILE, MODEL_FILE):
+        place.push(name)

@@ -29,6 +29,7 @@ from gpubatch_operator.builders.pod import (
     container_env,
     pvc_volumes,
     resources,
+    storage_env,
     tolerations,
 )
 from gpubatch_operator.builders.rbac import needs_spark_driver
@@ -170,6 +171,7 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     volumes, mounts = [SCRATCH_VOLUME, *volumes], [SCRATCH_MOUNT, *mounts]
     spark_driver = needs_spark_driver(spec)
     env = container_env(spec.model_dump(by_alias=True, mode="json", exclude_unset=True), request.instruction, request.name)
+    env += storage_env(spec)  # spec.storage.secretName: the Secret's AWS_* keys
     if spark_driver:
         # Spark executors reach the driver (this pod) by its IP: the cluster may have no DNS.
         env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})

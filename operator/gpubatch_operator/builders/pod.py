@@ -20,7 +20,7 @@ from gpubatch_jobs.runtime import split_pvc
 from gpubatch_jobs.spec.common import CommonSpec
 from gpubatch_operator.naming import volume_name
 
-__all__ = ["CONTAINER_NAME", "container_env", "pvc_volumes", "resources", "tolerations"]
+__all__ = ["CONTAINER_NAME", "container_env", "pvc_volumes", "resources", "storage_env", "tolerations"]
 JOB_USER_ID = 1000
 
 POD_SECURITY_CONTEXT: dict[str, Any] = {
@@ -74,6 +74,27 @@ def container_env(spec_json: dict[str, Any], instruction: DeviceInstruction, nam
         # default runtime is nvidia, a CPU pod would otherwise see every GPU.
         env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
     return env
+
+
+# spec.storage.secretName: the Secret's keys, under the standard AWS names, become the container's
+# environment (s3:// paths; gpubatch_jobs/storage.py reads them). The key pair is required, so a
+# missing Secret or key stops the pod at CreateContainerConfigError naming it; the rest is optional.
+STORAGE_SECRET_KEYS: tuple[tuple[str, bool], ...] = (
+    ("AWS_ACCESS_KEY_ID", False),
+    ("AWS_SECRET_ACCESS_KEY", False),
+    ("AWS_SESSION_TOKEN", True),
+    ("AWS_ENDPOINT_URL", True),
+    ("AWS_REGION", True),
+)
+
+
+def storage_env(spec: CommonSpec) -> list[dict[str, Any]]:
+    """Env entries from spec.storage.secretName; none without it (workload identity via the ServiceAccount)."""
+    secret = spec.storage.secret_name if spec.storage is not None else None
+    if not secret:
+        return []
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}}}
+            for key, optional in STORAGE_SECRET_KEYS]
 
 
 def resources(spec: CommonSpec, device: str, gpu_resource: str) -> dict[str, Any]:

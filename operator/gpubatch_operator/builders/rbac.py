@@ -35,16 +35,18 @@ def needs_spark_driver(spec: Any) -> bool:
     return getattr(spec, "engine", None) == "spark" and spark is not None and bool(spark.on_kubernetes)
 
 
-def job_rbac_objects(namespace: str, service_account: str,
-                     rules: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """[ServiceAccount, Role, RoleBinding], all named `service_account`; `rules` default JOB_POD_RULES."""
+def job_rbac_objects(namespace: str, service_account: str, rules: list[dict[str, Any]] | None = None,
+                     annotations: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """[ServiceAccount, Role, RoleBinding], all named `service_account`; `rules` default JOB_POD_RULES;
+    `annotations` on the ServiceAccount (workload identity for s3:// paths, e.g. eks.amazonaws.com/role-arn)."""
     meta = {
         "name": service_account,
         "namespace": namespace,
         "labels": {MANAGED_BY_LABEL: MANAGED_BY, NAME_LABEL: "gpubatch", JOB_IDENTITY_LABEL: "true"},
     }
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {**meta, "annotations": dict(annotations)} if annotations else meta},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
          "rules": JOB_POD_RULES if rules is None else rules},
         {

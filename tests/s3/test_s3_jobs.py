@@ -1,0 +1,250 @@
+"""Each kind through s3:// on a real S3 server (SeaweedFS), with `gpubatch run` as a user runs it.
+
+Inputs are uploaded to a fresh bucket; manifests name only s3:// URLs; the
+AWS variables come from the environment (as on a laptop). Kills are SIGKILLs
+of the real process, and every re-run gets a new scratch folder, so what it
+resumes from can only be what is in the bucket (as a pod on another node).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpubatch_jobs import storage
+from gpubatch_jobs.errors import BadInput
+from tests.s3.server import SeaweedS3
+
+pytestmark = pytest.mark.slow
+
+SEQ_LEN = 32
+N_POINTS = 6_000
+
+
+def _run(manifest: Path, env: dict[str, str], scratch: Path, *extra: str,
+         timeout: float = 900) -> tuple[int, dict[str, Any], str]:
+    proc = subprocess.run([sys.executable, "-m", "gpubatch_jobs.cli", "run", "-q", str(manifest), *extra],
+                          env={**os.environ, **env, "GPUBATCH_SCRATCH": str(scratch)},
+                          capture_output=True, text=True, timeout=timeout)
+    lines = proc.stdout.strip().splitlines()
+    summary = json.loads(lines[-1]) if lines else {}
+    return proc.returncode, summary, proc.stderr
+
+
+def _start(manifest: Path, env: dict[str, str], scratch: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "gpubatch_jobs.cli", "run", "-q", str(manifest)],
+                            env={**os.environ, **env, "GPUBATCH_SCRATCH": str(scratch)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _no_partials(server: SeaweedS3, bucket: str) -> dict[str, int]:
+    keys = server.keys(bucket)
+    assert not [k for k in keys if ".partial" in k or k.endswith(".tmp")], keys
+    return keys
+
+
+def _render_manifest(folder: Path, bucket: str, shards: int, **extra: Any) -> Path:
+    spec = {"input": {"path": f"s3://{bucket}/data/series.h5", "dataset": "close", "labels": "up"},
+            "output": {"path": f"s3://{bucket}/out/charts.h5"},
+            "seqLen": SEQ_LEN, "stride": 1, "width": 96, "height": 64, "batchSize": 256, "shards": shards,
+            "device": {"policy": "cpu"}, "previewImages": 4, **extra}
+    manifest = folder / "render.yaml"
+    manifest.write_text(json.dumps({"apiVersion": "gpubatch.dev/v1alpha1", "kind": "RenderJob",
+                                    "metadata": {"name": "s3-render"}, "spec": spec}))
+    return manifest
+
+
+def _put_series(folder: Path, bucket: str) -> None:
+    rng = np.random.default_rng(7)
+    close = 50 + np.cumsum(rng.standard_normal(N_POINTS))
+    with h5py.File(folder / "series.h5", "w") as f:
+        f["close"] = close
+        f["up"] = (np.diff(close, append=close[-1]) > 0).astype(np.int8)
+    storage.upload(folder / "series.h5", f"s3://{bucket}/data/series.h5")
+
+
+def test_render_killed_mid_run_resumes_to_exactly_n_images(
+        s3_server: SeaweedS3, s3_env: dict[str, str], bucket: str, tmp_path: Path) -> None:
+    _put_series(tmp_path, bucket)
+    manifest = _render_manifest(tmp_path, bucket, shards=4)
+    expected = N_POINTS - SEQ_LEN + 1
+    part = "out/charts.shard-00000-of-00004.h5"
+
+    victim = _start(manifest, s3_env, tmp_path / "scratch-1")
+    deadline = time.monotonic() + 600
+    while part not in s3_server.keys(bucket):
+        assert victim.poll() is None, "the render ended before its first shard was published"
+        assert time.monotonic() < deadline, "no shard published within 10 minutes"
+        time.sleep(0.2)
+    victim.kill()
+    victim.wait(timeout=60)
+    keys = _no_partials(s3_server, bucket)
+    assert "out/charts.h5" not in keys, "the render was killed before its end but the output exists"
+    finished = sorted(k for k in keys if ".shard-" in k)
+    for key in finished:  # every published part is whole
+        local = storage.local_input(f"s3://{bucket}/{key}", field_name="part")
+        with h5py.File(local, "r") as f:
+            assert bool(f.attrs["complete"])
+
+    code, summary, err = _run(manifest, s3_env, tmp_path / "scratch-2")  # another "node": empty scratch
+    assert code == 0, err[-3000:]
+    assert summary["output"] == f"s3://{bucket}/out/charts.h5"
+    assert summary["images"] == expected
+    # the parts published before the kill were skipped, not rendered again
+    assert summary["rendered"] == expected - sum(_part_count(s3_server, bucket, k) for k in finished)
+    keys = _no_partials(s3_server, bucket)
+    assert {f"out/charts.shard-0000{i}-of-00004.h5" for i in range(4)} <= set(keys)
+    assert "out/charts.preview.png" in keys
+    out = storage.local_input(f"s3://{bucket}/out/charts.h5", field_name="out")
+    with h5py.File(out, "r") as f:
+        assert f["images"].shape == (expected, 64, 96)
+        assert np.array_equal(f["index"][:], np.arange(expected))  # each window once, in order
+        assert not f.attrs["virtual"]
+        assert int(f["images"][expected - 1].max()) > 0  # the last image is drawn, not fill
+
+    # A third run finds everything published and renders nothing.
+    code, summary, err = _run(manifest, s3_env, tmp_path / "scratch-3")
+    assert code == 0, err[-3000:]
+    assert summary["rendered"] == 0
+
+
+def _part_count(server: SeaweedS3, bucket: str, key: str) -> int:
+    local = storage.local_input(f"s3://{bucket}/{key}", field_name="part")
+    with h5py.File(local, "r") as f:
+        return int(f["images"].shape[0])
+
+
+def test_render_errors_name_the_url_and_the_fix(s3_server: SeaweedS3, s3_env: dict[str, str], bucket: str,
+                                               tmp_path: Path) -> None:
+    _put_series(tmp_path, bucket)
+    manifest = _render_manifest(tmp_path, bucket, shards=1)
+
+    code, summary, _ = _run(manifest, {**s3_env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}, tmp_path / "s1")
+    assert code == 1 and not summary["ok"]
+    assert "AWS_SECRET_ACCESS_KEY" in summary["message"] and f"s3://{bucket}/" in summary["message"]
+
+    wrong = _render_manifest(tmp_path, f"missing-{bucket}", shards=1)
+    code, summary, _ = _run(wrong, s3_env, tmp_path / "s2")
+    assert code == 1 and not summary["ok"]
+    assert f"missing-{bucket}" in summary["message"] and "does not exist" in summary["message"]
+    assert _no_partials(s3_server, bucket) == {"data/series.h5": (tmp_path / "series.h5").stat().st_size}
+
+
+TRAIN_EPOCHS = 5
+
+
+def _train_manifest(folder: Path, bucket: str) -> Path:
+    manifest = folder / "train.yaml"
+    manifest.write_text(f"""\
+apiVersion: gpubatch.dev/v1alpha1
+kind: TrainJob
+metadata:
+  name: s3-train
+spec:
+  device:
+    policy: cpu
+  model:
+    type: dnn
+    hiddenUnits: [64, 64]
+  epochs: {TRAIN_EPOCHS}
+  batchSize: 16
+  input:
+    path: s3://{bucket}/data/rows.parquet
+  output:
+    path: s3://{bucket}/models/dnn
+""")
+    return manifest
+
+
+def _committed_epoch(bucket: str) -> int:
+    try:
+        return int(json.loads(storage.read_bytes(f"s3://{bucket}/models/dnn/checkpoints/latest.json"))["epoch"])
+    except (BadInput, ValueError, KeyError):  # not written yet
+        return 0
+
+
+def test_train_killed_after_epoch_two_resumes_from_s3_checkpoints(
+        s3_server: SeaweedS3, s3_env: dict[str, str], bucket: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24_000, 16)).astype(np.float32)
+    label = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    pd.DataFrame({**{f"f{i}": x[:, i] for i in range(16)}, "label": label}).to_parquet(tmp_path / "rows.parquet")
+    storage.upload(tmp_path / "rows.parquet", f"s3://{bucket}/data/rows.parquet")
+    manifest = _train_manifest(tmp_path, bucket)
+
+    victim = _start(manifest, s3_env, tmp_path / "scratch-1")
+    deadline = time.monotonic() + 600
+    while _committed_epoch(bucket) < 2:
+        assert victim.poll() is None, "training ended before the checkpoint of epoch 2"
+        assert time.monotonic() < deadline, "no checkpoint of epoch 2 within 10 minutes"
+        time.sleep(0.2)
+    victim.kill()
+    victim.wait(timeout=60)
+    killed_at = _committed_epoch(bucket)
+    assert 2 <= killed_at < TRAIN_EPOCHS, "the run finished before it could be killed; make epochs longer"
+    keys = _no_partials(s3_server, bucket)
+    assert "models/dnn/model.keras" not in keys
+    # the checkpoint latest.json names is whole: its arrays are there
+    assert f"models/dnn/checkpoints/epoch-{killed_at:04d}/model.weights.npz" in keys
+
+    code, summary, err = _run(manifest, s3_env, tmp_path / "scratch-2")  # another node: nothing local
+    assert code == 0, err[-3000:]
+    assert summary["epochs"] == TRAIN_EPOCHS and summary["resumedFromEpoch"] == killed_at
+    assert summary["output"] == f"s3://{bucket}/models/dnn"
+    keys = _no_partials(s3_server, bucket)
+    for name in ("model.keras", "preprocessing.json", "metrics.json", "summary.json", "training_curves.png"):
+        assert f"models/dnn/{name}" in keys
+    metrics = json.loads(storage.read_bytes(f"s3://{bucket}/models/dnn/metrics.json"))
+    assert metrics["history"]["epoch"] == list(range(1, TRAIN_EPOCHS + 1))
+    assert metrics["epochsThisRun"] == TRAIN_EPOCHS - killed_at
+    # one checkpoint epoch is kept (the last), as on a local disk
+    assert sorted({k.split("/")[3] for k in keys if k.startswith("models/dnn/checkpoints/epoch-")}) == [
+        f"epoch-{TRAIN_EPOCHS:04d}"]
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("fmt", ["parquet"])
+def test_predict_local_and_spark_through_s3(s3_server: SeaweedS3, s3_env: dict[str, str], bucket: str,
+                                            tmp_path: Path, fmt: str) -> None:
+    pytest.importorskip("pyspark")
+    from tests.unit.test_predict_support import make_artifact, make_rows
+
+    model = make_artifact(tmp_path / "model")
+    for path in sorted(model.rglob("*")):
+        if path.is_file():
+            storage.upload(path, f"s3://{bucket}/models/rnn/{path.relative_to(model)}")
+    rows = make_rows()
+    rows.to_parquet(tmp_path / "rows.parquet")
+    storage.upload(tmp_path / "rows.parquet", f"s3://{bucket}/data/rows.parquet")
+
+    outputs = {}
+    for engine in ("local", "spark"):
+        manifest = tmp_path / f"predict-{engine}.yaml"
+        manifest.write_text(json.dumps({
+            "apiVersion": "gpubatch.dev/v1alpha1", "kind": "PredictJob", "metadata": {"name": f"p-{engine}"},
+            "spec": {"model": f"s3://{bucket}/models/rnn", "engine": engine, "device": {"policy": "cpu"},
+                     "input": {"path": f"s3://{bucket}/data/rows.parquet", "idColumn": "doc",
+                               "positionColumn": "pos"},
+                     "output": {"path": f"s3://{bucket}/out/{engine}.{fmt}"},
+                     **({"spark": {"master": "local[2]"}} if engine == "spark" else {})}}))
+        code, summary, err = _run(manifest, s3_env, tmp_path / f"scratch-{engine}")
+        assert code == 0, err[-3000:]
+        assert summary["engine"] == engine and summary["output"] == f"s3://{bucket}/out/{engine}.{fmt}"
+        local = storage.local_input(summary["output"], field_name="out")
+        outputs[engine] = pd.read_parquet(local)
+        assert len(outputs[engine]) == len(rows)
+        # an existing output is refused without overwrite, naming the URL
+        code, summary, _ = _run(manifest, s3_env, tmp_path / f"scratch-{engine}-again")
+        assert code == 1 and f"s3://{bucket}/out/{engine}.{fmt}" in summary["message"]
+    pd.testing.assert_frame_equal(outputs["local"], outputs["spark"], check_exact=False, atol=1e-5)
+    _no_partials(s3_server, bucket)
