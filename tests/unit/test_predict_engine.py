@@ -137,7 +137,8 @@ def test_auto_batch_stops_at_the_first_out_of_memory(artifact: Path, monkeypatch
     monkeypatch.setattr(batching, "FIRST_PROBE", 4)
     monkeypatch.setattr(batching, "PROBE_SECONDS", 0.0)
     cache, plan, features = tiny_job(artifact)
-    choice = choose_batch_size(cache, plan, features, gpu=True)
+    # No time budget either: on a loaded machine four compiles can take longer than the default 30 s.
+    choice = choose_batch_size(cache, plan, features, gpu=True, budget_s=float("inf"))
     assert choice.size == 16
     assert [p["batchSize"] for p in choice.probes] == [4, 8, 16, 32]
     assert choice.probes[-1].get("outOfMemory") and "out of memory" in choice.reason
@@ -150,7 +151,7 @@ def test_auto_batch_halves_when_even_the_first_size_does_not_fit(artifact: Path,
     monkeypatch.setattr(batching, "SMALL_JOB_BATCHES", 1)
     monkeypatch.setattr(batching, "PROBE_SECONDS", 0.0)
     cache, plan, features = tiny_job(artifact)
-    assert choose_batch_size(cache, plan, features, gpu=True).size == 16
+    assert choose_batch_size(cache, plan, features, gpu=True, budget_s=float("inf")).size == 16
 
 
 def test_auto_batch_respects_the_cap(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,7 +163,7 @@ def test_auto_batch_respects_the_cap(artifact: Path, monkeypatch: pytest.MonkeyP
     # measured rates on a loaded 2-core machine would make this test depend on timing.
     monkeypatch.setattr(batching, "_probe", lambda cache, plan, features, size: 100.0 * size)
     cache, plan, features = tiny_job(artifact)
-    choice = choose_batch_size(cache, plan, features, gpu=False, cap=8)
+    choice = choose_batch_size(cache, plan, features, gpu=False, cap=8, budget_s=float("inf"))
     assert choice.size == 8 and "cap" in choice.reason
 
 
