@@ -297,17 +297,25 @@ OPERATOR_CAN = [
     ("create", "serviceaccounts", None),
     ("create", "roles.rbac.authorization.k8s.io", None),
     ("create", "rolebindings.rbac.authorization.k8s.io", None),
+    # Held only to grant them to the Spark driver's ServiceAccount, which makes executor pods
+    # (RBAC lets nobody grant what it does not hold); the operator never uses them itself.
+    ("create", "pods", None),
+    ("delete", "pods", None),
+    ("get", "configmaps", None),
+    # The headless Service of a TrainJob's worker group.
+    ("create", "services", None),
 ]
 OPERATOR_CANNOT = [
     ("update", "trainjobs.gpubatch.dev", None),  # the spec is never written (GitOps: no drift)
     ("delete", "trainjobs.gpubatch.dev", None),
     ("create", "renderjobs.gpubatch.dev", None),
     ("update", "jobs.batch", None),
-    ("create", "pods", None),
-    ("delete", "pods", None),
+    ("deletecollection", "pods", None),
+    ("create", "pods", "exec"),
     ("get", "secrets", None),
     ("list", "secrets", None),
-    ("get", "configmaps", None),
+    ("update", "configmaps", None),
+    ("delete", "services", None),
     ("delete", "serviceaccounts", None),
     ("create", "serviceaccounts", "token"),
     ("update", "roles.rbac.authorization.k8s.io", None),
@@ -432,7 +440,7 @@ def test_the_operator_may_grant_the_job_role_itself(
     )
     assert result.returncode == 0, result.stderr
     # ...but not one that grants more than it holds.
-    role["rules"][0]["verbs"] = ["get", "patch", "delete"]
+    role["rules"][0]["verbs"] = ["get", "patch", "deletecollection"]
     result = k8s_cluster.kubectl(
         "create",
         "--dry-run=server",
