@@ -33,8 +33,9 @@ state() {
   echo "## cgroups"
   for d in /sys/fs/cgroup/*/kubepods; do [[ ! -d $d ]] || echo "$d"; done
   echo "## processes"
+  # Zombies (`<defunct>`: exited, not yet reaped by their parent) hold nothing to tear down.
   { pgrep -a -f 'containerd|kubelet|kube-proxy|kube-apiserver|kube-controller|kube-scheduler|etcd|kwok|local-path-provisioner|coredns|dockerd|pause' || true; } |
-    { grep -v -e pgrep -e host-state.sh || true; } | awk '{ $1 = ""; print }' | sort
+    { grep -v -e pgrep -e host-state.sh -e '<defunct>' || true; } | awk '{ $1 = ""; print }' | sort
 }
 
 case "${1:-}" in
