@@ -18,7 +18,7 @@ import pytest
 from tests.cluster import harness
 from tests.e2e.conftest import diagnose
 from tests.e2e.test_real_pods import API, wait_final
-from tests.s3.server import ADMIN, SeaweedS3, build_weed
+from tests.s3.server import ADMIN, SeaweedS3, running_server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -27,12 +27,8 @@ HOST_ADDRESS = "10.87.0.1"  # the host side of the real node's veth (tests/clust
 
 @pytest.fixture(scope="module")
 def s3(real_node: str) -> Iterator[SeaweedS3]:
-    server = SeaweedS3(build_weed())
-    try:
-        server.start()
+    with running_server() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _secret(name: str, server: SeaweedS3, secret_key: str) -> dict[str, Any]:

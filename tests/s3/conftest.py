@@ -8,17 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.s3.server import SeaweedS3, build_weed
+from tests.s3.server import SeaweedS3, running_server
 
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[SeaweedS3]:
-    server = SeaweedS3(build_weed())
-    try:
-        server.start()
+    with running_server() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,3 +186,14 @@ class SeaweedS3:
             return (self.root / "weed.log").read_text(errors="replace")[-n:]
         except OSError:
             return ""
+
+
+@contextlib.contextmanager
+def running_server() -> Iterator[SeaweedS3]:
+    """A SeaweedFS S3 server built if needed, started, and stopped (with its folder) afterwards."""
+    server = SeaweedS3(build_weed())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

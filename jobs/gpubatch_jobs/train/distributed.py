@@ -99,14 +99,9 @@ class WorkerGroup:
         os.environ["TF_CONFIG"] = json.dumps(self.tf_config())
         import tensorflow as tf
 
-        try:
-            if gpu:
-                for device in tf.config.list_physical_devices("GPU"):
-                    tf.config.experimental.set_memory_growth(device, True)
-            else:
-                tf.config.set_visible_devices([], "GPU")
-        except RuntimeError:
-            pass
+        from gpubatch_jobs.devices.frameworks import GPU_BACKENDS
+
+        GPU_BACKENDS["tensorflow"].setup(gpu)  # memory growth on a GPU, the GPU hidden on a CPU run
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
         _patch_keras_tf_multiworker()
 

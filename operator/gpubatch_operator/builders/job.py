@@ -134,16 +134,7 @@ def build_worker_service(request: JobRequest) -> dict[str, Any]:
             "name": workers_service_name(request.name),
             "namespace": request.namespace,
             "labels": owner_labels(request.job_kind.kind, request.name, request.uid),
-            "ownerReferences": [
-                {
-                    "apiVersion": API,
-                    "kind": request.job_kind.kind,
-                    "name": request.name,
-                    "uid": request.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [owner_reference(request)],
         },
         "spec": {
             "clusterIP": "None",
@@ -247,16 +238,13 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
             "name": request.job_name,
             "namespace": request.namespace,
             "labels": job_labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": API,
-                    "kind": request.job_kind.kind,
-                    "name": request.name,
-                    "uid": request.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [owner_reference(request)],
         },
         "spec": job_spec,
     }
+
+
+def owner_reference(request: JobRequest) -> dict[str, Any]:
+    """The resource as the controlling owner of what is built for it (Job, workers' Service)."""
+    return {"apiVersion": API, "kind": request.job_kind.kind, "name": request.name, "uid": request.uid,
+            "controller": True, "blockOwnerDeletion": True}
