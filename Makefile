@@ -7,11 +7,12 @@ EXTRAS ?= operator,render,train,spark,demo,dev,bench
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test unit test-cluster lint bench crds crds-check k8s-binaries s3-server node-deps images cluster-up cluster-down cluster-kubeconfig cluster-data-dir clean
+.PHONY: help install demo test test-deps ci-fresh unit test-cluster lint bench crds crds-check k8s-binaries s3-server node-deps images cluster-up cluster-down cluster-kubeconfig cluster-data-dir clean
 
 help:
 	@echo "make demo      run every manifest under examples/ with gpubatch run"
 	@echo "make test      unit, cluster and operator tests (GPU and kind tests skip without the hardware)"
+	@echo "make ci-fresh  .ci/run in a clean clone with empty caches, as on a new machine (timed)"
 	@echo "make lint      ruff and mypy"
 	@echo "make bench     the benchmarks under bench/ (figures and ratios against their baselines)"
 	@echo "make images    build the operator, CPU and GPU images with Docker (cached by inputs)"
@@ -45,8 +46,19 @@ node-deps:
 images: node-deps
 	bash images/build.sh
 
-test: install k8s-binaries s3-server images
-	$(PY) -m pytest $(PYTEST_ARGS)
+# What the tests need, built side by side: the Go builds are bound by the CPU,
+# the venv and the images mostly by downloads and the disk.
+test-deps:
+	$(MAKE) --no-print-directory -j4 install k8s-binaries s3-server images
+
+# Phase 1 (no cluster) on parallel workers, then the cluster tests one at a time: tests/run.sh.
+test: test-deps
+	PYTHON=$(PY) bash tests/run.sh $(PYTEST_ARGS)
+
+# A cold `.ci/run` as on a new machine: a clean clone, empty caches (HOME, Go's
+# module and build caches, pip, Docker's data root). Phase times in its log.
+ci-fresh:
+	bash .ci/fresh.sh
 
 unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

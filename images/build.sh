@@ -4,8 +4,10 @@
 #   images/build.sh [NAME...]     NAME: operator cpu gpu (default: all three)
 #   images/build.sh --list        print "NAME TAG" for each image, build nothing
 #
-# - Starts dockerd when none answers (no iptables rules, no bridge: builds use
-#   the host network) and stops it again at exit, so nothing is left running.
+# - Starts dockerd when none answers (images/dockerd.sh: no iptables rules, no
+#   bridge, builds use the host network; its data root, images included, under
+#   $GPUBATCH_CACHE/docker) and stops it again at exit, removing whatever it
+#   made outside that folder, so nothing is left running or behind.
 # - Base images: where no registry can be reached, the public Python base the
 #   Dockerfiles name is replaced by one built here from Debian packages
 #   (images/base.sh) and passed as BASE_IMAGE. GPUBATCH_BASE_IMAGE=python:3.11-slim-bookworm
@@ -56,45 +58,10 @@ log() { echo "images: [$((SECONDS - started))s] $*" >&2; }
 
 # --- the Docker engine --------------------------------------------------------------------------
 export DOCKER_BUILDKIT=0 # Debian's docker.io has no buildx; the Dockerfiles need no BuildKit feature
-docker_pid=
-exec_root=$cache/docker-run
-run_containerd_existed=true
-stop_docker() {
-  [[ -n $docker_pid ]] || return 0
-  log "stopping the dockerd this script started (pid $docker_pid)"
-  kill "$docker_pid" 2>/dev/null || true
-  for _ in $(seq 60); do kill -0 "$docker_pid" 2>/dev/null || break; sleep 0.5; done
-  kill -9 "$docker_pid" 2>/dev/null || true
-  docker_pid=
-  # What dockerd leaves: its network namespace handle (a mount) in the exec
-  # root, and containerd 1.6's shim socket folder, which is always /run/containerd/s.
-  local m
-  for m in $(awk -v root="$exec_root/" 'index($2, root) == 1 { print $2 }' /proc/self/mounts | sort -r); do
-    umount "$m" 2>/dev/null || umount -l "$m" || true
-  done
-  rm -rf "$exec_root"
-  $run_containerd_existed || rm -rf /run/containerd
-}
-trap stop_docker EXIT
-
-if ! docker info >/dev/null 2>&1; then
-  command -v dockerd >/dev/null || { echo "images: no Docker engine answers and dockerd is not installed (apt-get install docker.io)" >&2; exit 1; }
-  log "starting dockerd (log: $cache/dockerd.log)"
-  # No iptables rules, no ip_forward change, no docker0 bridge: nothing on the
-  # host's network changes, and builds run with --network host.
-  [[ -e /run/containerd ]] || run_containerd_existed=false
-  # 10.87.0.1:5000: the test node's registry (tests/cluster/node.sh), plain HTTP.
-  dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none \
-    --insecure-registry 10.87.0.1:5000 \
-    --exec-root "$exec_root" --pidfile "$cache/dockerd.pid" >"$cache/dockerd.log" 2>&1 8>&- &
-  docker_pid=$!
-  for _ in $(seq 120); do
-    docker info >/dev/null 2>&1 && break
-    kill -0 "$docker_pid" 2>/dev/null || { tail -20 "$cache/dockerd.log" >&2; echo "images: dockerd exited" >&2; exit 1; }
-    sleep 0.5
-  done
-  docker info >/dev/null 2>&1 || { echo "images: dockerd did not answer within 60 s (see $cache/dockerd.log)" >&2; exit 1; }
-fi
+# shellcheck source=images/dockerd.sh
+source "$root/images/dockerd.sh"
+trap dockerd_down EXIT
+dockerd_up "$cache_root/docker" images || exit 1
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 label_of() { docker image inspect -f "{{index .Config.Labels \"$label\"}}" "$1" 2>/dev/null || true; }

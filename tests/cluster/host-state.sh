@@ -8,7 +8,7 @@
 #
 # Covered: the kernel sysctls the kubelet sets, network namespaces, links
 # (bridges, veths), routes, iptables rules of the host, mounts, kubepods
-# cgroups, and processes of the cluster (containerd, kubelet, kube-proxy,
+# and docker cgroups, Docker's folders and files, and processes of the cluster (containerd, kubelet, kube-proxy,
 # shims, provisioner, CoreDNS, control plane, kwok, dockerd).
 set -euo pipefail
 
@@ -27,15 +27,16 @@ state() {
   echo "## mounts"
   awk '{ print $2, $3 }' /proc/self/mounts | { grep -Ev '^/proc/[0-9]' || true; } | sort
   echo "## runtime folders"
-  for d in /run/netns /run/containerd /run/docker /var/lib/cni /var/log/containers /var/log/pods; do
+  for d in /run/netns /run/containerd /run/docker /run/docker.sock /run/docker.pid /var/run/docker \
+    /etc/docker /var/lib/docker /var/lib/cni /var/log/containers /var/log/pods; do
     [[ ! -e $d ]] || echo "$d"
   done
   echo "## cgroups"
-  for d in /sys/fs/cgroup/*/kubepods; do [[ ! -d $d ]] || echo "$d"; done
+  for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/docker; do [[ ! -d $d ]] || echo "$d"; done
   echo "## processes"
   # Zombies (`<defunct>`: exited, not yet reaped by their parent) hold nothing to tear down.
   { pgrep -a -f 'containerd|kubelet|kube-proxy|kube-apiserver|kube-controller|kube-scheduler|etcd|kwok|local-path-provisioner|coredns|dockerd|pause' || true; } |
-    { grep -v -e pgrep -e host-state.sh -e '<defunct>' || true; } | awk '{ $1 = ""; print }' | sort
+    { grep -v -e pgrep -e host-state.sh -e '<defunct>' -e 'diff -u' || true; } | awk '{ $1 = ""; print }' | sort
 }
 
 case "${1:-}" in

@@ -255,15 +255,17 @@ build_kueue() {
 }
 
 log "building into $bin"
-build_etcd
-build_kubernetes
-build_node
-build_kwok
-build_helm
-build_lpp
-build_registry
-build_coredns
-build_kueue
+# Two chains at once: each go build is parallel inside (-p), but module
+# resolution, downloads and the single-threaded link of each large binary leave
+# cores idle that the other chain fills (GOCACHE and GOMODCACHE are safe to share).
+( build_etcd && build_kubernetes && build_node ) &
+chain_k8s=$!
+( build_kwok && build_helm && build_lpp && build_registry && build_coredns && build_kueue ) &
+chain_tools=$!
+failed=0
+wait "$chain_k8s" || failed=1
+wait "$chain_tools" || failed=1
+((failed == 0)) || { echo "k8s-binaries: a build failed (above)" >&2; exit 1; }
 all_built || { echo "k8s-binaries: build finished but $bin is incomplete" >&2; exit 1; }
 log "done: $(cd "$bin" && echo *)"
 echo "$bin"
