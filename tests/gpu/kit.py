@@ -32,12 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 try:
-    from packaging.markers import Marker
     from packaging.requirements import Requirement
     from packaging.specifiers import SpecifierSet
     from packaging.version import Version
 except ImportError:  # pragma: no cover - pip always vendors it
-    from pip._vendor.packaging.markers import Marker  # type: ignore[no-redef]
     from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
     from pip._vendor.packaging.specifiers import SpecifierSet  # type: ignore[no-redef]
     from pip._vendor.packaging.version import Version  # type: ignore[no-redef]
@@ -139,13 +137,18 @@ class Wheel:
                 raise KitError(f"{self.path.name}: no .dist-info/METADATA inside (a broken download?)")
             text = archive.read(metadata).decode("utf-8", "replace")
         header = text.split("\n\n", 1)[0]
-        found = []
-        for line in header.splitlines():
-            if line.startswith("Requires-Dist:"):
-                requirement = Requirement(line.split(":", 1)[1].strip())
-                if requirement.marker is None or requirement.marker.evaluate(DEVICE_MARKERS):
-                    found.append(requirement)
-        return found
+        return on_device([line.split(":", 1)[1].strip() for line in header.splitlines()
+                          if line.startswith("Requires-Dist:")])
+
+
+def on_device(requirements: Iterable[str]) -> list[Requirement]:
+    """The requirements (Requires-Dist strings) that apply on the device, extras left out."""
+    found = []
+    for text in requirements:
+        requirement = Requirement(text)
+        if requirement.marker is None or requirement.marker.evaluate(DEVICE_MARKERS):
+            found.append(requirement)
+    return found
 
 
 def parse_wheel(path: Path) -> Wheel:
@@ -208,43 +211,58 @@ def check(folder: Path, pins: dict[str, str] | None = None, device: dict[str, st
     for name, version in pins.items():
         if name not in wheels:
             problems.append(f"{name}=={version}: pinned but not downloaded; run `make gpu-kit`")
-    floors: dict[str, list[SpecifierSet]] = {}
+    requires: dict[str, list[Requirement]] = {}
     for wheel in wheels.values():
         try:
-            requirements = wheel.requirements()
+            requires[wheel.name] = wheel.requirements()
         except (KitError, zipfile.BadZipFile) as err:
             problems.append(f"{wheel.path.name}: {err}")
-            continue
-        for requirement in requirements:
-            need = normalize(requirement.name)
-            spec = requirement.specifier
-            if need in wheels:
-                if not spec.contains(wheels[need].version, prereleases=True):
-                    problems.append(f"{wheel.name} needs {need}{spec}, the kit has {wheels[need].version}")
-                if need in device:
-                    floors.setdefault(need, []).append(spec)
-            elif need in device:
-                known = device[need]
-                if known is not None and not spec.contains(known, prereleases=True):
-                    problems.append(f"{wheel.name} needs {need}{spec}, the device has {known}: pin a newer "
-                                    f"{need} in {REQUIREMENTS.name}")
-                elif known is None and str(spec):
-                    problems.append(f"{wheel.name} needs {need}{spec}, and the device's {need} version is not "
-                                    f"recorded: pin {need} in {REQUIREMENTS.name} (installed there only if older)")
-            else:
-                problems.append(f"{wheel.name} needs {need}, which neither the device nor the kit has: pin it "
-                                f"in {REQUIREMENTS.name}")
-    for name in wheels:
-        if name in device and name not in floors:
-            problems.append(f"{name}: the device has it and no kit wheel needs a version of it; drop it from "
-                            f"{REQUIREMENTS.name}")
+    closure, floors = requirement_problems({w.name: w.version for w in wheels.values()}, requires, device)
+    problems += closure
     total = sum(w.size for w in wheels.values())
     if total > limit:
         problems.append(f"the kit is {total / 2**20:.1f} MiB, over its {limit / 2**20:.0f} MiB limit "
                         "(the device takes 64 MiB per call, working tree included)")
     if problems:
         raise KitError("\n".join(problems))
-    return Kit(sorted(wheels.values(), key=lambda w: w.name), total, sorted(floors))
+    return Kit(sorted(wheels.values(), key=lambda w: w.name), total, floors)
+
+
+def requirement_problems(kit: dict[str, str], requires: dict[str, list[Requirement]],
+                         device: dict[str, str | None]) -> tuple[list[str], list[str]]:
+    """(problems, floors): is every requirement of the kit's packages met by the kit and the device together?
+
+    `kit` is {name: version} of the kit's packages, `requires` their Requires-Dist
+    that apply on the device. A floor is a device package the kit carries only
+    because a kit package needs a version of it the device may not have.
+    """
+    problems = []
+    floors: set[str] = set()
+    for name, requirements in requires.items():
+        for requirement in requirements:
+            need = normalize(requirement.name)
+            spec = requirement.specifier
+            if need in kit:
+                if not spec.contains(kit[need], prereleases=True):
+                    problems.append(f"{name} needs {need}{spec}, the kit has {kit[need]}")
+                if need in device:
+                    floors.add(need)
+            elif need in device:
+                known = device[need]
+                if known is not None and not spec.contains(known, prereleases=True):
+                    problems.append(f"{name} needs {need}{spec}, the device has {known}: pin a newer "
+                                    f"{need} in {REQUIREMENTS.name}")
+                elif known is None and str(spec):
+                    problems.append(f"{name} needs {need}{spec}, and the device's {need} version is not "
+                                    f"recorded: pin {need} in {REQUIREMENTS.name} (installed there only if older)")
+            else:
+                problems.append(f"{name} needs {need}, which neither the device nor the kit has: pin it "
+                                f"in {REQUIREMENTS.name}")
+    for name in kit:
+        if name in device and name not in floors:
+            problems.append(f"{name}: the device has it and no kit package needs a version of it; drop it from "
+                            f"{REQUIREMENTS.name}")
+    return problems, sorted(floors)
 
 
 def install_list(folder: Path, installed: Callable[[str], str | None], device: dict[str, str | None] | None = None,

@@ -17,7 +17,9 @@
 #   pytest-jax     pytest -m gpu -rs on the Keras tests, KERAS_BACKEND=jax
 #   predict-jax    bench/predict.py --backend jax --device gpu, beside the seed's way
 #
-# TensorFlow is not on the device (too large to carry): its GPU path stays unverified.
+# GPU_CHECK_STEPS=pytest-jax,predict-jax (say) reruns only those steps after setup, for a second
+# call within the lease. TensorFlow is not on the device (too large to carry): its GPU path stays
+# unverified.
 # Every output goes under $OUT (one STEP.log each, and summary.txt: 8 files, what the device
 # tool brings back); the summary line is summary.txt's first line and this script's last.
 # Where no GPU is visible every GPU row says "no GPU" and the step still passes; the exit
@@ -47,6 +49,9 @@ elapsed() { echo $(( $(date +%s) - STARTED )); }
 step() {
   local name=$1 cap=$2 left limit rc
   shift 2
+  if [[ $name != setup && -n ${GPU_CHECK_STEPS:-} && ,$GPU_CHECK_STEPS, != *,$name,* ]]; then
+    return
+  fi
   left=$(( BUDGET - $(elapsed) - 5 ))
   limit=$(( cap < left ? cap : left ))
   if (( limit < 10 )); then
@@ -141,14 +146,14 @@ fi
 GPU_LINE=$(grep -E '^GPU: ' "$OUT/setup.log" | tail -n 1)
 
 step doctor 60 env KERAS_BACKEND=torch gpubatch doctor --json
-step pytest-torch 180 env KERAS_BACKEND=torch "$PY" -m pytest -p no:cacheprovider -m gpu -rsP tests/gpu
+step pytest-torch 200 env KERAS_BACKEND=torch "$PY" -m pytest -p no:cacheprovider -m gpu -rsP tests/gpu
 # PYTHONSAFEPATH: `python bench/X.py` would put bench/ first on sys.path, where bench/operator.py
 # shadows the standard library's operator module (Python 3.12 imports it after that, 3.11 before).
 step render 100 env KERAS_BACKEND=torch PYTHONSAFEPATH=1 "$PY" bench/render.py --rows seed,gpu-kernel,gpu-e2e \
   --dir "$SCRATCH/render"
 step predict-torch 100 env PYTHONSAFEPATH=1 "$PY" bench/predict.py --backend torch --device gpu --windows 100000 \
   --seed-windows 8000
-step pytest-jax 120 env KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" -m pytest -p no:cacheprovider \
+step pytest-jax 150 env KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" -m pytest -p no:cacheprovider \
   -m gpu -rsP tests/gpu/test_predict_gpu.py tests/gpu/test_train_gpu.py
 step predict-jax 100 env PYTHONSAFEPATH=1 "$PY" bench/predict.py --backend jax --device gpu --windows 100000 \
   --seed-windows 8000
@@ -167,7 +172,8 @@ $([ "$FAILED" = 0 ] && echo passed || echo FAILED)"
     "$OUT/render.log" "$OUT/predict-torch.log" "$OUT/predict-jax.log" 2>/dev/null | sed 's/^/  /'
   echo
   echo "pytest (skips and failures):"
-  grep -h -E '^(SKIPPED|FAILED|ERROR) ' "$OUT/pytest-torch.log" "$OUT/pytest-jax.log" 2>/dev/null | sed 's/^/  /'
+  grep -h -E '^(SKIPPED|FAILED|ERROR) |rows/s, mixed precision' "$OUT/pytest-torch.log" "$OUT/pytest-jax.log" \
+    2>/dev/null | sed 's/^/  /'
 } >"$OUT/summary.txt"
 echo
 cat "$OUT/summary.txt"
