@@ -171,7 +171,11 @@ def test_the_project_kit_requirements_are_met() -> None:
     if not requires:
         pytest.skip("no .gpu-kit (make gpu-kit) and this virtualenv has none of the pinned versions")
     found, floors = kit.requirement_problems(pins, requires, device)
-    assert found == [] and "typing-extensions" in floors
+    if len(requires) < len(pins):  # some versions differ here: a floor's reason may be among the missing
+        found = [problem for problem in found if "no kit package needs a version of it" not in problem]
+    else:
+        assert "typing-extensions" in floors
+    assert found == []
 
 
 @pytest.mark.parametrize("script", ["on-device.sh", "kit.sh", "shape-venv.sh"])
