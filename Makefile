@@ -7,7 +7,7 @@ EXTRAS ?= operator,render,train,spark,demo,dev,bench
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-deps ci-fresh unit test-cluster lint bench crds crds-check k8s-binaries s3-server node-deps images cluster-up cluster-down cluster-kubeconfig cluster-data-dir clean
+.PHONY: help install demo test test-deps ci-fresh unit test-cluster lint bench crds crds-check k8s-binaries s3-server node-deps images cluster-up cluster-down cluster-kubeconfig cluster-data-dir clean gpu-kit
 
 help:
 	@echo "make demo      run every manifest under examples/ with gpubatch run"
@@ -74,6 +74,10 @@ BENCHES ?= render train predict operator
 
 bench: install k8s-binaries
 	@for name in $(BENCHES); do echo "== bench/$$name.py"; $(PY) bench/$$name.py || exit 1; done
+
+# The wheels the device machine lacks, for tests/gpu/on-device.sh (README: "The GPU check").
+gpu-kit:
+	bash tests/gpu/kit.sh
 
 crds: install
 	$(VENV)/bin/gpubatch crds

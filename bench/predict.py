@@ -5,6 +5,7 @@
     .venv/bin/python bench/predict.py --windows 4000 --fixed 256     # also batchSize: 256 beside auto
     .venv/bin/python bench/predict.py --windows 4000 --spark         # also engine: spark (local[*])
     python bench/predict.py --backend torch --device gpu --windows 1000000   # on a GPU
+                                            # (prints "skipped: no GPU" where none is visible)
 
 Same model (a fresh LSTM 2x128 saved as a TrainJob artifact, or --model
 FOLDER), same documents, same machine, one run. Each side runs as its own
@@ -12,7 +13,8 @@ process, timed from outside from interpreter start to exit:
 
 - ours: `gpubatch run -q job.yaml` (a PredictJob manifest, engine local);
 - the seed's way: `bench/seed_process.py` (import TensorFlow, load the model,
-  pandas, one `model.predict()` per 64 windows, write Parquet).
+  pandas, one `model.predict()` per 64 windows, write Parquet; with
+  `--backend torch|jax`, standalone Keras on that backend instead of TensorFlow's).
 
 Prints both whole-process times and their ratio, each side's model-loop
 windows/s (ours excludes the one compile and any probe in every mode, see
@@ -67,9 +69,21 @@ def main() -> int:
 
 
 def bench(args: argparse.Namespace, work: Path) -> int:
+    if args.device == "gpu":
+        from gpubatch_jobs.devices import probe
+
+        found = probe()
+        if not found.gpus:
+            print(f"PredictJob benchmark, backend {args.backend}, device gpu: skipped: no GPU "
+                  f"({found.error or 'none visible'})")
+            return 0
     os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "jobs"), os.environ.get("PYTHONPATH", "")])}
+    # This process only builds the model and compares the outputs: it leaves the GPU (and its
+    # memory, which TensorFlow and JAX would otherwise take) to the two runs it times.
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    os.environ["JAX_PLATFORMS"] = "cpu"
     import numpy as np
     import pandas as pd
 

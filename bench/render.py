@@ -3,6 +3,7 @@
     .venv/bin/python bench/render.py                 # default: about a minute on 2 cores
     .venv/bin/python bench/render.py --scale 10      # 10x the images per row
     .venv/bin/python bench/render.py --sizes 224x224 --e2e-images 1000000
+    python bench/render.py --rows seed,gpu-kernel,gpu-e2e   # the GPU rows beside the seed's way only
 
 Rows, at each size (default 224x224 and 800x500), each with its ratio to the first:
   matplotlib, seed style   a new pyplot figure per image, savefig to PNG bytes (what the seed did)
@@ -133,6 +134,9 @@ def end_to_end(params: RenderParams, n: int, policy: str, folder: Path) -> tuple
     return n / elapsed, summary
 
 
+ROW_KEYS = ["seed", "reused", "cpu-1", "cpu-n", "cpu-e2e", "gpu-kernel", "gpu-e2e"]  # bench_rows' order
+
+
 def bench_rows(params: RenderParams, scale: float, e2e_images: int, cores: int,
                folder: Path) -> list[tuple[str, Callable[[], Any]]]:
     small = params.width * params.height <= 224 * 224
@@ -159,7 +163,12 @@ def main() -> None:
     parser.add_argument("--e2e-images", type=int, default=0, help="images for the end-to-end rows (default by size)")
     parser.add_argument("--line-width", type=float, default=1.5)
     parser.add_argument("--dir", default=None, help="scratch folder for the HDF5 files (default: a temp dir)")
+    parser.add_argument("--rows", default=",".join(ROW_KEYS),
+                        help=f"comma-separated rows to run, of {','.join(ROW_KEYS)} (ratios are to the first)")
     args = parser.parse_args()
+    keep = [key.strip() for key in args.rows.split(",") if key.strip()]
+    if not keep or set(keep) - set(ROW_KEYS):
+        parser.error(f"--rows {args.rows!r}: choose from {','.join(ROW_KEYS)}")
     no_gpu = gpu_available()
     cores = os.cpu_count() or 1
     folder = Path(args.dir or tempfile.mkdtemp(prefix="gpubatch-bench-"))
@@ -174,7 +183,9 @@ def main() -> None:
             print(f"\n{width}x{height}")
             print(f"  {'method':<52} {'images/s':>12} {'vs seed':>10}")
             baseline = None
-            for name, fn in rows:
+            for key, (name, fn) in zip(ROW_KEYS, rows, strict=True):
+                if key not in keep:
+                    continue
                 if name.startswith("GPU") and no_gpu is not None:
                     print(f"  {name:<52} {'skipped: no GPU':>12}")
                     continue

@@ -2,7 +2,8 @@
 
     python bench/seed_process.py MODEL_DIR ROWS.parquet OUT.parquet WINDOW STRIDE
 
-Imports TensorFlow and Keras (as the seed's scripts did), loads the model,
+Imports TensorFlow and Keras (as the seed's scripts did; standalone Keras when
+KERAS_BACKEND is torch or jax), loads the model,
 reads the rows with pandas, predicts with `seed_predict` (one
 `model.predict()` per 64 windows, Python loops), writes Parquet, and prints a
 JSON line with the seconds of each stage. The parent times the process from
@@ -12,6 +13,7 @@ outside (interpreter start to exit).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,8 +26,11 @@ def main() -> int:
     window, stride = int(sys.argv[4]), int(sys.argv[5])
     stages: dict[str, float] = {}
     mark = time.perf_counter()
-    import tensorflow as tf  # noqa: F401  (the seed imported it first thing)
-    from tensorflow import keras
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+        import tensorflow as tf  # noqa: F401  (the seed imported it first thing)
+        from tensorflow import keras
+    else:  # the same script on Keras 3's torch or JAX backend (where TensorFlow is not installed)
+        import keras  # type: ignore[no-redef]
 
     stages["importSeconds"] = time.perf_counter() - mark
     mark = time.perf_counter()

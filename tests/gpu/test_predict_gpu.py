@@ -1,6 +1,7 @@
 """PredictJob on a real GPU: same results as the CPU, one trace, auto batch larger than on the CPU.
 
-Skipped where no GPU is usable (the device layer decides, as the engine does).
+Skipped where no GPU is usable (the device layer decides, as the engine does)
+for the Keras backend KERAS_BACKEND names (default tensorflow).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from gpubatch_jobs.contract import instruction_for_policy
 from gpubatch_jobs.devices import reset_cache, select_device
 from gpubatch_jobs.predict import run
+from gpubatch_jobs.predict.device import keras_backend
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec.kinds import PredictJobSpec
 from tests.unit.test_predict_support import CLASSES, make_artifact, make_rows, naive_predictions
@@ -23,9 +25,10 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(scope="module")
 def gpu_ready() -> None:
+    backend = keras_backend()
     reset_cache()
-    if select_device(instruction_for_policy("auto"), framework="tensorflow").kind != "gpu":
-        pytest.skip("no usable GPU for TensorFlow")
+    if select_device(instruction_for_policy("auto"), framework=backend).kind != "gpu":
+        pytest.skip(f"no usable GPU for {backend} (KERAS_BACKEND)")
 
 
 def test_gpu_predictions_match_the_reference(gpu_ready: None, tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """TrainJob on a real GPU: the device is used, mixed precision follows the hardware, OOM halves the batch.
 
-Each test runs `gpubatch run` in a fresh process with the Keras backend the
-machine has (TensorFlow where installed, else torch, else JAX), because Keras
-cannot switch backends inside one process.
+Each test runs `gpubatch run` in a fresh process with the Keras backend
+KERAS_BACKEND names, else the one the machine has (TensorFlow where installed,
+else torch, else JAX), because Keras cannot switch backends inside one process.
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ from gpubatch_jobs.artifacts import METRICS_FILE, load_artifact
 
 pytestmark = pytest.mark.gpu
 
-BACKEND = next((name for name in ("tensorflow", "torch", "jax") if importlib.util.find_spec(name)), None)
+BACKENDS = ("tensorflow", "torch", "jax")
+BACKEND = os.environ.get("KERAS_BACKEND") if os.environ.get("KERAS_BACKEND") in BACKENDS else \
+    next((name for name in BACKENDS if importlib.util.find_spec(name)), None)
 
 
 def _train(folder: Path, spec: dict[str, Any]) -> dict[str, Any]:
-    if BACKEND is None or importlib.util.find_spec("keras") is None:
-        pytest.skip("keras and a backend (tensorflow, torch or jax) are needed")
+    if BACKEND is None or importlib.util.find_spec("keras") is None or importlib.util.find_spec(BACKEND) is None:
+        pytest.skip(f"keras and a backend (tensorflow, torch or jax) are needed (backend: {BACKEND})")
     manifest = folder / "train.json"
     manifest.write_text(json.dumps({"apiVersion": "gpubatch.dev/v1alpha1", "kind": "TrainJob",
                                     "metadata": {"name": "gpu-train"},
