@@ -70,7 +70,7 @@ lint: install
 	$(VENV)/bin/ruff check jobs operator tests bench
 	$(VENV)/bin/mypy
 
-BENCHES ?= render train predict operator
+BENCHES ?= render train predict operator_load
 
 bench: install k8s-binaries
 	@for name in $(BENCHES); do echo "== bench/$$name.py"; $(PY) bench/$$name.py || exit 1; done

@@ -147,8 +147,8 @@ GPU_LINE=$(grep -E '^GPU: ' "$OUT/setup.log" | tail -n 1)
 
 step doctor 60 env KERAS_BACKEND=torch gpubatch doctor --json
 step pytest-torch 200 env KERAS_BACKEND=torch "$PY" -m pytest -p no:cacheprovider -m gpu -rsP tests/gpu
-# PYTHONSAFEPATH: `python bench/X.py` would put bench/ first on sys.path, where bench/operator.py
-# shadows the standard library's operator module (Python 3.12 imports it after that, 3.11 before).
+# PYTHONSAFEPATH: `python bench/X.py` would put bench/ first on sys.path, where a file named like a
+# standard module shadows it (bench/operator.py did, on 3.12, until it became operator_load.py).
 step render 100 env KERAS_BACKEND=torch PYTHONSAFEPATH=1 "$PY" bench/render.py --rows seed,gpu-kernel,gpu-e2e \
   --dir "$SCRATCH/render"
 step predict-torch 100 env PYTHONSAFEPATH=1 "$PY" bench/predict.py --backend torch --device gpu --windows 100000 \

@@ -1,7 +1,7 @@
 """Operator benchmark: N gpubatch resources -> N Jobs, against a plain client making the Jobs itself.
 
-    .venv/bin/python bench/operator.py               # N=1000 on the test cluster (tests/cluster)
-    .venv/bin/python bench/operator.py -n 200 --kind TrainJob
+    .venv/bin/python bench/operator_load.py               # N=1000 on the test cluster (tests/cluster)
+    .venv/bin/python bench/operator_load.py -n 200 --kind TrainJob
 
 Six runs, each in a fresh namespace of the local test cluster (started if it is not up):
   floor       a plain asynchronous client creates the N Jobs the operator would make
