@@ -63,7 +63,7 @@ class NoDiffBase(kopf.DiffBaseStorage):
     kopf deep-copies every watched body into an essence for change-detecting
     handlers (on.create/on.update/on.field), even when none is registered; with
     event-watching handlers only, that copy is never read and was a quarter of
-    the operator's CPU in a burst (bench/operator.py). Nothing is written to
+    the operator's CPU in a burst (bench/operator_load.py). Nothing is written to
     the objects either way.
     """
 
