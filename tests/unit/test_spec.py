@@ -51,7 +51,14 @@ def with_change(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return doc
 
 
-DELETE = object()
+class _Delete:
+    """Marks a field to remove; its repr is stable, so parallel workers collect the same test ids."""
+
+    def __repr__(self) -> str:
+        return "<deleted>"
+
+
+DELETE = _Delete()
 
 
 def test_defaults_fill_in() -> None:
