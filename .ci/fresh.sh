@@ -79,5 +79,5 @@ summary="ci-fresh: .ci/run exited $rc after $((elapsed / 60)) min $((elapsed % 6
 echo "$summary" | tee -a "$log"
 grep -E '^ci: ' "$log" >&2 || true
 cp "$log" "$parent/gpubatch-fresh-last.log" && say "log copied to $parent/gpubatch-fresh-last.log"
-if $keep || ((rc != 0)); then keep=true; fi
+((rc == 0)) || keep=true # a failed rehearsal keeps its folder for a look
 exit "$rc"

@@ -47,10 +47,8 @@ dockerd_up() {
   if ((${#_dockerd_run} > 60)); then _dockerd_run=$(mktemp -d /tmp/gpubatch-dockerd.XXXXXX); fi
   export DOCKER_HOST=unix://$_dockerd_run/docker.sock
   _dockerd_log "starting dockerd, all its state in $state (log: $state/dockerd.log)"
-  # 10.87.0.1:5000: the test node's registry (tests/cluster/node.sh), plain HTTP.
   # File descriptors 8 and 9 are the callers' locks: dockerd must not hold them.
   dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none \
-    --insecure-registry 10.87.0.1:5000 \
     --data-root "$state/data" --exec-root "$_dockerd_run" --pidfile "$state/dockerd.pid" \
     -H "$DOCKER_HOST" >"$state/dockerd.log" 2>&1 8>&- 9>&- &
   _dockerd_pid=$!

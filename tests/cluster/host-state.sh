@@ -27,7 +27,7 @@ state() {
   echo "## mounts"
   awk '{ print $2, $3 }' /proc/self/mounts | { grep -Ev '^/proc/[0-9]' || true; } | sort
   echo "## runtime folders"
-  for d in /run/netns /run/containerd /run/docker /run/docker.sock /run/docker.pid /var/run/docker \
+  for d in /run/netns /run/containerd /run/docker /run/docker.sock /run/docker.pid \
     /etc/docker /var/lib/docker /var/lib/cni /var/log/containers /var/log/pods; do
     [[ ! -e $d ]] || echo "$d"
   done

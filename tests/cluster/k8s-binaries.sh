@@ -26,9 +26,6 @@ K8S_VERSION=$(tr -d '[:space:]' <"$here/k8s-version")
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 LPP_VERSION=v0.0.30
-# The test node's image registry (CNCF distribution): our images are pushed
-# there and containerd pulls only the layers it lacks.
-REGISTRY_VERSION=v3.0.0
 # Cluster DNS for the real node's pods (Services and Indexed Job workers by name).
 COREDNS_VERSION=v1.14.7
 # Kueue (tests/e2e/test_kueue.py): its manager, and its CRDs and webhook
@@ -49,13 +46,13 @@ bin=$dest/bin
 stamps=$dest/stamps
 
 k8s_binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwokctl helm
-  kubelet kube-proxy local-path-provisioner registry coredns kueue)
+  kubelet kube-proxy local-path-provisioner coredns kueue)
 
 all_built() {
   local b
   for b in "${k8s_binaries[@]}"; do [[ -x $bin/$b ]] || return 1; done
   [[ -f $stamps/k8s-$K8S_VERSION && -f $stamps/node-$K8S_VERSION && -f $stamps/kwok-$KWOK_VERSION &&
-    -f $stamps/helm-$HELM_VERSION && -f $stamps/lpp-$LPP_VERSION && -f $stamps/registry-$REGISTRY_VERSION &&
+    -f $stamps/helm-$HELM_VERSION && -f $stamps/lpp-$LPP_VERSION &&
     -f $stamps/coredns-$COREDNS_VERSION && -f $stamps/kueue-$KUEUE_VERSION ]] || return 1
   compgen -G "$stamps/etcd-*" >/dev/null
 }
@@ -225,11 +222,6 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
-build_registry() {
-  go_install "registry-$REGISTRY_VERSION" "registry (distribution) $REGISTRY_VERSION" "" \
-    "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
-}
-
 build_coredns() {
   go_install "coredns-$COREDNS_VERSION" "coredns $COREDNS_VERSION" \
     "-X=github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
@@ -259,10 +251,10 @@ log "building into $bin"
 # resolution, downloads and the single-threaded link of each large binary leave
 # cores idle that the other chain fills (GOCACHE and GOMODCACHE are safe to share).
 # Balanced by a cold run's times (2 cores): etcd 5 min, the control plane 25,
-# kubelet and kube-proxy 1, Kueue 4; kwok 13, helm 8, the rest 12.
+# kubelet and kube-proxy 1, Kueue 4; kwok 13, helm 8, the rest 9.
 ( build_etcd && build_kubernetes && build_node && build_kueue ) &
 chain_k8s=$!
-( build_kwok && build_helm && build_lpp && build_registry && build_coredns ) &
+( build_kwok && build_helm && build_lpp && build_coredns ) &
 chain_tools=$!
 failed=0
 wait "$chain_k8s" || failed=1

@@ -65,10 +65,6 @@ image_named() { bash "$repo/images/build.sh" --list | awk -v n="$1" '$1 == n { p
 PAUSE_IMAGE=$(image_named pause)
 HELPER_IMAGE=$(image_named helper)
 SOCK=$node/run/containerd.sock
-# The node's image registry, on the host end of the veth (docker pushes there,
-# the node's containerd pulls from there); its store outlives the cluster.
-REGISTRY=$HOST_IP:5000
-registry_store=$cache_root/registry
 # The kernel settings the kubelet changes at start (its "kernel tunables").
 KERNEL_SYSCTLS=(kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic_on_oom
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
@@ -349,28 +345,6 @@ EOF
   echo $! >"$node/supervisor.pid"
 }
 
-start_registry() {
-  local bin
-  bin=$(bin_dir)
-  mkdir -p "$registry_store"
-  cat >"$node/registry.yaml" <<EOF
-version: 0.1
-log: {level: warn}
-storage:
-  filesystem: {rootdirectory: $registry_store}
-  delete: {enabled: true}
-http:
-  addr: $REGISTRY
-EOF
-  setsid "$bin/registry" serve "$node/registry.yaml" >"$node/registry.log" 2>&1 </dev/null &
-  echo $! >"$node/registry.pid"
-  for _ in $(seq 40); do
-    curl -fsS --max-time 1 "http://$REGISTRY/v2/" >/dev/null 2>&1 && return 0
-    sleep 0.25
-  done
-  die "the image registry did not answer on $REGISTRY (log: $node/registry.log)"
-}
-
 start_provisioner() {
   local bin
   bin=$(bin_dir)
@@ -468,9 +442,9 @@ load_images() {
     fi
     t0=$SECONDS
     # `docker save | ctr import`: layers move uncompressed, and containerd
-    # unpacks only those it lacks. (A push to the node's registry gzips every
-    # layer the registry lacks and the pull unzips it again, on the CPU: 9 min
-    # for a cold node against 279 s this way, measured.)
+    # unpacks only those it lacks. (A push to a registry on the node gzips
+    # every layer the registry lacks and the pull unzips it again, on the CPU:
+    # 9 min for a cold node against 279 s this way, measured.)
     docker save "$image" | ctr_ images import - >/dev/null
     log "loaded $image with docker save | ctr import in $((SECONDS - t0)) s"
     echo "$id" >"$stamp"
@@ -521,7 +495,6 @@ up() {
     start_dns
     start_processes
     wait_ready
-    start_registry
     start_provisioner
   fi
   ensure_images
@@ -545,7 +518,7 @@ pidfile() { [[ -f $node/$1.pid ]] && cat "$node/$1.pid" || true; }
 
 down() {
   local pids
-  kill_wait $(pidfile local-path-provisioner) $(pidfile registry) $(pidfile coredns)
+  kill_wait $(pidfile local-path-provisioner) $(pidfile coredns)
   kill_wait $(pidfile kubelet) $(pidfile kube-proxy)
   # Every pod's containers and sandboxes go before containerd does.
   if [[ -S $SOCK ]]; then
