@@ -23,6 +23,7 @@ Job controller's message, which is kept for people.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -283,9 +284,12 @@ def _restart_group(world: World, spec: CommonSpec, job: JobView, pods: list[PodV
             return Plan(outcome=None, requeue_after=min(1.0, POD_STATUS_GRACE_S - waited))
     if any(c in FAIL_AT_ONCE for c in codes) or restarts >= spec.backoff_limit:
         return None
-    # The worker that failed first, not a peer the Job controller then stopped (143, SIGTERM).
+    # The worker that failed first (its container's finishedAt, to the second), not a peer the Job
+    # controller then stopped (143, SIGTERM) nor one whose collective call then failed because the
+    # first was gone; within the same second, one killed by a signal (128 + n) before one that erred.
     failed = min((p for p in pods if p.exit_code not in (None, 0)), default=None,
-                 key=lambda p: (p.exit_code == 143, p.completion_index or 0))
+                 key=lambda p: (p.exit_code == 143, p.finished_at if p.finished_at is not None else math.inf,
+                                (p.exit_code or 0) <= 128, p.completion_index or 0))
     who = f"worker {failed.completion_index} (pod {failed.name}) exited {failed.exit_code}" if failed \
         else f"Job {job.name} failed ({job.failed_reason or 'no exit code seen'})"
     message = (f"{who}; restarting the whole group of {world.job_kind.workers(spec)} as attempt "

@@ -95,6 +95,7 @@ class PodView:
     termination_message: str
     progress: tuple[int, int] | None
     completion_index: int | None
+    finished_at: float | None = None  # when the main container terminated (its finishedAt)
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> PodView:
@@ -102,13 +103,14 @@ class PodView:
         labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
         scheduled: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
         unschedulable = scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
-        exit_code, message = None, ""
+        exit_code, message, finished_at = None, "", None
         for container in status.get("containerStatuses") or []:
             if container.get("name") != CONTAINER_NAME:
                 continue
             terminated = (container.get("state") or {}).get("terminated")
             if terminated:
                 exit_code, message = terminated.get("exitCode"), terminated.get("message") or ""
+                finished_at = parse_time(terminated.get("finishedAt"))
         index = annotations.get("batch.kubernetes.io/job-completion-index")
         return cls(
             name=meta.get("name", ""),
@@ -121,6 +123,7 @@ class PodView:
             termination_message=message,
             progress=parse_progress(annotations.get(PROGRESS_ANNOTATION)),
             completion_index=int(index) if index and index.isdigit() else None,
+            finished_at=finished_at,
         )
 
 

@@ -110,7 +110,8 @@ def job_body(name: str, *, device: str = "gpu", kind: str = "RenderJob", owner: 
 def pod_body(job: str, *, phase: str = "Running", kind: str = "RenderJob", owner: str = "x", uid: str = UID,
              unschedulable_for: float | None = None, unschedulable_message: str = "0/4 nodes are available: "
              "2 Insufficient nvidia.com/gpu.", exit_code: int | None = None, message: str = "",
-             progress: str | None = None, index: int | None = None, now: float | None = None) -> dict[str, Any]:
+             progress: str | None = None, index: int | None = None, now: float | None = None,
+             finished_ago: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     annotations: dict[str, str] = {}
     if progress is not None:
@@ -123,8 +124,10 @@ def pod_body(job: str, *, phase: str = "Running", kind: str = "RenderJob", owner
                                      "message": unschedulable_message,
                                      "lastTransitionTime": iso(now - unschedulable_for)})
     if exit_code is not None:
-        status["containerStatuses"] = [{"name": "main", "state": {"terminated": {
-            "exitCode": exit_code, "message": message}}}]
+        terminated: dict[str, Any] = {"exitCode": exit_code, "message": message}
+        if finished_ago is not None:
+            terminated["finishedAt"] = iso(now - finished_ago)
+        status["containerStatuses"] = [{"name": "main", "state": {"terminated": terminated}}]
     name = f"{job}-{index if index is not None else 0}-abcde"
     return {"metadata": {"name": name, "namespace": "ns", "annotations": annotations,
                          "labels": {**owner_labels(kind, owner, uid), "job-name": job}},

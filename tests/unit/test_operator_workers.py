@@ -64,6 +64,22 @@ def test_headless_service_owned_by_the_trainjob_selects_its_pods():
     assert ("", "services", ("get", "create")) in OPERATOR_RBAC
 
 
+def test_the_restart_names_the_worker_that_failed_first_not_the_peer_that_failed_after_it():
+    """Worker 1 is killed; worker 0's collective call then fails (exit 2) a few seconds later."""
+    failed = job_body(FIRST, kind="TrainJob", device="cpu", conditions={"Failed": ("PodFailurePolicy", "x")})
+    world = (group_world(backoffLimit=2).status(jobName=FIRST, device="cpu").job(failed)
+             .pod(pod_body(FIRST, kind="TrainJob", phase="Failed", exit_code=2, index=0, finished_ago=2))
+             .pod(pod_body(FIRST, kind="TrainJob", phase="Failed", exit_code=137, index=1, finished_ago=5)))
+    plan = decide(world.obj())
+    assert plan.outcome.reason == "GroupRestarting"
+    assert "worker 1" in plan.outcome.message and "exited 137" in plan.outcome.message
+    # finishedAt has whole seconds: within the same one, the worker killed by a signal is the cause.
+    same = (group_world(backoffLimit=2).status(jobName=FIRST, device="cpu").job(failed)
+            .pod(pod_body(FIRST, kind="TrainJob", phase="Failed", exit_code=2, index=0, finished_ago=3))
+            .pod(pod_body(FIRST, kind="TrainJob", phase="Failed", exit_code=137, index=1, finished_ago=3)))
+    assert "worker 1" in decide(same.obj()).outcome.message
+
+
 def test_a_failed_worker_restarts_the_whole_group_as_a_new_attempt():
     failed = job_body(FIRST, kind="TrainJob", device="cpu", conditions={"Failed": ("PodFailurePolicy", "x")})
     world = (group_world(backoffLimit=2).status(jobName=FIRST, device="cpu").job(failed)
