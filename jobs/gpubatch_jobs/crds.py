@@ -26,7 +26,7 @@ _DROP_KEYS = {"title"}
 _KEEP_KEYS = {
     "type", "properties", "required", "items", "additionalProperties", "enum", "default",
     "description", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength",
-    "maxLength", "pattern", "minItems", "maxItems", "format", "nullable",
+    "maxLength", "pattern", "minItems", "maxItems", "maxProperties", "format", "nullable",
     "x-kubernetes-validations", "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields",
     "anyOf", "x-kubernetes-list-type", "x-kubernetes-map-type",
 }
@@ -74,6 +74,10 @@ def _quantity(branches: list[dict[str, Any]], outer: dict[str, Any]) -> dict[str
         "anyOf": [{"type": "integer"}, {"type": "string"}],
         "pattern": pattern,
         "x-kubernetes-int-or-string": True,
+        # The pattern checks only the string form; a negative integer is refused here.
+        "x-kubernetes-validations": [
+            {"rule": "type(self) == string || self >= 0", "message": "must not be negative"}
+        ],
     }
 
 

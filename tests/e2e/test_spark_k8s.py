@@ -26,8 +26,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 API = "gpubatch.dev/v1alpha1"
 EXECUTORS = "spark-role=executor"
 # Small executors: the test machine's memory is shared. The overhead holds the Python worker (TensorFlow).
-SMALL = {"spark.executor.memory": "512m", "spark.executor.memoryOverhead": "1200m",
-         "spark.kubernetes.executor.request.cores": "250m"}
+# spark.kubernetes.* keys are the engine's (refused at admission): an executor asks for the CPU its
+# driver (the job pod, spec.resources) asks for.
+SMALL = {"spark.executor.memory": "512m", "spark.executor.memoryOverhead": "1200m"}
+SMALL_CPU = {"requests": {"cpu": "250m"}}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +112,7 @@ def two_executors(k8s_cluster: harness.Cluster, e2e_namespace: str,
                   trained: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """A PredictJob with 2 executor pods, run once: (its status, the executor pods seen)."""
     job = predict_job("many-spark", "many-spark.parquet", engine="spark",
-                      spark={"executors": 2, "partitions": 8, "conf": SMALL})
+                      spark={"executors": 2, "partitions": 8, "conf": SMALL}, resources=SMALL_CPU)
     status, executors, _ = run_watching_executors(k8s_cluster, e2e_namespace, job)
     return status, executors
 
@@ -141,7 +143,7 @@ def test_two_executor_pods_give_the_local_engines_output(
 def test_an_executor_deleted_mid_run_is_replaced(k8s_cluster: harness.Cluster, e2e_namespace: str,
                                                  trained: Path, local_output: Path) -> None:
     job = predict_job("many-spark-kill", "many-spark-kill.parquet", engine="spark",
-                      spark={"executors": 2, "partitions": 16, "conf": SMALL})
+                      spark={"executors": 2, "partitions": 16, "conf": SMALL}, resources=SMALL_CPU)
     status, executors, killed = run_watching_executors(k8s_cluster, e2e_namespace, job, kill_one=True)
     assert killed is not None, sorted(executors)
     assert status["phase"] == "Succeeded", f"{status}\n{diagnose(k8s_cluster, e2e_namespace)}"
