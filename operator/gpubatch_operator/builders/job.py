@@ -175,7 +175,9 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         "env": env,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePath": "/dev/termination-log",
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        # File only: the engine always writes its summary there, and a log tail (what
+        # FallbackToLogsOnError would take) may quote data into status.message.
+        "terminationMessagePolicy": "File",
     }
     if mounts:
         container["volumeMounts"] = mounts
