@@ -128,7 +128,7 @@ class PodView:
     @classmethod
     def parse(cls, body: dict[str, Any]) -> PodView:
         meta, status = body.get("metadata", {}), body.get("status") or {}
-        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        annotations = meta.get("annotations") or {}
         scheduled: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
         unschedulable = scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
         exit_code, message = None, ""
