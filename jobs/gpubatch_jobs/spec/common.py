@@ -95,8 +95,10 @@ Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 Quantity = Annotated[Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=QUANTITY_PATTERN)], Field()]
 
 # A `..` segment could climb out of a claim's mount (pvc://data/../../var/run/secrets/...):
-# refused here and, as the same CEL rule, by the API server. The pod checks again where
-# the path really leads (symlinks followed) when it opens the file (runtime.RunContext).
+# the API server refuses it in any path (CEL), the model in every pvc:// and s3:// URL. A
+# local path with `..` stays valid for `gpubatch run` on a laptop (the user's own files);
+# a job pod accepts no local path at all, and checks where a pvc:// path really leads
+# (symlinks followed) when it opens the file (runtime.RunContext.confined).
 PARENT_SEGMENT_RE = r"(^|/)\.\.(/|$)"
 NO_PARENT_SEGMENT = {
     "rule": f"!self.matches('{PARENT_SEGMENT_RE.replace(chr(92), chr(92) * 2)}')",
@@ -105,7 +107,7 @@ NO_PARENT_SEGMENT = {
 
 
 def _no_parent_segment(value: str) -> str:
-    if re.search(PARENT_SEGMENT_RE, value):
+    if value.startswith(("pvc://", "s3://")) and re.search(PARENT_SEGMENT_RE, value):
         raise ValueError(NO_PARENT_SEGMENT["message"])
     return value
 
