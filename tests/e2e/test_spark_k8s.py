@@ -174,6 +174,10 @@ def test_only_the_driver_identity_may_make_pods(
                            ("create", "pods/exec"), ("update", "pods")):
         assert not can("gpubatch-spark-driver", verb, resource), (verb, resource)
     assert not can("gpubatch-spark-driver", "create", "pods", namespace="default")
-    roles = json.loads(k8s_cluster.kubectl("-n", e2e_namespace, "get", "role", "gpubatch-spark-driver", "-o", "json",
-                                           check=True).stdout)
-    assert {r["resources"][0] for r in roles["rules"]} == {"pods", "configmaps"}
+    # The operator bound the chart's ClusterRole (it holds `bind` on it, not its rules); no Role of its own.
+    binding = json.loads(k8s_cluster.kubectl("-n", e2e_namespace, "get", "rolebinding", "gpubatch-spark-driver",
+                                             "-o", "json", check=True).stdout)
+    assert binding["roleRef"]["kind"] == "ClusterRole"
+    role = json.loads(k8s_cluster.kubectl("get", "clusterrole", binding["roleRef"]["name"], "-o", "json",
+                                          check=True).stdout)
+    assert {r["resources"][0] for r in role["rules"]} == {"pods", "configmaps"}
