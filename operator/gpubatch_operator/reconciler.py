@@ -180,7 +180,7 @@ class Reconciler:
         world = self.world(view, status)
         plan = decide(world)
         spark_driver = world.spec is not None and needs_spark_driver(world.spec)
-        if world.spec is not None and status.get("phase") not in FINAL_PHASES and (
+        if world.spec is not None and world.refusal is None and status.get("phase") not in FINAL_PHASES and (
                 plan.actions or not self.job_rbac.known(view.namespace, spark_driver)):
             # Before a Job is made, and again after the ServiceAccount was lost while one runs.
             await self.job_rbac.ensure(view.namespace, spark_driver)

@@ -223,7 +223,7 @@ def test_an_image_outside_the_allow_list_fails_at_once_and_no_job_is_made() -> N
     assert status["phase"] == "Failed"
     (failed,) = [c for c in status["conditions"] if c["type"] == "Failed"]
     assert failed["reason"] == "ImageNotAllowed"
-    assert not [p for m, p in api.calls if m == "POST" and "/jobs" in p]
+    assert not [p for m, p in api.calls if m == "POST" and ("/jobs" in p or "/rolebindings" in p)]
     assert [e["reason"] for e in events(api)] == ["ImageNotAllowed"]
 
 
