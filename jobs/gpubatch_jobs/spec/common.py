@@ -158,8 +158,9 @@ class DeviceSpec(ApiModel):
 
 
 class ResourceRequirements(ApiModel):
-    requests: dict[str, Quantity] | None = Field(None, description="e.g. {cpu: '2', memory: 8Gi}")
-    limits: dict[str, Quantity] | None = Field(None, description="e.g. {memory: 16Gi}")
+    # Bounded maps: the API server prices each CEL rule by the most entries a map may hold.
+    requests: dict[str, Quantity] | None = Field(None, max_length=32, description="e.g. {cpu: '2', memory: 8Gi}")
+    limits: dict[str, Quantity] | None = Field(None, max_length=32, description="e.g. {memory: 16Gi}")
 
 
 class Toleration(ApiModel):
