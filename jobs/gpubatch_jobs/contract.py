@@ -190,6 +190,9 @@ JOB_IDENTITY_LABEL = f"{API_GROUP}/job-identity"
 JOB_IDENTITY_SELECTOR = f"{JOB_IDENTITY_LABEL}=true"
 
 PROGRESS_ANNOTATION = f"{API_GROUP}/progress"  # written by the pod: {"done","total","stage"}
+# A resource's name: it names the Job, the Indexed pods' host names and a worker group's
+# Service (a DNS-1035 label), so a letter first, no dots (refused by the CRD and the operator).
+RESOURCE_NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # Test hook (off unless the operator's GPUBATCH_TEST_HOOKS is on): resource annotations with
 # this prefix are copied onto the job pods, so the kwok test cluster can script a pod's fate.
 TEST_ANNOTATION_PREFIX = f"{API_GROUP}/test-"
@@ -207,3 +210,10 @@ NO_GPU_NODES, GPU_UNSCHEDULABLE, GPU_UNUSABLE = "NoGpuNodes", "GpuUnschedulable"
 # A GPU Job Kueue kept suspended (not admitted: the queue's GPU quota is used up) past gpuPendingTimeout.
 GPU_QUOTA_EXHAUSTED = "GpuQuotaExhausted"
 FALLBACK_REASONS = (NO_GPU_NODES, GPU_UNSCHEDULABLE, GPU_UNUSABLE, GPU_QUOTA_EXHAUSTED)
+
+# Why the operator refused a resource at once (Failed, no Job made; docs/security.md).
+IMAGE_NOT_ALLOWED = "ImageNotAllowed"  # spec.image outside the operator's allow-list
+TOLERATION_NOT_ALLOWED = "TolerationNotAllowed"  # a toleration of every taint, not allowed by the admin
+INVALID_NAME = "InvalidName"  # a name that cannot make the Job or the workers' Service
+API_REFUSED = "ApiRefused"  # the API server refused a child for good (422)
+NAME_TAKEN = "NameTaken"  # a child's name is held by an object the operator did not make

@@ -118,6 +118,7 @@ def _run(kind_word: str) -> int:
         name=os.environ.get(contract.ENV_NAME, kind.lower()),
         base_dir=Path.cwd(),
         pvc_root=Path(os.environ.get(contract.ENV_PVC_ROOT, contract.POD_PVC_ROOT)),
+        confined=True,  # only pvc:// (under its claim, symlinks followed) and s3:// paths
         instruction=instruction,
         shard_index=int(index) if index is not None else None,
     )

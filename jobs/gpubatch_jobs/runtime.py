@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gpubatch_jobs.contract import DeviceInstruction, instruction_for_policy
-from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.errors import BadInput, excerpt
 from gpubatch_jobs.storage import PVC_PREFIX, Place, is_s3, split_pvc
 
 log = logging.getLogger("gpubatch")
@@ -37,6 +37,9 @@ class RunContext:
     base_dir: Path = field(default_factory=Path.cwd)
     mounts: dict[str, Path] = field(default_factory=dict)
     pvc_root: Path | None = None
+    # In a job pod (gpubatch-job): only pvc:// and s3:// paths, and a pvc:// path must really
+    # lead (symlinks followed) to a place under its claim's mount. See `resolve`.
+    confined: bool = False
     # The device instruction: the operator's (pod), or --device's (gpubatch run); None: the spec's policy.
     instruction: DeviceInstruction | None = None
     # None: this process renders every shard; an int: only that one (Indexed Job pod).
@@ -50,18 +53,27 @@ class RunContext:
 
         Absolute, with `..` and `.` folded (symlinks kept), so messages name
         `/work/data/x` rather than `cases/30/../../data/x`.
+
+        Confined (a job pod): a local path is refused, and a pvc:// path is
+        returned as its real path, every symlink followed, which must lie under
+        the claim's mount: `pvc://data/link` where `link` points at
+        /var/run/secrets/... is refused here, just before the file is opened.
         """
         if is_s3(path):
             raise BadInput(f"{path}: s3:// is not accepted here; use a local or pvc:// path", field=field_name)
         pvc = split_pvc(path)
         if pvc is None:
+            if self.confined:
+                raise BadInput(f"{excerpt(path)}: a job pod reads and writes only pvc://CLAIM/sub/path and "
+                               "s3://BUCKET/KEY paths; put the data on a claim or in a bucket", field=field_name)
             local = Path(path).expanduser()
             return _normal(local if local.is_absolute() else self.base_dir / local)
         claim, sub = pvc
-        if claim in self.mounts:
-            return _normal(self.mounts[claim] / sub)
-        if self.pvc_root is not None:
-            return _normal(self.pvc_root / claim / sub)
+        root = self.mounts.get(claim) or (self.pvc_root / claim if self.pvc_root is not None else None)
+        if root is not None and self.confined:
+            return confine(root, sub, path, field_name)
+        if root is not None:
+            return _normal(root / sub)
         raise BadInput(
             f"{path} names the PersistentVolumeClaim {claim!r}, which is not mounted here; "
             f"run with --mount {claim}=./some/folder",
@@ -79,12 +91,22 @@ class RunContext:
         return self.resolve(path, field_name=field_name)
 
     def input_dir(self, path: str, *, field_name: str = "path") -> Path:
-        """A local folder holding the input folder at `path` (an s3:// prefix is downloaded)."""
+        """A local folder holding the input folder at `path` (an s3:// prefix is downloaded).
+
+        Confined, every entry of a pvc:// folder must lead under the claim too (a
+        model folder's `model.keras` may not be a symlink to a file elsewhere)."""
         if is_s3(path):
             from gpubatch_jobs import storage
 
             return storage.local_input_dir(path.rstrip("/"), field_name=field_name)
-        return self.resolve(path, field_name=field_name)
+        folder = self.resolve(path, field_name=field_name)
+        pvc = split_pvc(path)
+        if self.confined and pvc is not None and folder.is_dir():
+            root = self.mounts.get(pvc[0]) or (self.pvc_root / pvc[0] if self.pvc_root is not None else folder)
+            for entry in folder.rglob("*"):
+                if entry.is_symlink():
+                    confine(root, str(entry.relative_to(root.resolve())), path, field_name)
+        return folder
 
     def output_file(self, path: str, *, field_name: str = "path") -> tuple[Place, str]:
         """(place, name): write `place.path(name)`, then `place.push(name)` publishes it."""
@@ -127,6 +149,18 @@ class RunContext:
 
 def _normal(path: Path) -> Path:
     return Path(os.path.abspath(path))
+
+
+def confine(root: Path, sub: str, path: str, field_name: str) -> Path:
+    """The real path of `root/sub` (symlinks followed); BadInput unless it lies under root's real path.
+
+    The message names the path as written (an excerpt), never where a symlink led."""
+    real_root = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(real_root, sub))
+    if target != real_root and not target.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise BadInput(f"{excerpt(path)} leads outside its claim's volume (a symlink or '..'); name a file that "
+                       "lies on the claim itself", field=field_name)
+    return Path(target)
 
 
 def format_progress(done: int, total: int) -> str:

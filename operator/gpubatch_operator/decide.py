@@ -65,6 +65,8 @@ class World:
     default_policy: str = "auto"
     default_pending_timeout: str = "5m"
     gpu_resource: str = "nvidia.com/gpu"
+    # (reason, message): fail at once, make nothing (policy.refusal, or a permanent API error).
+    refusal: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ def decide(world: World) -> Plan:
         return Plan(outcome=None)
     if world.spec is None:
         return Plan(Outcome(FAILED, "InvalidSpec", world.spec_error or "the spec does not validate"))
+    if world.refusal is not None:
+        return Plan(Outcome(FAILED, *world.refusal))
     spec = world.spec
     first = job_name(world.name, world.job_kind.command)
     rerun = job_name(world.name, world.job_kind.command, cpu_rerun=True)
@@ -166,7 +170,7 @@ def _follow(
 ) -> Plan:
     group = world.job_kind.workers(spec)
     restarts = group_restarts(world.status) if group > 1 else 0
-    pods = [p for p in world.pods if p.job_name == name and p.owner_uid == world.uid]
+    pods = [p for p in world.pods if p.job_name == name and (job is None or p.job_uid == job.uid)]
 
     def outcome(phase: str, reason: str, message: str, **extra: Any) -> Outcome:
         extra.setdefault("workers", _workers_status(spec, group, pods, restarts))

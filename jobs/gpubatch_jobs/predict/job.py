@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.errors import BadInput, excerpt
 from gpubatch_jobs.predict.device import prepare_device
 from gpubatch_jobs.predict.model import inspect_artifact, load_sequence_model
 from gpubatch_jobs.predict.output import check_target, result_columns, write_predictions
@@ -239,7 +239,7 @@ def read_documents(path: Any, fmt: str, dataset: str | None, settings: PredictSe
             try:
                 columns[name] = [np.asarray(part, dtype=np.float64) for part in columns[name]]
             except (TypeError, ValueError) as err:
-                raise BadInput(f"feature column {name!r} is not numeric ({err})", field="spec.input.features") from err
+                raise BadInput(f"feature column {excerpt(name)} is not numeric ({excerpt(err, 80)})", field="spec.input.features") from err
     # float32 input stays float32 (half the memory); anything else becomes float64. The scaling
     # (Preprocessing.transform) computes in float64 either way, so results do not depend on this.
     kinds = {part.dtype for name in settings.features for part in columns[name]}

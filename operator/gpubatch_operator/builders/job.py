@@ -145,6 +145,33 @@ def build_worker_service(request: JobRequest) -> dict[str, Any]:
     }
 
 
+def build_worker_network_policy(request: JobRequest) -> dict[str, Any]:
+    """The NetworkPolicy of a TrainJob's worker group: only the group's own pods reach its pods.
+
+    It selects the resource's pods (owner-uid label, set by the operator on the Job's
+    template; a tenant who may not create pods cannot wear it) and admits traffic to
+    the worker port from those pods alone; any other ingress to them is refused where
+    the cluster's network plugin enforces NetworkPolicy. Owned by the TrainJob.
+    """
+    selector = {"matchLabels": {OWNER_UID_LABEL: request.uid}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": workers_service_name(request.name),
+            "namespace": request.namespace,
+            "labels": owner_labels(request.job_kind.kind, request.name, request.uid),
+            "ownerReferences": [owner_reference(request)],
+        },
+        "spec": {
+            "podSelector": selector,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": selector}],
+                         "ports": [{"protocol": "TCP", "port": WORKER_PORT}]}],
+        },
+    }
+
+
 def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     spec = request.spec
     labels = {
@@ -175,7 +202,9 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         "env": env,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePath": "/dev/termination-log",
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        # File only: the engine always writes its summary there, and a log tail (what
+        # FallbackToLogsOnError would take) may quote data into status.message.
+        "terminationMessagePolicy": "File",
     }
     if mounts:
         container["volumeMounts"] = mounts
