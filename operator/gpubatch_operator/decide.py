@@ -170,6 +170,8 @@ def _follow(
 
     def outcome(phase: str, reason: str, message: str, **extra: Any) -> Outcome:
         extra.setdefault("workers", _workers_status(spec, group, pods, restarts))
+        extra.setdefault("checkpoint", _checkpoint(pods, world.status))
+        extra.setdefault("preempted_pods", tuple(p.name for p in pods if p.preempted))
         return Outcome(phase, reason, message, device=device, job_name=name, attempts=attempt + restarts,
                        fallback=fallback, **extra)
 
@@ -303,6 +305,16 @@ def _group_result(pods: list[PodView]) -> dict[str, Any] | None:
     """Worker 0's summary: the group's result (the others report the same run, unpublished)."""
     chief = next((p for p in pods if p.completion_index == 0 and p.phase == "Succeeded"), None)
     return parse_summary(chief.termination_message) if chief is not None else None
+
+
+def _checkpoint(pods: list[PodView], status: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest checkpoint a pod reported (pods come and go: the stored one otherwise)."""
+    stored = status.get("checkpoint") if isinstance(status.get("checkpoint"), dict) else None
+    reported = [p.checkpoint for p in pods if p.checkpoint is not None]
+    candidates = [c for c in [stored, *reported] if c is not None]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: str(c.get("time") or ""))
 
 
 def _progress(pods: list[PodView]) -> str | None:

@@ -228,6 +228,12 @@ class CommonSpec(ApiModel):
     image: ImageSpec | None = None
     backoff_limit: int = Field(2, ge=0, le=100, description="Retries of a failed pod (not for exit 1 or 75).")
     active_deadline_seconds: int | None = Field(None, ge=1)
+    termination_grace_period_seconds: int | None = Field(
+        None, ge=1, le=3600,
+        description=("Seconds a pod has after SIGTERM (preemption, eviction, deletion) to finish the step, "
+                     "chunk or image in flight and save it before it is killed; unset: the operator's "
+                     "default (Helm jobTerminationGracePeriodSeconds, 60)."),
+    )
     ttl_seconds_after_finished: int | None = Field(None, ge=0)
     queue_name: str | None = Field(
         None,

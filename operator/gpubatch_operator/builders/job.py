@@ -191,6 +191,10 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         "automountServiceAccountToken": True,
         "securityContext": POD_SECURITY_CONTEXT,
         "containers": [container],
+        # After SIGTERM (Kueue preemption, eviction, deletion) the engine finishes the step, chunk
+        # or image in flight and saves it (gpubatch_jobs.preempt) within this many seconds.
+        "terminationGracePeriodSeconds": spec.termination_grace_period_seconds
+        or settings.default_termination_grace_s,
     }
     if volumes:
         pod_spec["volumes"] = volumes
