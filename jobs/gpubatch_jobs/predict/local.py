@@ -6,13 +6,21 @@ one compiled model of the chosen batch size. XLA compiles a function once per
 input shape, and the chunk's rows are an input, so every chunk's scaled rows
 are padded to one row count (`feature_capacity`): a job compiles its model
 once, not once per chunk (about 2 s each on a CPU).
+
+A chunk is also the unit a preemption keeps: with a `ChunkStore`
+(predict/resume.py) every finished chunk is saved, chunks saved by an earlier
+run are read instead of predicted, and on SIGTERM the run stops after the
+batch in flight (gpubatch_jobs.preempt). `GPUBATCH_PREDICT_CHUNK_ROWS` sets the
+rows of a chunk (default 1048576): smaller chunks lose less work to a
+preemption and cost a little more per chunk.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +31,8 @@ from gpubatch_jobs.predict.batching import (
     predict_plan,
     warm,
 )
+from gpubatch_jobs import preempt
+from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.predict.model import SequenceModel
 from gpubatch_jobs.predict.runner import CompiledModel
 from gpubatch_jobs.predict.settings import PredictSettings
@@ -30,7 +40,24 @@ from gpubatch_jobs.predict.table import Documents
 from gpubatch_jobs.predict.windows import plan_windows, window_counts
 from gpubatch_jobs.runtime import RunContext
 
-CHUNK_ROWS = 1 << 20
+if TYPE_CHECKING:
+    from gpubatch_jobs.predict.resume import ChunkStore
+
+
+def _chunk_rows() -> int:
+    raw = os.environ.get("GPUBATCH_PREDICT_CHUNK_ROWS", "").strip()
+    if not raw:
+        return 1 << 20
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise BadInput(f"GPUBATCH_PREDICT_CHUNK_ROWS={raw!r}: must be a whole number of rows >= 1 (e.g. 1048576)")
+    return value
+
+
+CHUNK_ROWS = _chunk_rows()
 
 
 def chunks(docs: Documents, max_rows: int | None = None) -> list[tuple[int, int]]:
@@ -107,10 +134,12 @@ def precompile(cache: ModelCache, batch: int, window: int, n_features: int, capa
 
 def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSettings, *, backend: str, gpu: bool,
                       ctx: RunContext | None = None, cache: ModelCache | None = None,
+                      store: ChunkStore | None = None, ranges: list[tuple[int, int]] | None = None,
                       ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-row probabilities in grouped order, and run facts for the summary.
 
-    Pass a `cache` to keep compiled models between calls (a Spark worker does).
+    Pass a `cache` to keep compiled models between calls (a Spark worker does),
+    a `store` to keep finished chunks and reuse those of an earlier run.
     """
     total_windows = int(window_counts(docs.doc_lengths, settings.window, settings.stride).sum())
     probabilities = np.empty((docs.n_rows, seq.n_classes), dtype=np.float32)
@@ -123,18 +152,38 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
     reason = "fixed by spec.batchSize"
     started = time.perf_counter()
 
+    rows_kept = 0
+
+    def stop_if_asked() -> None:
+        if preempt.requested() and store is not None:
+            checkpoint = store.checkpoint(rows_kept)
+            if ctx is not None:
+                ctx.progress(done, total_windows, stage="preempted: finished chunks saved", force=True,
+                             checkpoint=checkpoint, preempted=True)
+            raise preempt.stop(checkpoint)
+
     def advance(windows: int) -> None:
         nonlocal done
         done += windows
         if ctx is not None:
             ctx.progress(done, total_windows, stage="predict")
+        stop_if_asked()  # after the batch in flight: the chunk's earlier batches are lost, its finished peers kept
 
-    ranges = chunks(docs)
+    ranges = ranges or chunks(docs)
+    saved = store.load() if store is not None else {}
+    resumed = 0
     capacity = feature_capacity(docs, ranges)
     features: np.ndarray | None = None
-    for first, last in ranges:
+    for index, (first, last) in enumerate(ranges):
         row_lo = int(docs.doc_starts[first])
         row_hi = int(docs.doc_starts[last - 1] + docs.doc_lengths[last - 1])
+        kept = saved.pop(index, None)
+        if kept is not None and kept.shape == (row_hi - row_lo, seq.n_classes):
+            probabilities[row_lo:row_hi] = kept
+            rows_kept += row_hi - row_lo
+            resumed += 1
+            done += int(window_counts(docs.doc_lengths[first:last], settings.window, settings.stride).sum())
+            continue
         plan = plan_windows(docs.doc_starts[first:last] - row_lo, docs.doc_lengths[first:last],
                             settings.window, settings.stride)
         cache.release()  # the previous chunk's placed rows may alias the buffer refilled here
@@ -147,6 +196,10 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
         probabilities[row_lo:row_hi] = predict_plan(cache, int(batch), plan, features, seq.n_classes,
                                                     on_batch=advance, stats=stats)
         batch = stats.batch_size  # an OOM backoff sticks for the following chunks
+        if store is not None:
+            store.save(index, probabilities[row_lo:row_hi])
+            rows_kept += row_hi - row_lo
+            stop_if_asked()
     elapsed = time.perf_counter() - started
     traces = sum(model.traces for model in cache.models.values())
     return probabilities, {
@@ -161,6 +214,8 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
         "predictSeconds": round(elapsed, 3),
         "windowsPerSecond": round(stats.windows / stats.seconds, 1) if stats.seconds else None,
         "oomBackoffs": stats.backoffs,
+        "chunks": len(ranges),
+        "resumedChunks": resumed,
         "traces": traces,
         # distinct (batch, rows) input shapes the compiled functions saw: XLA compiles once per shape
         "compiledShapes": len({shape for model in cache.models.values() for shape in model.shapes}),
