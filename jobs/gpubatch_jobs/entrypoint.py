@@ -31,8 +31,7 @@ import os
 import sys
 from pathlib import Path
 
-from gpubatch_jobs import contract
-from gpubatch_jobs import preempt
+from gpubatch_jobs import contract, preempt
 from gpubatch_jobs.contract import EXIT_BAD_INPUT, EXIT_TERMINATED, ContractError, DeviceInstruction
 from gpubatch_jobs.preempt import Terminated
 

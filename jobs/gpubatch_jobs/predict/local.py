@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gpubatch_jobs import preempt
+from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.predict.batching import (
     ModelCache,
     RunStats,
@@ -31,8 +33,6 @@ from gpubatch_jobs.predict.batching import (
     predict_plan,
     warm,
 )
-from gpubatch_jobs import preempt
-from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.predict.model import SequenceModel
 from gpubatch_jobs.predict.runner import CompiledModel
 from gpubatch_jobs.predict.settings import PredictSettings

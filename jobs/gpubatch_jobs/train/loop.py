@@ -238,7 +238,7 @@ def _recorder_class() -> type:
             checkpoint = self.store.save(state, self.extra) if self.store is not None else None
             stage = f"epoch {state.epoch}/{self.spec.epochs} " + " ".join(
                 f"{k}={float(v):.4f}" for k, v in sorted(logs.items()) if "loss" in k or "accuracy" in k)
-            extra = {"checkpoint": checkpoint} if checkpoint else {}
+            extra: dict[str, Any] = {"checkpoint": checkpoint} if checkpoint else {}
             if preempt.requested():
                 extra["preempted"] = True
             self.ctx.progress(state.epoch * self.steps, self.total, stage=stage, force=True, **extra)
