@@ -112,3 +112,9 @@ def test_kubectl_get_shows_preemptions():
         c for c in columns if c["name"] == "Preempted").items()
     status = crd_for("PredictJob")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
     assert set(status["properties"]["checkpoint"]["properties"]) == {"epoch", "step", "done", "time", "place"}
+
+
+def test_priority_class_becomes_kueues_label():
+    job = make_job("x", kind="TrainJob").cpu().queue("team-a").set(priorityClass="low").obj()
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "low"
+    assert "kueue.x-k8s.io/priority-class" not in make_job("x", kind="TrainJob").cpu().obj()["metadata"]["labels"]

@@ -241,6 +241,13 @@ class CommonSpec(ApiModel):
         pattern=DNS_LABEL_PATTERN,
         description="Kueue LocalQueue; the Job is created suspended with the queue-name label.",
     )
+    priority_class: str | None = Field(
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=("Kueue WorkloadPriorityClass of the Job (its kueue.x-k8s.io/priority-class label): "
+                     "with queueName, a higher one may preempt lower ones in the ClusterQueue."),
+    )
     storage: StorageSpec | None = Field(None, description="Credentials for s3:// paths (a Secret).")
     input: InputSpec
     output: OutputSpec = Field(
