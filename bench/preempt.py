@@ -17,7 +17,8 @@ Then each is run again to the end. Printed per mode: the seconds of training
 lost (trained by the stopped run, then trained again by the next: from the
 state the next run resumes from to the signal), the seconds from the signal to
 the process's exit, the checkpoint it resumed from, and the second run's own
-wall time, which shows the loss independently (it redoes the lost part).
+wall time, which shows the loss independently (it redoes the lost part) where
+the machine is quiet enough for the difference to stand out of the noise.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def main() -> None:
         rows = calibrate(folder, args.batch_size, args.epoch_seconds)
         data = folder / "rows.parquet"
         table(rows, data)
-        print(f"dnn TrainJob, {rows} rows, batch {args.batch_size}, 3 epochs; signal {args.at:.0%} into epoch 2")
+        print(f"dnn TrainJob, {rows} rows, batch {args.batch_size}, 3 epochs; signal {args.at:.0%} into epoch 2; "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         results = {}
         for mode, sig in (("step-level (SIGTERM, this release)", signal.SIGTERM),
                           ("epoch-level (baseline: exit without saving)", signal.SIGKILL)):
