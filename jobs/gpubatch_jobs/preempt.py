@@ -64,6 +64,11 @@ def requested() -> bool:
     return _requested_at is not None
 
 
+def active() -> bool:
+    """Whether a graceful() section is open (the engine stops itself at its safe points)."""
+    return _depth > 0
+
+
 def seconds_since_request() -> float | None:
     return None if _requested_at is None else time.monotonic() - _requested_at
 

@@ -136,12 +136,12 @@ def _train(spec: Any, ctx: RunContext, place: Place, data: Any, runtime: Any, ru
         model = build_model(spec.model, n_features=prep.n_features, n_classes=prep.n_classes,
                             window_size=prep.window_size, image_shape=prep.image_shape)
         compile_model(model, learning_rate=spec.learning_rate, model_type=spec.model.type)
-    # Worker 0 alone writes checkpoints; every worker reads them to resume at the same epoch.
-    # A single process stops at a step on SIGTERM (gpubatch_jobs.preempt) and saves it; a group's
-    # workers would have to agree on the step first, so a group stops at once and resumes from
-    # its last epoch checkpoint.
+    # Worker 0 alone writes checkpoints; every worker reads them to resume at the same step.
+    # On SIGTERM (gpubatch_jobs.preempt) a single process stops after the step in flight and
+    # saves it; a TensorFlow group first agrees on the step (train/loop.py), then worker 0 saves
+    # it. A JAX group stops at once and resumes from its last epoch checkpoint.
     writer = store if spec.checkpoints and chief else None
-    stops_at_step = writer is not None and group is None
+    stops_at_step = bool(spec.checkpoints) and (group is None or group.stops_at_a_step)
     with preempt.graceful() if stops_at_step else contextlib.nullcontext():
         result = fit(model, data, spec, ctx, state, writer, {"preprocessing": prep.to_json()}, group=group)
 

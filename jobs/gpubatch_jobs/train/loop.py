@@ -82,7 +82,7 @@ def fit(model: Any, data: TrainingData, spec: Any, ctx: RunContext, state: Train
         optimizer_restored = optimizer_restored or restored
         if state.stopped_early or state.epoch >= spec.epochs:
             return
-        recorder = epoch_recorder(data, spec, ctx, state, store, checkpoint_extra, batch_size)
+        recorder = epoch_recorder(data, spec, ctx, state, store, checkpoint_extra, batch_size, group)
         # One `fit` call per epoch, each on an order seeded from (seed, epoch)
         # alone: a run resumed at epoch k (or at step s of epoch k) then sees
         # the same batches and drops out exactly as an uninterrupted run does.
@@ -156,6 +156,11 @@ def seed_epoch(keras: Any, model: Any, seed: int, epoch: int) -> None:
         variable.assign(value.astype(variable.dtype))
 
 
+# A worker group checks whether any worker was told to stop every this many steps (one small
+# all-reduce each time): it stops at most this many steps after the signal, and loses none of them.
+AGREE_EVERY_STEPS = 10
+
+
 def epoch_recorder(*args: Any) -> Any:
     """The per-epoch Keras callback (its class is made on first use, so keras loads only then)."""
     return _recorder_class()(*args)
@@ -172,9 +177,12 @@ def _recorder_class() -> type:
 
     class _EpochRecorder(keras.callbacks.Callback):  # type: ignore[misc]
         def __init__(self, data: TrainingData, spec: Any, ctx: RunContext, state: TrainState,
-                     store: CheckpointStore | None, extra: dict[str, Any], batch_size: int) -> None:
+                     store: CheckpointStore | None, extra: dict[str, Any], batch_size: int,
+                     group: Any = None) -> None:
             super().__init__()
             self.data, self.spec, self.ctx, self.state = data, spec, ctx, state
+            # A group agrees on a step to stop at only where SIGTERM waits for it (preempt.graceful).
+            self.group = group if preempt.active() else None
             self.store, self.extra, self.batch_size = store, extra, batch_size
             self.steps = max(1, math.ceil(data.n_train / batch_size))
             self.total = spec.epochs * self.steps
@@ -200,8 +208,13 @@ def _recorder_class() -> type:
             self.ctx.progress(self.state.epoch * self.steps + done, self.total,
                               stage=f"epoch {self.state.epoch + 1}/{self.spec.epochs}")
             # The last step of an epoch leads to the epoch's own checkpoint (on_epoch_end).
-            if preempt.requested() and done < self.steps:
-                self._stop_mid_epoch(done)
+            if done >= self.steps:
+                return
+            if self.group is None:
+                if preempt.requested():
+                    self._stop_mid_epoch(done)
+            elif done % AGREE_EVERY_STEPS == 0 and self.group.agree_to_stop(preempt.requested()):
+                self._stop_mid_epoch(done)  # every worker stops after this same step
 
         def _stop_mid_epoch(self, done: int) -> None:
             """SIGTERM: the step in flight is done; save where the epoch stands and stop."""
@@ -238,12 +251,13 @@ def _recorder_class() -> type:
             checkpoint = self.store.save(state, self.extra) if self.store is not None else None
             stage = f"epoch {state.epoch}/{self.spec.epochs} " + " ".join(
                 f"{k}={float(v):.4f}" for k, v in sorted(logs.items()) if "loss" in k or "accuracy" in k)
+            stopping = preempt.requested() if self.group is None else self.group.agree_to_stop(preempt.requested())
             extra: dict[str, Any] = {"checkpoint": checkpoint} if checkpoint else {}
-            if preempt.requested():
+            if stopping:
                 extra["preempted"] = True
             self.ctx.progress(state.epoch * self.steps, self.total, stage=stage, force=True, **extra)
             log.info("%s", stage)
-            if preempt.requested():  # SIGTERM during the epoch's last step: its checkpoint is the one
+            if stopping:  # SIGTERM during the epoch's last steps: its checkpoint is the one
                 raise preempt.stop(checkpoint)
 
         def _early_stopping(self, logs: dict[str, Any]) -> None:
