@@ -128,7 +128,6 @@ def _run_local(spec: PredictJobSpec, ctx: RunContext, model_dir: Any, input_path
     from gpubatch_jobs.predict.local import chunks, predict_documents
     from gpubatch_jobs.predict.resume import ChunkStore, work_fingerprint
 
-    ctx.progress(0, 1, stage="predict", force=True)
     # Finished chunks are kept beside the output until it is published (predict/resume.py): on
     # SIGTERM the run stops after the batch in flight, and the next run predicts only the rest.
     ranges = chunks(docs)

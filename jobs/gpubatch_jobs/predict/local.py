@@ -171,6 +171,10 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
 
     ranges = ranges or chunks(docs)
     saved = store.load() if store is not None else {}
+    if ctx is not None:  # the first report counts the chunks kept by an earlier run: no fall back to 0%
+        ctx.progress(sum(int(window_counts(docs.doc_lengths[first:last], settings.window, settings.stride).sum())
+                         for index, (first, last) in enumerate(ranges) if index in saved),
+                     total_windows, stage="predict", force=True)
     resumed = 0
     capacity = feature_capacity(docs, ranges)
     features: np.ndarray | None = None

@@ -70,7 +70,9 @@ class WorkerGroup:
             @tf.function  # type: ignore[misc]
             def agree(flag: Any) -> Any:
                 def replica(value: Any) -> Any:
-                    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
+                    # identity: a tensor placed on this replica's device (the argument has none)
+                    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                                          tf.identity(value))
 
                 return strategy.run(replica, args=(flag,))
 
