@@ -41,8 +41,8 @@ __all__ = ["Terminated", "main", "terminated_summary"]
 def terminated_summary(kind: str | None, err: Terminated) -> dict[str, object]:
     """The summary of a run stopped by SIGTERM: exit 143, and the checkpoint it left (if any)."""
     if err.checkpoint:
-        message = ("stopped by SIGTERM (pod deleted, evicted or preempted) after saving a checkpoint at "
-                   f"epoch {err.checkpoint.get('epoch')}, step {err.checkpoint.get('step')}; "
+        message = ("stopped by SIGTERM (pod deleted, evicted or preempted) after saving a checkpoint of "
+                   f"{err.checkpoint.get('epoch')} epochs and {err.checkpoint.get('step')} steps of the next; "
                    "the next pod resumes from it") if "epoch" in err.checkpoint else (
             "stopped by SIGTERM (pod deleted, evicted or preempted) after publishing the work finished so far; "
             "the next pod resumes after it")

@@ -40,6 +40,7 @@ class Terminated(BaseException):  # noqa: N818 - the name says what happened to 
 
 
 _lock = threading.Lock()
+_installed = False
 _depth = 0  # nesting of graceful() sections
 _requested_at: float | None = None  # time.monotonic() of the first SIGTERM
 
@@ -54,9 +55,21 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def install() -> None:
     """Handle SIGTERM in this process (main thread only, as Python requires)."""
-    global _requested_at
+    global _requested_at, _installed
     _requested_at = None
+    _installed = True
     signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def reclaim() -> None:
+    """Take SIGTERM back after a framework set its own C-level handler.
+
+    TensorFlow's MultiWorkerMirroredStrategy starts a coordination service whose
+    preemption notifier installs a SIGTERM handler of its own, which would leave
+    ours (and so the step checkpoint) unseen. A no-op unless install() ran.
+    """
+    if _installed:
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def requested() -> bool:

@@ -224,11 +224,16 @@ def _recorder_class() -> type:
             sync_from_device(self.model)
             state.step, state.step_batch_size = done, self.batch_size
             state.weights, state.optimizer = snapshot(self.model)
-            state.seeds, state.metrics = seed_states(self.model), metric_states(self.model)
+            # A group's metric variables are reduced across the workers when read (a collective
+            # the others, already stopping, would not join): its resumed epoch's history entry
+            # covers the steps after the checkpoint only.
+            state.seeds = seed_states(self.model)
+            state.metrics = metric_states(self.model) if self.group is None else None
             state.epoch_seconds = self.seconds_before + time.monotonic() - self.epoch_started
             checkpoint = self.store.save(state, self.extra)
-            log.info("SIGTERM: saved a checkpoint after step %d of epoch %d (%.1f s after the signal)",
-                     done, state.epoch + 1, preempt.seconds_since_request() or 0.0)
+            since = preempt.seconds_since_request()
+            log.info("SIGTERM: saved a checkpoint after step %d of epoch %d (%s)", done, state.epoch + 1,
+                     f"{since:.1f} s after the signal" if since is not None else "another worker got the signal")
             self.ctx.progress(state.epoch * self.steps + done, self.total, stage="preempted: checkpoint saved",
                               force=True, checkpoint=checkpoint, preempted=True)
             raise preempt.stop(checkpoint)
