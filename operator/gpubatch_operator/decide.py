@@ -65,6 +65,9 @@ class World:
     default_policy: str = "auto"
     default_pending_timeout: str = "5m"
     gpu_resource: str = "nvidia.com/gpu"
+    # Deleted pods that had reported a checkpoint or a preemption (store.Store.departed): read for
+    # status.checkpoint and status.preemptions only, never for the phase.
+    departed: list[PodView] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -170,8 +173,9 @@ def _follow(
 
     def outcome(phase: str, reason: str, message: str, **extra: Any) -> Outcome:
         extra.setdefault("workers", _workers_status(spec, group, pods, restarts))
-        extra.setdefault("checkpoint", _checkpoint(pods, world.status))
-        extra.setdefault("preempted_pods", tuple(p.name for p in pods if p.preempted))
+        reporters = [*world.departed, *pods]
+        extra.setdefault("checkpoint", _checkpoint(reporters, world.status))
+        extra.setdefault("preempted_pods", tuple(dict.fromkeys(p.name for p in reporters if p.preempted)))
         return Outcome(phase, reason, message, device=device, job_name=name, attempts=attempt + restarts,
                        fallback=fallback, **extra)
 

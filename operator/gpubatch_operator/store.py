@@ -9,6 +9,12 @@ restart already sees the Jobs made before it.
 Children (Jobs, pods) are filed under their resource's UID, from the
 `gpubatch.dev/owner-uid` label: unlike a name, a UID always fits a label
 value, and a resource re-created under the same name is a different owner.
+
+A pod that reported a checkpoint or a preemption (gpubatch_jobs.preempt) is
+kept a while after it is deleted (`departed`, the newest DEPARTED_KEPT per
+resource): a preempted pod goes within a second or two of saving its work,
+possibly before a reconcile reads it, and its checkpoint and the preemption
+must still reach status.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from typing import Any
 
 from gpubatch_jobs.contract import TEST_ANNOTATION_PREFIX
 from gpubatch_operator.observe import JobView, Key, PodView, owner_uid
+
+DEPARTED_KEPT = 16
 
 
 @dataclass(slots=True)
@@ -59,6 +67,7 @@ class Store:
     owners: dict[str, Key] = field(default_factory=dict)  # resource UID -> key
     jobs: dict[str, dict[str, JobView]] = field(default_factory=dict)  # by owner UID, then name
     pods: dict[str, dict[str, PodView]] = field(default_factory=dict)
+    departed: dict[str, dict[str, PodView]] = field(default_factory=dict)  # deleted pods with a checkpoint
     gpu_nodes: dict[str, int] = field(default_factory=dict)
     nodes_known: bool = False
 
@@ -67,8 +76,10 @@ class Store:
         if deleted:
             old = self.resources.pop(view.key, None)
             self.owners.pop(view.uid, None)
+            self.departed.pop(view.uid, None)
             if old is not None:
                 self.owners.pop(old.uid, None)
+                self.departed.pop(old.uid, None)
         else:
             old = self.resources.get(view.key)
             if old is not None and old.uid != view.uid:
@@ -86,7 +97,20 @@ class Store:
         return self._put(self.jobs, body, deleted, JobView.parse)
 
     def put_pod(self, body: dict[str, Any], deleted: bool = False) -> str | None:
+        if deleted:
+            view = PodView.parse(body)
+            uid = owner_uid(body.get("metadata", {}))
+            if uid is not None and (view.preempted or view.checkpoint is not None):
+                kept = self.departed.setdefault(uid, {})
+                kept.pop(view.name, None)
+                kept[view.name] = view
+                while len(kept) > DEPARTED_KEPT:
+                    kept.pop(next(iter(kept)))
         return self._put(self.pods, body, deleted, PodView.parse)
+
+    def departed_pods(self, uid: str) -> list[PodView]:
+        """Deleted pods of this resource that had reported a checkpoint or a preemption."""
+        return list(self.departed.get(uid, {}).values())
 
     @staticmethod
     def _put(table: dict[str, dict[str, Any]], body: dict[str, Any], deleted: bool, parse: Any) -> str | None:

@@ -7,6 +7,7 @@ keeps it once the pod is gone, and counts each preempted pod once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -118,3 +119,25 @@ def test_priority_class_becomes_kueues_label():
     job = make_job("x", kind="TrainJob").cpu().queue("team-a").set(priorityClass="low").obj()
     assert job["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "low"
     assert "kueue.x-k8s.io/priority-class" not in make_job("x", kind="TrainJob").cpu().obj()["metadata"]["labels"]
+
+
+def test_a_preempted_pod_deleted_before_any_reconcile_still_counts():
+    """Kueue's preemption deletes the pod a second after it saved its work: the store keeps it."""
+    from gpubatch_operator.store import Store
+
+    store = Store()
+    body = pod_body(FIRST, kind="TrainJob", progress=_annotation(CHECKPOINT, preempted=True))
+    uid = store.put_pod(body)
+    store.put_pod(body, deleted=True)
+    jobs, pods = store.children(uid)
+    assert pods == []
+    (ghost,) = store.departed_pods(uid)
+    maker = make_world(kind="TrainJob").status(jobName=FIRST, device="cpu", phase="Running")
+    maker.job(job_body(FIRST, kind="TrainJob", suspend=True))
+    world = maker.obj()
+    world = dataclasses.replace(world, departed=[ghost])
+    new = _step(world)
+    assert new["preemptions"] == 1 and new["checkpoint"] == CHECKPOINT
+    assert new["phase"] == "Pending"  # a departed pod never makes the job look running
+    store.put_pod(pod_body(FIRST, kind="TrainJob"), deleted=True)  # a plain pod leaves nothing behind
+    assert len(store.departed_pods(uid)) == 1
