@@ -31,11 +31,11 @@ spec:
   device: {{policy: cpu}}
   model: {model}
   batchSize: 8
+  chunkRows: {chunk_rows}
   input: {{path: {rows}}}
   output: {{path: {out}}}
 """
-ENV = {**os.environ, "GPUBATCH_FAKE_GPU": "none", "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
-       "GPUBATCH_PREDICT_CHUNK_ROWS": str(CHUNK_ROWS)}
+ENV = {**os.environ, "GPUBATCH_FAKE_GPU": "none", "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def _command(manifest: Path) -> list[str]:
@@ -44,7 +44,7 @@ def _command(manifest: Path) -> list[str]:
 
 def _manifest(tmp: Path, model: Path, rows: Path, out: str) -> Path:
     path = tmp / f"{out}.yaml"
-    path.write_text(MANIFEST.format(model=model, rows=rows, out=tmp / out))
+    path.write_text(MANIFEST.format(model=model, rows=rows, out=tmp / out, chunk_rows=CHUNK_ROWS))
     return path
 
 

@@ -130,7 +130,7 @@ def _run_local(spec: PredictJobSpec, ctx: RunContext, model_dir: Any, input_path
 
     # Finished chunks are kept beside the output until it is published (predict/resume.py): on
     # SIGTERM the run stops after the batch in flight, and the next run predicts only the rest.
-    ranges = chunks(docs)
+    ranges = chunks(docs, settings.chunk_rows)
     store = ChunkStore(place, name, work_fingerprint(spec, input_path, model_dir, docs.n_rows, ranges), len(ranges))
     with preempt.graceful():
         probabilities, facts = predict_documents(docs, seq, settings, backend=backend, gpu=choice.is_gpu, ctx=ctx,
@@ -217,7 +217,7 @@ class Warmup:
             from gpubatch_jobs.predict.local import expected_capacity, model_factory, precompile
 
             cache = ModelCache(model_factory(seq, self.settings, backend, choice.is_gpu))
-            capacity = expected_capacity(self.n_rows)
+            capacity = expected_capacity(self.n_rows, self.settings.chunk_rows)
             if capacity is not None:
                 batch = self.settings.batch if self.settings.batch != "auto" else FIRST_PROBE
                 self.seconds["compileSeconds"] = precompile(cache, int(batch), self.settings.window,

@@ -10,14 +10,13 @@ once, not once per chunk (about 2 s each on a CPU).
 A chunk is also the unit a preemption keeps: with a `ChunkStore`
 (predict/resume.py) every finished chunk is saved, chunks saved by an earlier
 run are read instead of predicted, and on SIGTERM the run stops after the
-batch in flight (gpubatch_jobs.preempt). `GPUBATCH_PREDICT_CHUNK_ROWS` sets the
-rows of a chunk (default 1048576): smaller chunks lose less work to a
+batch in flight (gpubatch_jobs.preempt). `spec.chunkRows` sets the rows of a
+chunk (default CHUNK_ROWS, 1048576): smaller chunks lose less work to a
 preemption and cost a little more per chunk.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gpubatch_jobs import preempt
-from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.predict.batching import (
     ModelCache,
     RunStats,
@@ -44,20 +42,7 @@ if TYPE_CHECKING:
     from gpubatch_jobs.predict.resume import ChunkStore
 
 
-def _chunk_rows() -> int:
-    raw = os.environ.get("GPUBATCH_PREDICT_CHUNK_ROWS", "").strip()
-    if not raw:
-        return 1 << 20
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise BadInput(f"GPUBATCH_PREDICT_CHUNK_ROWS={raw!r}: must be a whole number of rows >= 1 (e.g. 1048576)")
-    return value
-
-
-CHUNK_ROWS = _chunk_rows()
+CHUNK_ROWS = 1 << 20
 
 
 def chunks(docs: Documents, max_rows: int | None = None) -> list[tuple[int, int]]:
@@ -74,7 +59,7 @@ def chunks(docs: Documents, max_rows: int | None = None) -> list[tuple[int, int]
     return out
 
 
-def feature_capacity(docs: Documents, ranges: list[tuple[int, int]]) -> int:
+def feature_capacity(docs: Documents, ranges: list[tuple[int, int]], max_rows: int | None = None) -> int:
     """The row count every chunk's features are padded to.
 
     One chunk: its own rows. Several: `CHUNK_ROWS` (or a larger single
@@ -83,14 +68,15 @@ def feature_capacity(docs: Documents, ranges: list[tuple[int, int]]) -> int:
     """
     ends = np.concatenate([[0], np.cumsum(docs.doc_lengths)])
     largest = int(max(ends[last] - ends[first] for first, last in ranges))
-    return largest if len(ranges) == 1 else max(largest, CHUNK_ROWS)
+    return largest if len(ranges) == 1 else max(largest, max_rows or CHUNK_ROWS)
 
 
-def expected_capacity(n_rows: int | None) -> int | None:
+def expected_capacity(n_rows: int | None, max_rows: int | None = None) -> int | None:
     """`feature_capacity` from the input's row count (metadata), for compiling before the read ends."""
     if n_rows is None or n_rows <= 0:
         return None
-    return n_rows if n_rows <= CHUNK_ROWS else CHUNK_ROWS
+    limit = max_rows or CHUNK_ROWS
+    return n_rows if n_rows <= limit else limit
 
 
 def scaled_rows(docs: Documents, seq: SequenceModel, row_lo: int, row_hi: int, capacity: int,
@@ -169,14 +155,14 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
             ctx.progress(done, total_windows, stage="predict")
         stop_if_asked()  # after the batch in flight: the chunk's earlier batches are lost, its finished peers kept
 
-    ranges = ranges or chunks(docs)
+    ranges = ranges or chunks(docs, settings.chunk_rows)
     saved = store.load() if store is not None else {}
     if ctx is not None:  # the first report counts the chunks kept by an earlier run: no fall back to 0%
         ctx.progress(sum(int(window_counts(docs.doc_lengths[first:last], settings.window, settings.stride).sum())
                          for index, (first, last) in enumerate(ranges) if index in saved),
                      total_windows, stage="predict", force=True)
     resumed = 0
-    capacity = feature_capacity(docs, ranges)
+    capacity = feature_capacity(docs, ranges, settings.chunk_rows)
     features: np.ndarray | None = None
     for index, (first, last) in enumerate(ranges):
         row_lo = int(docs.doc_starts[first])

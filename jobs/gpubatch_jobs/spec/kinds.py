@@ -232,6 +232,12 @@ class PredictJobSpec(CommonSpec):
     batch_size: BatchSize = Field("auto", description="Windows per model call; auto: the largest that fits.")
     engine: Literal["local", "spark"] = "local"
     spark: SparkSpec | None = None
+    chunk_rows: int | None = Field(
+        None, ge=1, le=1 << 30,
+        description=("engine local: rows per chunk of whole documents (default 1048576). Each finished chunk "
+                     "is kept until the result is published, so a preempted pod loses at most the chunk "
+                     "in flight; smaller chunks lose less and cost a little more."),
+    )
     verbosity: int = Field(1, ge=0, le=3)
 
     @model_validator(mode="after")
