@@ -1,5 +1,5 @@
 """Preemption that keeps the work, for real: Kueue preempts a low-priority TrainJob (and a
-RenderJob) on the real node for a high-priority job, and the Eviction API evicts its pod once
+RenderJob, and a PredictJob) on the real node for a high-priority job, and the Eviction API evicts its pod once
 more; each time the pod saves its work within the grace period, and the job finishes equal to
 an uninterrupted run, losing at most the step in flight.
 
@@ -45,7 +45,7 @@ def kueue(k8s_cluster: harness.Cluster, e2e_namespace: str, operator_release: st
                            what=f"LocalQueue {QUEUE} active:\n{manager.log()}")
         yield manager
     finally:
-        k8s_cluster.kubectl("-n", e2e_namespace, "delete", "trainjobs,renderjobs,jobs", "--all", "--wait=true",
+        k8s_cluster.kubectl("-n", e2e_namespace, "delete", "trainjobs,renderjobs,predictjobs,jobs", "--all", "--wait=true",
                             timeout=180)
         manager.stop()
 
@@ -206,3 +206,50 @@ def test_renderjob_preempted_by_kueue_keeps_its_images(
     with h5py.File(out / "charts-low.h5", "r") as got, h5py.File(out / "charts-ref.h5", "r") as want:
         assert np.array_equal(got["index"][()], want["index"][()])
         assert np.array_equal(got["images"][()], want["images"][()])
+
+
+def predict_job(name: str, priority: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "device": {"policy": "cpu"}, "model": "pvc://data/rnn", "batchSize": 2, "chunkRows": 6000,
+        "input": {"path": "pvc://data/docs.parquet"}, "output": {"path": f"pvc://out/{name}.parquet"},
+        "resources": ONE_CPU,
+    }
+    if priority:
+        body.update(queueName=QUEUE, priorityClass=priority)
+    return {"apiVersion": API, "kind": "PredictJob", "metadata": {"name": name}, "spec": body}
+
+
+def test_predictjob_preempted_by_kueue_keeps_its_chunks(
+        k8s_cluster: harness.Cluster, e2e_namespace: str, kueue: Kueue, claims: Path, data_dir: Path) -> None:
+    from tests.unit.test_predict_support import make_artifact, make_rows
+
+    ns, cluster = e2e_namespace, k8s_cluster
+    make_artifact(claims / "rnn")  # the same Keras as the images' (images/requirements-engine.txt)
+    make_rows(lengths=[300] * 400, seed=3).to_parquet(claims / "docs.parquet", index=False)  # 120,000 rows
+    for path in [claims / "rnn", *(claims / "rnn").iterdir(), claims / "docs.parquet"]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    cluster.apply(predict_job("labels-low", "batch-low"), namespace=ns)
+    harness.wait_until(lambda: (status(cluster, ns, "predictjob", "labels-low").get("checkpoint") or {}).get("done")
+                       or (status(cluster, ns, "predictjob", "labels-low").get("phase") in FINAL),
+                       timeout=600, interval=0.5, what=f"a first chunk kept:\n{diagnose(cluster, ns)}")
+    cluster.apply(render_job("urgent-render", "batch-high", seqLen=16, width=32, height=32), namespace=ns)
+    preempted = harness.wait_until(
+        lambda: (s := status(cluster, ns, "predictjob", "labels-low")).get("preemptions", 0) >= 1 and s, timeout=300,
+        what=f"Kueue to preempt the low-priority PredictJob:\n{kueue.log()}\n{diagnose(cluster, ns)}")
+    kept = preempted["checkpoint"]["done"]
+    assert kept > 0 and kept % 6000 == 0, preempted
+    assert wait_final(cluster, ns, "renderjob", "urgent-render")["phase"] == "Succeeded"
+    done = wait_final(cluster, ns, "predictjob", "labels-low")
+    assert done["phase"] == "Succeeded", diagnose(cluster, ns)
+    assert done["result"]["resumedChunks"] == kept // 6000 and done["result"]["chunks"] == 20
+
+    cluster.apply(predict_job("labels-ref", None), namespace=ns)
+    assert wait_final(cluster, ns, "predictjob", "labels-ref")["phase"] == "Succeeded"
+    out = claim_dir(data_dir, ns, "out")
+    got, want = pd.read_parquet(out / "labels-low.parquet"), pd.read_parquet(out / "labels-ref.parquet")
+    assert got.columns.tolist() == want.columns.tolist() and len(got) == len(want) == 120_000
+    for column in want.columns:
+        if want[column].dtype.kind == "f":
+            np.testing.assert_allclose(got[column], want[column], atol=1e-6, err_msg=column)
+        else:
+            assert got[column].tolist() == want[column].tolist(), column
