@@ -94,6 +94,7 @@ def fit(model: Any, data: TrainingData, spec: Any, ctx: RunContext, state: Train
                 if state.seeds is not None:
                     assign_all(seed_variables(model), state.seeds, "seed states")
             order = epoch_order(spec.seed, state.epoch, data.n_train)[start:]
+            x = y = w = None  # the previous epoch's copy goes before this one is made
             x, y = x_train[order], y_train[order]
             w = None if w_train is None else w_train[order]
             fit_batch = batch_size
