@@ -183,7 +183,9 @@ def test_trainjob_preempted_by_kueue_and_evicted_resumes_to_the_step(
 def test_renderjob_preempted_by_kueue_keeps_its_images(
         k8s_cluster: harness.Cluster, e2e_namespace: str, kueue: Kueue, claims: Path, data_dir: Path) -> None:
     ns, cluster = e2e_namespace, k8s_cluster
-    cluster.apply(render_job("charts-low", "batch-low"), namespace=ns)
+    # One image a batch (each committed and flushed): slow enough to be caught mid-run, where the
+    # CPU renderer would otherwise finish these 12,000 images in a few seconds.
+    cluster.apply(render_job("charts-low", "batch-low", batchSize=1), namespace=ns)
     harness.wait_until(lambda: int((status(cluster, ns, "renderjob", "charts-low").get("progress") or "0%")
                                    .rstrip("%")) >= 10,
                        timeout=600, interval=0.5, what=f"10% of the images:\n{diagnose(cluster, ns)}")
