@@ -5,7 +5,10 @@
     gpubatch crds [--check] [--dir DIR]
 
 `run` prints a progress bar on stderr and the summary JSON (the same object
-the operator stores in `status.result`) as the last line of stdout.
+the operator stores in `status.result`) as the last line of stdout. On SIGTERM
+it behaves as a pod does (gpubatch_jobs.preempt): the work in flight is
+finished and saved, the summary says `reason: Terminated` with the checkpoint,
+and the exit code is 143; running the manifest again resumes from there.
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def fail_before_run(kind: str | None, message: str, reason: str = "BadSpec", code: int = EXIT_BAD_INPUT) -> int:
+def fail_before_run(kind: str | None, message: str, reason: str = "BadSpec", code: int = EXIT_BAD_INPUT,
+                    extra: dict[str, object] | None = None) -> int:
     """A failure outside the engine's own reporting: the error on stderr, the summary JSON last on stdout."""
     close_progress_line()
     print(f"error: {message}", file=sys.stderr)
-    summary = {"kind": kind, "ok": False, "reason": reason, "message": message, "exitCode": code}
+    summary = {"kind": kind, "ok": False, "reason": reason, "message": message, "exitCode": code, **(extra or {})}
     print(json.dumps(summary, sort_keys=True), flush=True)
     return code
 
@@ -91,8 +95,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    f"{getattr(spec, 'shards', 1)}; --shard applies to a RenderJob with that many "
                                    "shards")
         ctx.shard_index = index
+    from gpubatch_jobs import preempt
+    from gpubatch_jobs.contract import EXIT_TERMINATED
+    from gpubatch_jobs.entrypoint import terminated_summary
+
+    preempt.install()
     try:
         return execute(kind, spec, ctx, termination_log=False)
+    except preempt.Terminated as err:
+        summary = terminated_summary(kind, err)
+        return fail_before_run(kind, str(summary["message"]), "Terminated", EXIT_TERMINATED,
+                               extra={k: v for k, v in summary.items() if k == "checkpoint"})
     except KeyboardInterrupt:
         return fail_before_run(kind, "interrupted (Ctrl-C); outputs are published only when complete, "
                                "so nothing partial is left under the output name", "Interrupted", 130)

@@ -183,6 +183,7 @@ OWNER_UID_LABEL = f"{API_GROUP}/owner-uid"  # the resource's UID: what children 
 DEVICE_LABEL = f"{API_GROUP}/device"
 ATTEMPT_LABEL = f"{API_GROUP}/attempt"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"  # spec.priorityClass: a WorkloadPriorityClass
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 # On the job pods' ServiceAccount, Role and RoleBinding, whoever made them (operator or chart):
 # the operator watches ServiceAccounts with it and re-creates a deleted one.

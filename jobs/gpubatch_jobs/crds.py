@@ -193,6 +193,8 @@ def crd_for(kind: str) -> dict[str, Any]:
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {"name": "Device", "type": "string", "jsonPath": ".status.device"},
                         {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+                        {"name": "Preempted", "type": "integer", "jsonPath": ".status.preemptions",
+                         "description": "Times a pod was stopped by SIGTERM and saved its work first"},
                         {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],

@@ -67,6 +67,9 @@ class World:
     gpu_resource: str = "nvidia.com/gpu"
     # (reason, message): fail at once, make nothing (policy.refusal, or a permanent API error).
     refusal: tuple[str, str] | None = None
+    # Deleted pods that had reported a checkpoint or a preemption (store.Store.departed): read for
+    # status.checkpoint and status.preemptions only, never for the phase.
+    departed: list[PodView] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,9 @@ def _follow(
 
     def outcome(phase: str, reason: str, message: str, **extra: Any) -> Outcome:
         extra.setdefault("workers", _workers_status(spec, group, pods, restarts))
+        reporters = [*world.departed, *pods]
+        extra.setdefault("checkpoint", _checkpoint(reporters, world.status))
+        extra.setdefault("preempted_pods", tuple(dict.fromkeys(p.name for p in reporters if p.preempted)))
         return Outcome(phase, reason, message, device=device, job_name=name, attempts=attempt + restarts,
                        fallback=fallback, **extra)
 
@@ -307,6 +313,16 @@ def _group_result(pods: list[PodView]) -> dict[str, Any] | None:
     """Worker 0's summary: the group's result (the others report the same run, unpublished)."""
     chief = next((p for p in pods if p.completion_index == 0 and p.phase == "Succeeded"), None)
     return parse_summary(chief.termination_message) if chief is not None else None
+
+
+def _checkpoint(pods: list[PodView], status: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest checkpoint a pod reported (pods come and go: the stored one otherwise)."""
+    stored = status.get("checkpoint") if isinstance(status.get("checkpoint"), dict) else None
+    reported = [p.checkpoint for p in pods if p.checkpoint is not None]
+    candidates = [c for c in [stored, *reported] if c is not None]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: str(c.get("time") or ""))
 
 
 def _progress(pods: list[PodView]) -> str | None:

@@ -124,6 +124,10 @@ class PodView:
     termination_message: str
     progress: tuple[int, int] | None
     completion_index: int | None
+    # From the progress annotation: the last checkpoint the pod wrote, and whether it was told
+    # to stop (SIGTERM) and saved its work (gpubatch_jobs.preempt).
+    checkpoint: dict[str, Any] | None = None
+    preempted: bool = False
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> PodView:
@@ -140,6 +144,7 @@ class PodView:
                 exit_code, message = terminated.get("exitCode"), terminated.get("message") or ""
         index = annotations.get("batch.kubernetes.io/job-completion-index")
         job_uid, job_name = job_owner(meta) or ("", "")
+        checkpoint, preempted = parse_checkpoint(annotations.get(PROGRESS_ANNOTATION))
         return cls(
             name=meta.get("name", ""),
             namespace=meta.get("namespace", ""),
@@ -152,6 +157,8 @@ class PodView:
             termination_message=message,
             progress=parse_progress(annotations.get(PROGRESS_ANNOTATION)),
             completion_index=int(index) if index and index.isdigit() else None,
+            checkpoint=checkpoint,
+            preempted=preempted,
         )
 
 
@@ -164,6 +171,40 @@ def parse_progress(text: str | None) -> tuple[int, int] | None:
         return int(event["done"]), int(event["total"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+_CHECKPOINT_INTS = ("epoch", "step", "done")
+_CHECKPOINT_TEXTS = {"time": 40, "place": 1024}
+
+
+def parse_checkpoint(text: str | None) -> tuple[dict[str, Any] | None, bool]:
+    """(checkpoint, preempted) from the pod's progress annotation.
+
+    The pod writes the annotation itself, so only the known keys are kept, as
+    small ints and bounded strings: whatever else it holds never reaches status.
+    """
+    if not text:
+        return None, False
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None, False
+    if not isinstance(event, dict):
+        return None, False
+    preempted = event.get("preempted") is True
+    raw = event.get("checkpoint")
+    if not isinstance(raw, dict):
+        return None, preempted
+    checkpoint: dict[str, Any] = {}
+    for key in _CHECKPOINT_INTS:
+        value = raw.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53:
+            checkpoint[key] = value
+    for key, limit in _CHECKPOINT_TEXTS.items():
+        value = raw.get(key)
+        if isinstance(value, str) and value:
+            checkpoint[key] = value[:limit]
+    return (checkpoint or None), preempted
 
 
 def parse_summary(message: str) -> dict[str, Any] | None:

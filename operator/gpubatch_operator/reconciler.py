@@ -163,6 +163,7 @@ class Reconciler:
             refusal=refusal,
             job_kind=kind, name=view.name, namespace=view.namespace, uid=view.uid, generation=view.generation,
             spec=spec, spec_error=error, status=status, jobs=jobs, pods=pods,
+            departed=self.store.departed_pods(view.uid),
             gpu_nodes=self.store.gpu_node_count(), now=time.time(),
             default_policy=self.settings.default_device_policy,
             default_pending_timeout=self.settings.default_gpu_pending_timeout,

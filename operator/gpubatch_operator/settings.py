@@ -21,6 +21,8 @@ GPUBATCH_SPARK_DRIVER_CLUSTER_ROLE   the same for the Spark driver's ServiceAcco
 GPUBATCH_IMAGE_PULL_POLICY           imagePullPolicy of job pods: IfNotPresent (default), Always, Never
 GPUBATCH_DEFAULT_DEVICE_POLICY       spec.device.policy when a job leaves it unset: auto (default), gpu, cpu
 GPUBATCH_DEFAULT_GPU_PENDING_TIMEOUT spec.device.gpuPendingTimeout when unset: 5m (default)
+GPUBATCH_DEFAULT_TERMINATION_GRACE_SECONDS  spec.terminationGracePeriodSeconds when unset: 60 (default);
+                                     the seconds a job pod has after SIGTERM to save its work
 GPUBATCH_JOB_SERVICE_ACCOUNT         ServiceAccount of job pods: gpubatch-job (default); the operator
                                      ensures it (with its Role and RoleBinding) where it launches jobs
 GPUBATCH_JOB_SERVICE_ACCOUNT_ANNOTATIONS  JSON object of annotations for the job ServiceAccount the
@@ -80,6 +82,7 @@ class Settings:
     spark_driver_cluster_role: str = "gpubatch-spark-driver"
     default_device_policy: str = "auto"
     default_gpu_pending_timeout: str = "5m"
+    default_termination_grace_s: int = 60
     job_service_account: str = "gpubatch-job"
     spark_driver_service_account: str = "gpubatch-spark-driver"
     job_service_account_annotations: tuple[tuple[str, str], ...] = ()
@@ -170,6 +173,8 @@ class Settings:
                 "GPUBATCH_DEFAULT_DEVICE_POLICY", defaults.default_device_policy, DEVICE_POLICIES
             ),
             default_gpu_pending_timeout=timeout,
+            default_termination_grace_s=int(number("GPUBATCH_DEFAULT_TERMINATION_GRACE_SECONDS",
+                                                   defaults.default_termination_grace_s, minimum=1)),
             job_service_account=text("GPUBATCH_JOB_SERVICE_ACCOUNT", defaults.job_service_account),
             spark_driver_service_account=text("GPUBATCH_SPARK_DRIVER_SERVICE_ACCOUNT",
                                               defaults.spark_driver_service_account),

@@ -11,6 +11,12 @@ a Job is filed under the UID of the gpubatch resource controlling it, a pod
 under the UID of the Job controlling it, and a resource's children are the
 Jobs it controls in its own namespace and their pods (pod -> Job -> resource).
 A resource re-created under the same name is a different owner.
+
+A pod that reported a checkpoint or a preemption (gpubatch_jobs.preempt) is
+kept a while after it is deleted (`departed`, the newest DEPARTED_KEPT per
+resource): a preempted pod goes within a second or two of saving its work,
+possibly before a reconcile reads it, and its checkpoint and the preemption
+must still reach status.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from typing import Any
 
 from gpubatch_jobs.contract import TEST_ANNOTATION_PREFIX
 from gpubatch_operator.observe import JobView, Key, PodView, job_owner, owner_uid
+
+DEPARTED_KEPT = 16
 
 
 @dataclass(slots=True)
@@ -62,6 +70,7 @@ class Store:
     jobs: dict[str, dict[str, JobView]] = field(default_factory=dict)  # by owner UID, then name
     job_owners: dict[str, str] = field(default_factory=dict)  # Job UID -> owner UID
     pods: dict[str, dict[str, PodView]] = field(default_factory=dict)  # by Job UID, then name
+    departed: dict[str, dict[str, PodView]] = field(default_factory=dict)  # by resource UID: deleted pods with a checkpoint
     gpu_nodes: dict[str, int] = field(default_factory=dict)
     nodes_known: bool = False
 
@@ -70,8 +79,10 @@ class Store:
         if deleted:
             old = self.resources.pop(view.key, None)
             self.owners.pop(view.uid, None)
+            self.departed.pop(view.uid, None)
             if old is not None:
                 self.owners.pop(old.uid, None)
+                self.departed.pop(old.uid, None)
         else:
             old = self.resources.get(view.key)
             if old is not None and old.uid != view.uid:
@@ -114,13 +125,25 @@ class Store:
             return None
         job_uid = owner[0]
         pods = self.pods.setdefault(job_uid, {})
+        resource_uid = self.job_owners.get(job_uid)
         if deleted:
             pods.pop(meta.get("name", ""), None)
             if not pods:
                 self.pods.pop(job_uid, None)
+            view = PodView.parse(body)
+            if resource_uid is not None and (view.preempted or view.checkpoint is not None):
+                kept = self.departed.setdefault(resource_uid, {})
+                kept.pop(view.name, None)
+                kept[view.name] = view
+                while len(kept) > DEPARTED_KEPT:
+                    kept.pop(next(iter(kept)))
         else:
             pods[meta.get("name", "")] = PodView.parse(body)
-        return self.job_owners.get(job_uid)
+        return resource_uid
+
+    def departed_pods(self, uid: str) -> list[PodView]:
+        """Deleted pods of this resource that had reported a checkpoint or a preemption."""
+        return list(self.departed.get(uid, {}).values())
 
     def put_node(self, body: dict[str, Any], gpu_resource: str, deleted: bool = False) -> None:
         name = body.get("metadata", {}).get("name", "")

@@ -145,6 +145,8 @@ The operator's settings (gpubatch_operator.settings reads them once at startup).
   value: {{ .Values.defaults.devicePolicy | quote }}
 - name: GPUBATCH_DEFAULT_GPU_PENDING_TIMEOUT
   value: {{ .Values.defaults.gpuPendingTimeout | quote }}
+- name: GPUBATCH_DEFAULT_TERMINATION_GRACE_SECONDS
+  value: {{ .Values.defaults.terminationGracePeriodSeconds | quote }}
 - name: GPUBATCH_JOB_SERVICE_ACCOUNT
   value: {{ .Values.jobServiceAccount.name | quote }}
 - name: GPUBATCH_JOB_SERVICE_ACCOUNT_ANNOTATIONS

@@ -28,6 +28,7 @@ class PredictSettings:
     position_column: str | None
     output_format: str  # parquet | hdf5
     verbosity: int
+    chunk_rows: int | None = None  # rows per chunk of whole documents (None: predict.local.CHUNK_ROWS)
 
 
 def resolve_settings(spec: PredictJobSpec, seq: ArtifactInfo, output: Path) -> PredictSettings:
@@ -76,4 +77,5 @@ def resolve_settings(spec: PredictJobSpec, seq: ArtifactInfo, output: Path) -> P
     return PredictSettings(
         window=window, stride=stride, batch=spec.batch_size, features=features, id_column=id_column,
         position_column=position_column, output_format=fmt, verbosity=spec.verbosity,
+        chunk_rows=spec.chunk_rows,
     )

@@ -254,12 +254,25 @@ class CommonSpec(ApiModel):
     image: ImageSpec | None = None
     backoff_limit: int = Field(2, ge=0, le=100, description="Retries of a failed pod (not for exit 1 or 75).")
     active_deadline_seconds: int | None = Field(None, ge=1)
+    termination_grace_period_seconds: int | None = Field(
+        None, ge=1, le=3600,
+        description=("Seconds a pod has after SIGTERM (preemption, eviction, deletion) to finish the step, "
+                     "chunk or image in flight and save it before it is killed; unset: the operator's "
+                     "default (Helm jobTerminationGracePeriodSeconds, 60)."),
+    )
     ttl_seconds_after_finished: int | None = Field(None, ge=0)
     queue_name: str | None = Field(
         None,
         max_length=63,
         pattern=DNS_LABEL_PATTERN,
         description="Kueue LocalQueue; the Job is created suspended with the queue-name label.",
+    )
+    priority_class: str | None = Field(
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=("Kueue WorkloadPriorityClass of the Job (its kueue.x-k8s.io/priority-class label): "
+                     "with queueName, a higher one may preempt lower ones in the ClusterQueue."),
     )
     storage: StorageSpec | None = Field(None, description="Credentials for s3:// paths (a Secret).")
     input: InputSpec

@@ -295,6 +295,12 @@ class PredictJobSpec(CommonSpec):
     batch_size: BatchSize = Field("auto", description="Windows per model call; auto: the largest that fits.")
     engine: Literal["local", "spark"] = "local"
     spark: SparkSpec | None = None
+    chunk_rows: int | None = Field(
+        None, ge=1, le=1 << 30,
+        description=("engine local: rows per chunk of whole documents (default 1048576). Each finished chunk "
+                     "is kept until the result is published, so a preempted pod loses at most the chunk "
+                     "in flight; smaller chunks lose less and cost a little more."),
+    )
     verbosity: int = Field(1, ge=0, le=3)
 
     @model_validator(mode="after")
@@ -318,6 +324,16 @@ class WorkersStatus(ApiModel):
     group_restarts: int = Field(0, ge=0, description="Times the whole group was restarted after a worker failed.")
 
 
+class CheckpointStatus(ApiModel):
+    """The last checkpoint the job's pod reported (after an epoch, or on SIGTERM mid-epoch)."""
+
+    epoch: int | None = Field(None, description="TrainJob: epochs complete at the checkpoint.")
+    step: int | None = Field(None, description="TrainJob: steps done of the next epoch (0: an epoch's end).")
+    done: int | None = Field(None, description="PredictJob/RenderJob: items (rows, images) published so far.")
+    time: str | None = Field(None, description="When it was written (UTC).")
+    place: str | None = Field(None, description="Where it lies (a path on the PVC, or an s3:// URL).")
+
+
 class JobStatus(ApiModel):
     """Written by the operator only (the spec is never written back)."""
 
@@ -335,6 +351,12 @@ class JobStatus(ApiModel):
     attempts: int | None = Field(None, description="Jobs created for this resource (a CPU fallback adds one).")
     result: dict[str, Any] | None = Field(None, description="The engine's summary JSON.")
     workers: WorkersStatus | None = Field(None, description="TrainJob with workers > 1: ready/total and restarts.")
+    checkpoint: CheckpointStatus | None = Field(None, description="The last checkpoint the pod reported.")
+    preemptions: int | None = Field(
+        None, description="Times a pod of this job was stopped by SIGTERM (preempted, evicted, deleted) "
+                          "and saved its work first.")
+    preempted_pods: list[str] | None = Field(
+        None, max_length=64, description="The pods counted in preemptions (the newest 64), so each counts once.")
 
 
 class ObjectMeta(ApiModel):

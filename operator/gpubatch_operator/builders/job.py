@@ -37,6 +37,7 @@ from gpubatch_operator.kinds import API, JobKind
 from gpubatch_operator.naming import (
     ATTEMPT_LABEL,
     DEVICE_LABEL,
+    KUEUE_PRIORITY_LABEL,
     KUEUE_QUEUE_LABEL,
     OWNER_UID_LABEL,
     TEST_ANNOTATION_PREFIX,
@@ -182,6 +183,8 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     job_labels = dict(labels)
     if spec.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+    if spec.priority_class:
+        job_labels[KUEUE_PRIORITY_LABEL] = spec.priority_class
     test_hooks = test_annotations(request.test_hooks, request.device) if settings.test_hooks else {}
     image, pull_policy = image_for(request, settings)
     volumes, mounts = pvc_volumes(request.job_kind.data_paths(spec))
@@ -220,6 +223,10 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         "automountServiceAccountToken": True,
         "securityContext": POD_SECURITY_CONTEXT,
         "containers": [container],
+        # After SIGTERM (Kueue preemption, eviction, deletion) the engine finishes the step, chunk
+        # or image in flight and saves it (gpubatch_jobs.preempt) within this many seconds.
+        "terminationGracePeriodSeconds": spec.termination_grace_period_seconds
+        or settings.default_termination_grace_s,
     }
     if volumes:
         pod_spec["volumes"] = volumes
