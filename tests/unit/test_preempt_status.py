@@ -127,7 +127,8 @@ def test_a_preempted_pod_deleted_before_any_reconcile_still_counts():
 
     store = Store()
     body = pod_body(FIRST, kind="TrainJob", progress=_annotation(CHECKPOINT, preempted=True))
-    uid = store.put_pod(body)
+    uid = store.put_job(job_body(FIRST, kind="TrainJob"))  # pods are ours through their Job
+    assert store.put_pod(body) == uid
     store.put_pod(body, deleted=True)
     jobs, pods = store.children(uid)
     assert pods == []
