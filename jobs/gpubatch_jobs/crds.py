@@ -179,8 +179,11 @@ def crd_for(kind: str) -> dict[str, Any]:
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {"name": "Device", "type": "string", "jsonPath": ".status.device"},
                         {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+                        {"name": "ETA(s)", "type": "integer", "jsonPath": ".status.estimatedRemainingSeconds"},
                         {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        # Why it waits (Kueue, the scheduler, GPU nodes), how it ended: one line.
+                        {"name": "Message", "type": "string", "jsonPath": ".status.message"},
                     ],
                     "schema": {
                         "openAPIV3Schema": {

@@ -48,6 +48,7 @@ class JobView:
     start_time: str | None
     completion_time: str | None
     deleting: bool
+    uid: str = ""  # what Kueue files the Job's Workload under (label kueue.x-k8s.io/job-uid)
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> JobView:
@@ -69,6 +70,7 @@ class JobView:
             start_time=status.get("startTime"),
             completion_time=status.get("completionTime"),
             deleting=bool(meta.get("deletionTimestamp")),
+            uid=meta.get("uid", ""),
         )
 
 
@@ -95,6 +97,9 @@ class PodView:
     termination_message: str
     progress: tuple[int, int] | None
     completion_index: int | None
+    # The engine's own measure of its current stage: items per second and seconds left.
+    per_second: float | None = None
+    eta_seconds: float | None = None
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> PodView:
@@ -110,6 +115,7 @@ class PodView:
             if terminated:
                 exit_code, message = terminated.get("exitCode"), terminated.get("message") or ""
         index = annotations.get("batch.kubernetes.io/job-completion-index")
+        per_second, eta_seconds = parse_rate(annotations.get(PROGRESS_ANNOTATION))
         return cls(
             name=meta.get("name", ""),
             job_name=labels.get("job-name") or labels.get("batch.kubernetes.io/job-name", ""),
@@ -121,6 +127,8 @@ class PodView:
             termination_message=message,
             progress=parse_progress(annotations.get(PROGRESS_ANNOTATION)),
             completion_index=int(index) if index and index.isdigit() else None,
+            per_second=per_second,
+            eta_seconds=eta_seconds,
         )
 
 
@@ -133,6 +141,26 @@ def parse_progress(text: str | None) -> tuple[int, int] | None:
         return int(event["done"]), int(event["total"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def parse_rate(text: str | None) -> tuple[float | None, float | None]:
+    """(perSecond, etaSeconds) from the progress annotation, each None when absent or garbled."""
+    if not text:
+        return None, None
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None, None
+    if not isinstance(event, dict):
+        return None, None
+
+    def number(key: str) -> float | None:
+        value = event.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != value:
+            return None
+        return float(value)
+
+    return number("perSecond"), number("etaSeconds")
 
 
 def parse_summary(message: str) -> dict[str, Any] | None:

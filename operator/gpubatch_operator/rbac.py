@@ -43,6 +43,8 @@ OPERATOR_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
     ("", "serviceaccounts", ("get", "list", "watch", "create")),
     ("rbac.authorization.k8s.io", "roles", ("get", "create")),
     ("rbac.authorization.k8s.io", "rolebindings", ("get", "create")),
+    # Read only: why Kueue has not admitted a suspended Job (queue_reason.py), for status.message.
+    ("kueue.x-k8s.io", "workloads", ("get", "list")),
 ]
 
 # Cluster-scoped: granted by a ClusterRole even when watching listed namespaces.

@@ -60,6 +60,11 @@ class Outcome:
     fallback: tuple[str, str] | None = None
     # TrainJob workers > 1: {"ready", "total", "perWorkerBatchSize", "groupRestarts"}.
     workers: dict[str, Any] | None = None
+    # Where the pods keep their logs (contract.log_folder of spec.output.path).
+    log_ref: str | None = None
+    # While running: the engine's items per second and the seconds it estimates are left.
+    per_second: float | None = None
+    eta_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,9 @@ def advance(status: dict[str, Any], outcome: Outcome, *, generation: int, now: s
         "startTime": outcome.start_time or status.get("startTime"),
         "completionTime": outcome.completion_time,
         "workers": outcome.workers,
+        "logRef": outcome.log_ref,
+        "throughputPerSecond": outcome.per_second,
+        "estimatedRemainingSeconds": None if outcome.eta_seconds is None else int(round(outcome.eta_seconds)),
     }
     new.update({k: v for k, v in optional.items() if v is not None})
     return new, conditions.changed
@@ -149,6 +157,10 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+PROGRESS_KEYS = frozenset({"progress", "throughputPerSecond", "estimatedRemainingSeconds"})
+
+
 def only_progress_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Only the progress moved (its rate and ETA included): such writes are paced."""
     patch = merge_patch(old, new)
-    return bool(patch) and set(patch) <= {"progress"}
+    return bool(patch) and set(patch) <= PROGRESS_KEYS

@@ -51,6 +51,10 @@ fails when the chart and the operator differ. No rule uses a wildcard.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["get", "create"]
+# Read only: the Kueue Workload of a suspended Job, to say in status.message why it waits.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list"]
 {{- end }}
 
 {{/* Rules on cluster-scoped resources: always a ClusterRole, even when watching listed namespaces. */}}

@@ -272,6 +272,13 @@ class JobStatus(ApiModel):
     attempts: int | None = Field(None, description="Jobs created for this resource (a CPU fallback adds one).")
     result: dict[str, Any] | None = Field(None, description="The engine's summary JSON.")
     workers: WorkersStatus | None = Field(None, description="TrainJob with workers > 1: ready/total and restarts.")
+    log_ref: str | None = Field(
+        None, description="Where every pod of this job keeps its log (the last 1 MiB), one <pod>.log per attempt: "
+        "<spec.output.path>.logs. `gpubatch logs` reads it once the pods are gone.")
+    estimated_remaining_seconds: int | None = Field(
+        None, ge=0, description="While running: the seconds the engine estimates are left at its current rate.")
+    throughput_per_second: float | None = Field(
+        None, ge=0, description="While running: items per second of the current stage (summed over shards).")
 
 
 class ObjectMeta(ApiModel):
