@@ -29,12 +29,12 @@ from typing import Any
 
 from gpubatch_jobs.contract import (
     EXIT_GPU_UNUSABLE,
-    log_folder,
     FAIL_AT_ONCE,
     GPU_QUOTA_EXHAUSTED,
     GPU_UNSCHEDULABLE,
     GPU_UNUSABLE,
     NO_GPU_NODES,
+    log_folder,
 )
 from gpubatch_jobs.runtime import format_progress
 from gpubatch_jobs.spec import parse_duration

@@ -94,9 +94,9 @@ class StoreCollector(Collector):
             values = {key: _number(status.get(key)) for key in families}
             values["progress"] = _percent(status.get("progress"))
             for key, family in families.items():
-                if values[key] is not None:
-                    family.add_metric([view.namespace, view.name, view.kind, status.get("device") or "none"],
-                                      values[key])
+                value = values[key]
+                if value is not None:
+                    family.add_metric([view.namespace, view.name, view.kind, status.get("device") or "none"], value)
         yield from families.values()
 
 
