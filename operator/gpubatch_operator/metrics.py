@@ -7,9 +7,9 @@ gpubatch_job_creations_total{kind,device}        Jobs created
 gpubatch_reconcile_duration_seconds{kind}        time per reconcile (histogram)
 gpubatch_reconcile_errors_total{kind}            reconciles that failed and were retried
 gpubatch_workqueue_depth                         resources waiting for a reconcile
-gpubatch_job_throughput_per_second{namespace,name,kind,device}  a running job's items per second
-gpubatch_job_progress_ratio{namespace,name,kind,device}         a running job's done/total (0..1)
-gpubatch_job_estimated_remaining_seconds{namespace,name,kind,device}  the engine's ETA
+gpubatch_job_throughput_per_second{job_namespace,name,kind,device}  a running job's items per second
+gpubatch_job_progress_ratio{job_namespace,name,kind,device}         a running job's done/total (0..1)
+gpubatch_job_estimated_remaining_seconds{job_namespace,name,kind,device}  the engine's ETA
                                                  (the three from status while Running, at scrape time)
 plus the process_* metrics (resident memory, CPU seconds, open fds).
 """
@@ -76,7 +76,8 @@ class StoreCollector(Collector):
 
     def per_job(self) -> Iterator[GaugeMetricFamily]:
         """Running jobs' throughput, progress and ETA, as the operator last wrote them in status."""
-        labels = ["namespace", "name", "kind", "device"]
+        # job_namespace, not namespace: a scrape adds the target's own namespace label (the operator's).
+        labels = ["job_namespace", "name", "kind", "device"]
         families = {
             "throughputPerSecond": GaugeMetricFamily(
                 "gpubatch_job_throughput_per_second", "Items per second of a running job's current stage.",
