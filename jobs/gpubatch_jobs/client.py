@@ -300,6 +300,9 @@ def api_error(err: Any, what: str, namespace: str) -> GpubatchClientError:
         return GpubatchClientError("\n".join([f"{what}: the API server refused it: {message}", *causes]))
     if err.status == 403:
         return GpubatchClientError(f"{what}: forbidden in namespace {namespace}: {message}")
+    if err.status == 404 and (body.get("details") or {}).get("kind") == "namespaces":
+        return GpubatchClientError(f"{what}: namespace {namespace} does not exist (-n/--namespace, or the "
+                                   "kube context's namespace)")
     if err.status == 404:
         return GpubatchClientError(f"{what}: not found in namespace {namespace} (are the gpubatch CRDs "
                                    f"installed? `kubectl get crd renderjobs.gpubatch.dev`): {message}")
