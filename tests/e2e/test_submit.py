@@ -46,7 +46,8 @@ def claims(k8s_cluster: harness.Cluster, e2e_namespace: str, operator_release: s
 
 
 def last_json(text: str) -> dict[str, Any]:
-    return dict(json.loads(text.strip().splitlines()[-1]))
+    """The last JSON object line (the engine's summary; stderr lines may come after it in a log)."""
+    return dict(json.loads(next(line for line in reversed(text.splitlines()) if line.startswith("{"))))
 
 
 def pods_of(cluster: harness.Cluster, ns: str, uid: str) -> list[dict[str, Any]]:
