@@ -65,6 +65,9 @@ def test_submit_wait_then_logs_from_the_pod_and_after_the_job_is_gone(
     status = obj["status"]
     assert done.returncode == 0, f"{done.stderr}\n{diagnose(k8s_cluster, e2e_namespace)}"
     assert last_json(done.stdout) == status["result"] and status["phase"] == "Succeeded"
+    from tests.argocd.health import evaluate
+
+    assert evaluate("RenderJob", [obj])[0]["status"] == "Healthy"
     assert status["logRef"] == "pvc://out/submit/charts.h5.logs"
 
     # While the pod exists: its log from the kubelet, ending with the engine's summary.
@@ -94,7 +97,8 @@ def test_the_python_client_sees_a_failure_through(k8s_cluster: harness.Cluster, 
                                                   claims: tuple[Path, Path]) -> None:
     client = Client(namespace=e2e_namespace, kubeconfig=str(k8s_cluster.kubeconfig), reader_image=CPU_IMAGE)
     job = client.submit(render_job("client-missing", "no-such-series.h5", "missing/charts.h5"))
-    result = job.wait(timeout=600)
+    seen: list[dict[str, Any]] = []
+    result = job.wait(timeout=600, on_progress=lambda _: seen.append(job.status))
     status = job.status
     assert status["phase"] == "Failed", diagnose(k8s_cluster, e2e_namespace)
     assert result == status["result"] and result["exitCode"] == 1 == job.exit_code
@@ -103,6 +107,12 @@ def test_the_python_client_sees_a_failure_through(k8s_cluster: harness.Cluster, 
     assert "no-such-series.h5" in log and last_json(log) == result
     stored = job.stored_logs()  # every attempt's log: here one pod's
     assert len(stored) == 1 and "no-such-series.h5" in next(iter(stored.values()))
+    # Argo CD's health check (docs/install.md, in gopher-lua) on the statuses this real run went through.
+    from tests.argocd.health import evaluate
+
+    said = evaluate("RenderJob", [{"kind": "RenderJob", "status": s} for s in [*seen, status]])
+    assert said[-1] == {"status": "Degraded", "message": status["message"]}
+    assert all(h["status"] == "Progressing" for h, s in zip(said, seen, strict=False) if s.get("phase") != "Failed")
     job.delete(wait=True)
 
 
