@@ -168,8 +168,8 @@ class PodLog:
             pump.join(max(0.0, deadline - time.monotonic()))
         self._stop.set()
         self.write()
-        for saved in self._saved.values():
-            os.close(saved)
+        # The saved descriptors stay open: a pump still fed by a child (a Spark JVM) keeps writing
+        # to them, and a closed number could be reused by another file. The process ends next.
         self._saved.clear()
 
 
