@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -165,6 +166,7 @@ class Client:
         if self.api is None:
             self.api, default_namespace = _connect(context, kubeconfig)
         self.namespace = namespace or default_namespace
+        self.namespace_given = namespace is not None
 
     # The cluster's APIs, made on first use.
     def _custom(self) -> Any:
@@ -189,6 +191,9 @@ class Client:
             return LocalJob.start(resource, folder, self.mounts, self.device)
         body = body_of(resource)
         namespace = resource.metadata.namespace or self.namespace
+        if resource.metadata.namespace and self.namespace_given and resource.metadata.namespace != self.namespace:
+            raise GpubatchClientError(f"the manifest's metadata.namespace ({resource.metadata.namespace}) differs "
+                                      f"from the namespace asked for ({self.namespace}); drop one of them")
         body["metadata"]["namespace"] = namespace
         info = contract.KINDS[resource.kind]  # type: ignore[attr-defined]
         from kubernetes.client.exceptions import ApiException
@@ -386,6 +391,9 @@ class ClusterJob:
         live = {p["metadata"]["name"]: text for p in pods if (text := self._pod_log(p)) is not None}
         if live or source == "pods":
             return _joined(live)
+        if source == "auto" and not self.status.get("logRef"):
+            raise GpubatchClientError(f"{self.kind} {self.name}: no pod has started yet, and none kept a log; "
+                                      f"`gpubatch get {self.name}` says why it waits")
         return _joined(self.stored_logs())
 
     def _pod_log(self, pod: dict[str, Any]) -> str | None:
@@ -467,12 +475,40 @@ def _joined(logs: dict[str, str]) -> str:
 # --- kept logs -----------------------------------------------------------------------------------
 
 READER_SCRIPT = """
-import json, os, sys
+import os, sys
 folder = sys.argv[1]
 names = sorted((n for n in os.listdir(folder) if n.endswith('.log') and not n.startswith('.')),
                key=lambda n: (os.path.getmtime(os.path.join(folder, n)), n)) if os.path.isdir(folder) else []
-print(json.dumps({n[:-4]: open(os.path.join(folder, n), errors='replace').read() for n in names}))
+for n in names:
+    sys.stdout.write('==> gpubatch-log ' + n[:-4] + ' <==' + chr(10))
+    sys.stdout.write(open(os.path.join(folder, n), errors='replace').read())
+    sys.stdout.write(chr(10) + '==> gpubatch-end <==' + chr(10))
+sys.stdout.write('==> gpubatch-done <==' + chr(10))
 """
+# One file per section between marker lines (no line is too long for the kubelet's log).
+START = re.compile(r"^==> gpubatch-log (\S+) <==$")
+
+
+def parse_reader_output(text: str) -> dict[str, str]:
+    """{pod: text} from the reader pod's log; an incomplete output is an error."""
+    lines = text.split("\n")
+    if "==> gpubatch-done <==" not in lines:
+        raise GpubatchClientError("the log reader pod's output is incomplete")
+    logs: dict[str, str] = {}
+    name: str | None = None
+    body: list[str] = []
+    for line in lines:
+        if name is None:
+            match = START.match(line)
+            if match:
+                name, body = match.group(1), []
+            continue
+        if line == "==> gpubatch-end <==":
+            logs[name] = "\n".join(body)
+            name = None
+            continue
+        body.append(line)
+    return logs
 
 
 def read_stored_logs(job: ClusterJob, ref: str) -> dict[str, str]:
@@ -546,7 +582,7 @@ def _read_claim(job: ClusterJob, claim: str, sub: str, timeout: float = 180.0) -
         text = core.read_namespaced_pod_log(name, job.namespace, container=contract.CONTAINER_NAME)
         if phase != "Succeeded":
             raise GpubatchClientError(f"the log reader pod {name} failed reading {folder}: {text.strip()[-500:]}")
-        return dict(json.loads(text.strip().splitlines()[-1]))
+        return parse_reader_output(text)
     finally:
         try:
             core.delete_namespaced_pod(name, job.namespace, grace_period_seconds=0)

@@ -223,6 +223,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         return 130
+    if not text:
+        print(f"(no log yet for {job.kind} {job.name})", file=sys.stderr)
     sys.stdout.write(str(text))
     return EXIT_OK
 

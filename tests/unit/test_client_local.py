@@ -96,3 +96,25 @@ def test_the_package_exposes_the_client_and_a_kubectl_plugin() -> None:
                            "sys.argv = ['kubectl-gpubatch', 'submit', '--help']; kubectl_main()"],
                           capture_output=True, text=True, timeout=60)
     assert "usage: kubectl gpubatch submit" in done.stdout
+
+
+def test_the_reader_pod_s_output_is_split_per_pod(tmp_path: Path) -> None:
+    """The reader script (run here with this Python, as the reader pod runs it) and its parser."""
+    from gpubatch_jobs.client import READER_SCRIPT, GpubatchClientError, parse_reader_output
+
+    folder = tmp_path / "charts.h5.logs"
+    folder.mkdir()
+    (folder / "x-render-abc.log").write_text("first line\n==> not a marker <==\nlast, no newline")
+    (folder / "x-render-cpu-def.log").write_text("cpu attempt\n")
+    (folder / ".x.log.partial-1").write_text("never complete")
+    os.utime(folder / "x-render-abc.log", (1, 1))  # the older attempt comes first
+    out = subprocess.run([sys.executable, "-c", READER_SCRIPT, str(folder)], capture_output=True, text=True,
+                         check=True).stdout
+    assert parse_reader_output(out) == {"x-render-abc": "first line\n==> not a marker <==\nlast, no newline",
+                                        "x-render-cpu-def": "cpu attempt\n"}
+    assert list(parse_reader_output(out)) == ["x-render-abc", "x-render-cpu-def"]
+    empty = subprocess.run([sys.executable, "-c", READER_SCRIPT, str(tmp_path / "none")], capture_output=True,
+                           text=True, check=True).stdout
+    assert parse_reader_output(empty) == {}
+    with pytest.raises(GpubatchClientError, match="incomplete"):
+        parse_reader_output(out.replace("==> gpubatch-done <==", ""))
