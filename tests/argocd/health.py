@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,10 @@ def binary() -> Path:
 
 def evaluate(kind: str, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What Argo CD's health check for `kind` says of each resource."""
-    script = harness.cache_root() / f"argocd-health-{kind}.lua"
-    script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(scripts()[kind])
-    done = subprocess.run([str(binary()), str(script)], input="".join(json.dumps(o) + "\n" for o in objects),
-                          capture_output=True, text=True, check=True, timeout=60)
+    checker = binary()
+    with tempfile.TemporaryDirectory(prefix="argocd-health-") as folder:
+        script = Path(folder) / f"{kind}.lua"
+        script.write_text(scripts()[kind])
+        done = subprocess.run([str(checker), str(script)], input="".join(json.dumps(o) + "\n" for o in objects),
+                              capture_output=True, text=True, check=True, timeout=60)
     return [json.loads(line) for line in done.stdout.splitlines()]
