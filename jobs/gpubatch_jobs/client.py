@@ -77,21 +77,31 @@ class GpubatchClientError(Exception):
 
 # --- manifests -----------------------------------------------------------------------------------
 
-def load(job: Manifest) -> tuple[GpubatchResource, Path | None]:
-    """(the validated resource, the folder of its file) from a path, a dict or a model."""
+def load(job: Manifest) -> tuple[GpubatchResource, Path | None, dict[str, Any]]:
+    """(the validated resource, the folder of its file, the manifest as written) from a path,
+    a dict or a model. What is sent to the API server is the manifest as written (as kubectl
+    sends it), so the server's defaults and CEL rules see exactly the user's fields."""
     if isinstance(job, GpubatchResource):
-        return job, None
+        return job, None, body_of(job)
     if isinstance(job, dict):
-        return parse_manifest(job, source="manifest"), None
+        return parse_manifest(job, source="manifest"), None, _as_written(job)
     if isinstance(job, str | os.PathLike):
         path = Path(job)
-        return load_manifest(path), path.resolve().parent
+        resource = load_manifest(path)  # exactly one gpubatch resource, validated
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict) and d.get("kind") in KINDS]
+        return resource, path.resolve().parent, _as_written(documents[0])
     raise GpubatchClientError(f"submit(): expected a manifest path, a dict or a {'/'.join(KINDS)} model, "
                               f"not {type(job).__name__}")
 
 
+def _as_written(document: dict[str, Any]) -> dict[str, Any]:
+    body = json.loads(json.dumps(document, default=str))  # a deep copy in plain JSON types
+    body.pop("status", None)
+    return dict(body)
+
+
 def body_of(resource: GpubatchResource) -> dict[str, Any]:
-    """The manifest as the API server should get it: what was written, in wire form, no status."""
+    """A model as the API server should get it: the fields that were set, in wire form, no status."""
     body = resource.model_dump(by_alias=True, mode="json", exclude_unset=True, exclude_none=True)
     body.pop("status", None)
     return body
@@ -184,12 +194,11 @@ class Client:
 
         `dry_run=True` has the API server validate it (schema, CEL rules, admission) and create
         nothing. A bad manifest raises SpecError (the fields at fault) or GpubatchClientError."""
-        resource, folder = load(job)
+        resource, folder, body = load(job)
         if self.local:
             if dry_run:
                 return LocalJob.validated(resource)
-            return LocalJob.start(resource, folder, self.mounts, self.device)
-        body = body_of(resource)
+            return LocalJob.start(body, resource, folder, self.mounts, self.device)
         namespace = resource.metadata.namespace or self.namespace
         if resource.metadata.namespace and self.namespace_given and resource.metadata.namespace != self.namespace:
             raise GpubatchClientError(f"the manifest's metadata.namespace ({resource.metadata.namespace}) differs "
@@ -613,11 +622,11 @@ class LocalJob:
         return cls(resource, Path(tempfile.mkdtemp(prefix="gpubatch-local-")), None)
 
     @classmethod
-    def start(cls, resource: GpubatchResource, folder: Path | None, mounts: dict[str, Path],
-              device: str | None) -> LocalJob:
+    def start(cls, body: dict[str, Any], resource: GpubatchResource, folder: Path | None,
+              mounts: dict[str, Path], device: str | None) -> LocalJob:
         workdir = Path(tempfile.mkdtemp(prefix=f"gpubatch-{resource.metadata.name}-"))
         manifest = workdir / "manifest.yaml"
-        manifest.write_text(yaml.safe_dump(body_of(resource), sort_keys=False))
+        manifest.write_text(yaml.safe_dump(body, sort_keys=False))
         command = [sys.executable, "-m", "gpubatch_jobs.cli", "run", str(manifest), "--quiet",
                    "--base-dir", str(folder or Path.cwd()), "--progress-file", str(workdir / "progress.json"),
                    *(f"--mount={claim}={path}" for claim, path in mounts.items()),
