@@ -60,11 +60,12 @@ def test_submit_wait_then_logs_from_the_pod_and_after_the_job_is_gone(
     write_series(data, "series-submit.h5", 3000)
     path = tmp_path / "submit.yaml"
     path.write_text(json.dumps(render_job("submitted", "series-submit.h5", "submit/charts.h5")))
-    done = gpubatch(k8s_cluster, "submit", str(path), "-n", e2e_namespace, "--wait")
+    done = gpubatch(k8s_cluster, "submit", str(path), "-n", e2e_namespace, "--wait", "--follow")
     obj = get(k8s_cluster, e2e_namespace, "renderjob", "submitted")
     status = obj["status"]
     assert done.returncode == 0, f"{done.stderr}\n{diagnose(k8s_cluster, e2e_namespace)}"
     assert last_json(done.stdout) == status["result"] and status["phase"] == "Succeeded"
+    assert "progress" in done.stdout  # --follow streamed the pod's log (the engine's progress lines) first
     from tests.argocd.health import evaluate
 
     assert evaluate("RenderJob", [obj])[0]["status"] == "Healthy"
