@@ -218,6 +218,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
             return EXIT_OK
         text = job.logs(source="stored" if args.stored else "auto")
+        status = job.status
+        if not args.stored and int(status.get("attempts") or 1) > 1 and job.pods():
+            print(f"(the pods of this attempt; every earlier attempt's log: gpubatch logs --stored {job.name})",
+                  file=sys.stderr)
     except GpubatchClientError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
