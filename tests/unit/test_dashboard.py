@@ -42,10 +42,17 @@ def metric_names(expr: str) -> set[str]:
     return {t for t in tokens if t not in NOT_METRICS}
 
 
+SERIES_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+                   "summary": ("_sum", "_count", ""), "gauge": ("",), "untyped": ("",), "info": ("_info",)}
+
+
 def names_in_scrape(text: str) -> set[str]:
+    """Every series name the exposition declares (a labelled counter no event has touched yet,
+    e.g. a fresh operator's gpubatch_fallbacks_total, has its # TYPE line but no sample)."""
     names = set()
     for family in text_string_to_metric_families(text):
         names.update(sample.name for sample in family.samples)
+        names.update(family.name + suffix for suffix in SERIES_SUFFIXES.get(family.type, ("",)))
     return names
 
 
@@ -95,6 +102,12 @@ def test_per_job_metrics_carry_the_running_job(scrape: str) -> None:
     assert samples[("gpubatch_job_throughput_per_second", "team-a", "charts")] == 812.5
     assert samples[("gpubatch_job_progress_ratio", "team-a", "charts")] == 0.42
     assert samples[("gpubatch_job_estimated_remaining_seconds", "team-a", "charts")] == 65
+
+
+def test_a_declared_metric_without_samples_counts() -> None:
+    text = "# HELP gpubatch_fallbacks_total Fallbacks.\n# TYPE gpubatch_fallbacks_total counter\n"
+    assert "gpubatch_fallbacks_total" in names_in_scrape(text)
+    assert "gpubatch_fallbacks_total_total" not in names_in_scrape(text)
 
 
 def test_the_check_catches_a_misspelt_metric(scrape: str) -> None:
