@@ -1,6 +1,8 @@
-"""`gpubatch`: run a manifest locally, check the GPU, generate the CRDs.
+"""`gpubatch`: run a manifest locally or on the cluster, check the GPU, generate the CRDs.
 
     gpubatch run FILE.yaml [--mount CLAIM=DIR] [--device auto|gpu|cpu] [--shard i/N] [--workers N]
+    gpubatch submit FILE.yaml [-n NS] [--context CTX] [--wait|--no-wait] [--follow] [--dry-run]
+    gpubatch get [NAME] | logs NAME [-f] | delete NAME       (gpubatch_jobs/cluster_cli.py)
     gpubatch doctor [--json] [--require-gpu]
     gpubatch crds [--check] [--dir DIR]
 
@@ -19,11 +21,18 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gpubatch_jobs.contract import ENV_WORKER_HOSTS, instruction_for_policy
 from gpubatch_jobs.errors import EXIT_BAD_INPUT
-from gpubatch_jobs.runtime import RunContext, close_progress_line, stderr_progress_bar
+from gpubatch_jobs.runtime import (
+    RunContext,
+    close_progress_line,
+    stderr_progress_bar,
+    write_text_atomic,
+)
 from gpubatch_jobs.spec import SpecError, load_manifest
 
 
@@ -82,10 +91,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_group(argv, spec, spec.workers, args.device, args.quiet)
     ctx = RunContext(
         name=resource.metadata.name,
-        base_dir=Path(args.file).resolve().parent,
+        base_dir=Path(args.base_dir).resolve() if args.base_dir else Path(args.file).resolve().parent,
         mounts=dict(args.mount or []),
         instruction=instruction_for_policy(args.device) if args.device else None,
-        progress_sinks=[] if args.quiet else [stderr_progress_bar],
+        progress_sinks=([] if args.quiet else [stderr_progress_bar])
+        + ([progress_file(Path(args.progress_file))] if args.progress_file else []),
         progress_interval_s=0.5,
     )
     if args.shard is not None:
@@ -115,6 +125,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                                f"{type(err).__name__}: {err}", "UnexpectedError", 2)
 
 
+def progress_file(path: Path) -> Callable[[dict[str, Any]], None]:
+    """A progress sink that keeps the latest event as JSON in `path` (for Client(local=True))."""
+    def sink(event: dict[str, Any]) -> None:
+        write_text_atomic(path, json.dumps(event))
+
+    return sink
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from gpubatch_jobs.devices.doctor import run_doctor
 
@@ -139,8 +157,9 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpubatch", description="GPU batch work: run locally, check the GPU, make CRDs.")
+def build_parser(prog: str = "gpubatch") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="GPU batch work: run locally or on the cluster, "
+                                     "check the GPU, make CRDs.")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, and TensorFlow's own start-up lines on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,7 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, metavar="N",
                      help="TrainJob: train with N local worker processes (overrides spec.workers)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--base-dir", metavar="DIR",
+                     help="folder that relative paths in the manifest are relative to (default: the manifest's)")
+    run.add_argument("--progress-file", metavar="FILE", help="keep the latest progress event as JSON in FILE")
     run.set_defaults(func=cmd_run)
+
+    from gpubatch_jobs.cluster_cli import add_commands
+
+    add_commands(sub)
 
     doctor = sub.add_parser("doctor", help="what the device layer sees: GPUs, drivers, frameworks")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
@@ -170,10 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def kubectl_main() -> int:
+    """`kubectl-gpubatch`: the same commands as a kubectl plugin (`kubectl gpubatch get`)."""
+    return main(prog="kubectl gpubatch")
+
+
+def main(argv: list[str] | None = None, prog: str = "gpubatch") -> int:
     """The `gpubatch` command. Called with no argv (as the process's entry point), `run` ends the
     process itself once its summary is out; called with argv (tests, other code), it returns."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     code = _main(args)
     if argv is None and args.command == "run":
         _exit_now(code)

@@ -218,3 +218,24 @@ TOLERATION_NOT_ALLOWED = "TolerationNotAllowed"  # a toleration of every taint, 
 INVALID_NAME = "InvalidName"  # a name that cannot make the Job or the workers' Service
 API_REFUSED = "ApiRefused"  # the API server refused a child for good (422)
 NAME_TAKEN = "NameTaken"  # a child's name is held by an object the operator did not make
+
+# --- logs that outlive pods -----------------------------------------------------------------------
+
+# The engine in a pod keeps the last LOG_LIMIT bytes of its stdout and stderr next to its outputs:
+# one file per pod (so per attempt, retry, worker and shard) under log_folder(spec.output.path).
+# The operator records the same folder in status.logRef; `gpubatch logs` reads it once the pods are gone.
+LOG_LIMIT = 1 << 20
+LOG_SUFFIX = ".logs"
+
+
+def log_folder(output_path: str) -> str:
+    """Where the pods of a job with this output keep their logs: `<output>.logs` beside the output.
+
+    `pvc://data/out/charts.h5` -> `pvc://data/out/charts.h5.logs`; a folder output (TrainJob)
+    gets a sibling folder, so the log never lands inside what the engine publishes.
+    """
+    return output_path.rstrip("/") + LOG_SUFFIX
+
+
+def log_file_name(pod_name: str) -> str:
+    return f"{pod_name}.log"

@@ -195,8 +195,11 @@ def crd_for(kind: str) -> dict[str, Any]:
                         {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
                         {"name": "Preempted", "type": "integer", "jsonPath": ".status.preemptions",
                          "description": "Times a pod was stopped by SIGTERM and saved its work first"},
+                        {"name": "ETA(s)", "type": "integer", "jsonPath": ".status.estimatedRemainingSeconds"},
                         {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        # Why it waits (Kueue, the scheduler, GPU nodes), how it ended: one line.
+                        {"name": "Message", "type": "string", "jsonPath": ".status.message"},
                     ],
                     "schema": {
                         "openAPIV3Schema": {

@@ -79,7 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpubatch-job", description=__doc__.splitlines()[0])
     parser.add_argument("kind", help="render, train or predict (RenderJob, TrainJob, PredictJob)")
     args = parser.parse_args(argv)
-    code = _main(args)
+    from gpubatch_jobs import podlog
+
+    keeper = podlog.start_from_environment()  # in a pod: the log is kept beside the outputs
+    try:
+        code = _main(args)
+    finally:
+        if keeper is not None:
+            keeper.stop()
     if argv is None:  # the pod's process: end it once the termination log is written
         from gpubatch_jobs.shutdown import exit_now
 
@@ -135,10 +142,16 @@ def _run(kind_word: str) -> int:
         write_termination_log({"ok": False, "reason": "BadSpec", "message": message, "exitCode": EXIT_BAD_INPUT})
         return EXIT_BAD_INPUT
     index = os.environ.get(contract.ENV_COMPLETION_INDEX)
+    pvc_root = Path(os.environ.get(contract.ENV_PVC_ROOT, contract.POD_PVC_ROOT))
+    from gpubatch_jobs import podlog
+
+    keeper = podlog.current()
+    if keeper is not None:
+        keeper.keep_beside(str(spec.output.path), pvc_root=pvc_root, base_dir=Path.cwd())
     ctx = RunContext(
         name=os.environ.get(contract.ENV_NAME, kind.lower()),
         base_dir=Path.cwd(),
-        pvc_root=Path(os.environ.get(contract.ENV_PVC_ROOT, contract.POD_PVC_ROOT)),
+        pvc_root=pvc_root,
         confined=True,  # only pvc:// (under its claim, symlinks followed) and s3:// paths
         instruction=instruction,
         shard_index=int(index) if index is not None else None,

@@ -47,6 +47,8 @@ class RunContext:
     progress_sinks: list[ProgressSink] = field(default_factory=list)
     progress_interval_s: float = PROGRESS_INTERVAL_S
     _last_progress: float = field(default=0.0, repr=False)
+    # (stage, first time, done then): the rate and ETA are measured from a stage's first report.
+    _rate_start: tuple[str, float, int] | None = field(default=None, repr=False)
 
     def resolve(self, path: str, *, field_name: str = "path") -> Path:
         """The local filesystem path for a spec path (local, relative or pvc://), normalised.
@@ -139,12 +141,26 @@ class RunContext:
         if not force and done < total and now - self._last_progress < self.progress_interval_s:
             return
         self._last_progress = now
-        event = {"done": int(done), "total": int(total), "stage": stage, **extra}
+        event = {"done": int(done), "total": int(total), "stage": stage, **self._rate(stage, now, done, total), **extra}
         for sink in self.progress_sinks:
             try:
                 sink(event)
             except Exception as err:  # progress must never kill the job
                 log.debug("progress sink failed: %s", err)
+
+
+    def _rate(self, stage: str, now: float, done: int, total: int) -> dict[str, float]:
+        """`perSecond` (items of this stage per second since its first report) and `etaSeconds`
+        (what is left at that rate); empty until the stage has moved."""
+        start = self._rate_start
+        if start is None or start[0] != stage or done < start[2]:
+            self._rate_start = (stage, now, int(done))
+            return {}
+        elapsed, moved = now - start[1], int(done) - start[2]
+        if elapsed <= 0 or moved <= 0:
+            return {}
+        rate = moved / elapsed
+        return {"perSecond": round(rate, 3), "etaSeconds": round(max(0, int(total) - int(done)) / rate, 1)}
 
 
 def _normal(path: Path) -> Path:
@@ -173,17 +189,37 @@ def format_progress(done: int, total: int) -> str:
 _bar_line_open = False
 
 
-def stderr_progress_bar(event: dict[str, Any]) -> None:
-    global _bar_line_open
-    done, total = event["done"], event["total"]
+def format_eta(seconds: float | None) -> str:
+    """`ETA 1m05s` for a bar or a table; empty when unknown."""
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def progress_line(done: int, total: int, stage: str = "", eta_seconds: float | None = None) -> str:
+    """One progress bar line: the same under `gpubatch run` and `gpubatch submit`."""
     width = 30
-    filled = int(width * done / total) if total else 0
+    filled = min(width, int(width * done / total)) if total else 0
     bar = "#" * filled + "-" * (width - filled)
-    stage = f" {event['stage']}" if event.get("stage") else ""
-    end = "\n" if done >= total else ""
-    sys.stderr.write(f"\r[{bar}] {done}/{total} {format_progress(done, total)}{stage}   {end}")
+    eta = f" ETA {format_eta(eta_seconds)}" if eta_seconds is not None and done < total else ""
+    return f"[{bar}] {done}/{total} {format_progress(done, total)}{f' {stage}' if stage else ''}{eta}"
+
+
+def write_bar(line: str, final: bool) -> None:
+    global _bar_line_open
+    sys.stderr.write(f"\r{line}   {chr(10) if final else ''}")
     sys.stderr.flush()
-    _bar_line_open = not end
+    _bar_line_open = not final
+
+
+def stderr_progress_bar(event: dict[str, Any]) -> None:
+    done, total = event["done"], event["total"]
+    write_bar(progress_line(done, total, event.get("stage") or "", event.get("etaSeconds")), done >= total)
 
 
 def close_progress_line() -> None:

@@ -60,7 +60,7 @@ def job_owner(metadata: dict[str, Any]) -> tuple[str, str] | None:
 @dataclass(frozen=True, slots=True)
 class JobView:
     name: str
-    uid: str
+    uid: str  # also what Kueue files the Job's Workload under (label kueue.x-k8s.io/job-uid)
     namespace: str
     owner_uid: str
     device: str
@@ -128,6 +128,9 @@ class PodView:
     # to stop (SIGTERM) and saved its work (gpubatch_jobs.preempt).
     checkpoint: dict[str, Any] | None = None
     preempted: bool = False
+    # The engine's own measure of its current stage: items per second and seconds left.
+    per_second: float | None = None
+    eta_seconds: float | None = None
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> PodView:
@@ -145,6 +148,7 @@ class PodView:
         index = annotations.get("batch.kubernetes.io/job-completion-index")
         job_uid, job_name = job_owner(meta) or ("", "")
         checkpoint, preempted = parse_checkpoint(annotations.get(PROGRESS_ANNOTATION))
+        per_second, eta_seconds = parse_rate(annotations.get(PROGRESS_ANNOTATION))
         return cls(
             name=meta.get("name", ""),
             namespace=meta.get("namespace", ""),
@@ -159,6 +163,8 @@ class PodView:
             completion_index=int(index) if index and index.isdigit() else None,
             checkpoint=checkpoint,
             preempted=preempted,
+            per_second=per_second,
+            eta_seconds=eta_seconds,
         )
 
 
@@ -205,6 +211,26 @@ def parse_checkpoint(text: str | None) -> tuple[dict[str, Any] | None, bool]:
         if isinstance(value, str) and value:
             checkpoint[key] = value[:limit]
     return (checkpoint or None), preempted
+
+
+def parse_rate(text: str | None) -> tuple[float | None, float | None]:
+    """(perSecond, etaSeconds) from the progress annotation, each None when absent or garbled."""
+    if not text:
+        return None, None
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None, None
+    if not isinstance(event, dict):
+        return None, None
+
+    def number(key: str) -> float | None:
+        value = event.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != value:
+            return None
+        return float(value)
+
+    return number("perSecond"), number("etaSeconds")
 
 
 def parse_summary(message: str) -> dict[str, Any] | None:

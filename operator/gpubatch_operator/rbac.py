@@ -46,6 +46,8 @@ OPERATOR_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
     ("networking.k8s.io", "networkpolicies", ("get", "create")),
     ("", "serviceaccounts", ("get", "list", "watch", "create")),
     ("rbac.authorization.k8s.io", "rolebindings", ("get", "create")),
+    # Read only: why Kueue has not admitted a suspended Job (queue_reason.py), for status.message.
+    ("kueue.x-k8s.io", "workloads", ("get", "list")),
 ]
 
 NamedEntry = tuple[str, str, tuple[str, ...], tuple[str, ...]]

@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gpubatch_jobs.contract import API_GROUP, API_REFUSED, FINAL_PHASES, NAME_TAKEN
@@ -47,6 +47,7 @@ from gpubatch_operator.job_rbac import JobRbac
 from gpubatch_operator.kinds import API, job_kind
 from gpubatch_operator.observe import OUR_KINDS, Key, controller
 from gpubatch_operator.pacing import StatusPacer
+from gpubatch_operator.queue_reason import QueueReasons
 from gpubatch_operator.settings import Settings
 from gpubatch_operator.state import advance, merge_patch, only_progress_changed
 from gpubatch_operator.store import ResourceView, Store
@@ -87,9 +88,11 @@ class Reconciler:
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     pacer: StatusPacer = field(init=False)
     job_rbac: JobRbac = field(init=False)
+    queue_reasons: QueueReasons = field(init=False)
 
     def __post_init__(self) -> None:
         self.pacer = StatusPacer(self.queue)
+        self.queue_reasons = QueueReasons(self.client)
         self.job_rbac = JobRbac(self.client, self.settings.job_service_account,
                                 self.settings.spark_driver_service_account,
                                 dict(self.settings.job_service_account_annotations),
@@ -179,6 +182,9 @@ class Reconciler:
         status = written if written is not None and written.get("_uid") == view.uid else view.status
         status = {k: v for k, v in status.items() if k != "_uid"}
         world = self.world(view, status)
+        held = [j for j in world.jobs if j.owner_uid == view.uid and j.suspended and not j.deleting]
+        if held and world.spec is not None and world.spec.queue_name and status.get("phase") not in FINAL_PHASES:
+            world = replace(world, queue_message=await self.queue_reasons.reason(view.namespace, held[-1].uid))
         plan = decide(world)
         spark_driver = world.spec is not None and needs_spark_driver(world.spec)
         if world.spec is not None and world.refusal is None and status.get("phase") not in FINAL_PHASES and (

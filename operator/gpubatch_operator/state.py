@@ -64,6 +64,11 @@ class Outcome:
     # The last checkpoint a pod reported, and the pods stopped by SIGTERM after saving their work.
     checkpoint: dict[str, Any] | None = None
     preempted_pods: tuple[str, ...] = ()
+    # Where the pods keep their logs (contract.log_folder of spec.output.path).
+    log_ref: str | None = None
+    # While running: the engine's items per second and the seconds it estimates are left.
+    per_second: float | None = None
+    eta_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,9 @@ def advance(status: dict[str, Any], outcome: Outcome, *, generation: int, now: s
         # its own; a resumed pod starts from its checkpoint, so progress falls back by the step in
         # flight at most.
         "progress": outcome.progress if outcome.progress is not None else status.get("progress"),
+        "logRef": outcome.log_ref,
+        "throughputPerSecond": outcome.per_second,
+        "estimatedRemainingSeconds": None if outcome.eta_seconds is None else int(round(outcome.eta_seconds)),
     }
     new.update({k: v for k, v in optional.items() if v is not None})
     counted = list(status.get("preemptedPods") or [])
@@ -163,6 +171,10 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+PROGRESS_KEYS = frozenset({"progress", "throughputPerSecond", "estimatedRemainingSeconds"})
+
+
 def only_progress_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Only the progress moved (its rate and ETA included): such writes are paced."""
     patch = merge_patch(old, new)
-    return bool(patch) and set(patch) <= {"progress"}
+    return bool(patch) and set(patch) <= PROGRESS_KEYS

@@ -64,6 +64,10 @@ their rights by binding the two ClusterRoles below (`bind` on those names only).
   resources: ["clusterroles"]
   verbs: ["bind"]
   resourceNames: [{{ include "gpubatch.jobClusterRole" . | quote }}, {{ include "gpubatch.sparkDriverClusterRole" . | quote }}]
+# Read only: the Kueue Workload of a suspended Job, to say in status.message why it waits.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list"]
 {{- end }}
 
 {{/* Rules on cluster-scoped resources: always a ClusterRole, even when watching listed namespaces. */}}

@@ -357,6 +357,13 @@ class JobStatus(ApiModel):
                           "and saved its work first.")
     preempted_pods: list[str] | None = Field(
         None, max_length=64, description="The pods counted in preemptions (the newest 64), so each counts once.")
+    log_ref: str | None = Field(
+        None, description="Where every pod of this job keeps its log (the last 1 MiB), one <pod>.log per attempt: "
+        "<spec.output.path>.logs. `gpubatch logs` reads it once the pods are gone.")
+    estimated_remaining_seconds: int | None = Field(
+        None, ge=0, description="While running: the seconds the engine estimates are left at its current rate.")
+    throughput_per_second: float | None = Field(
+        None, ge=0, description="While running: items per second of the current stage (summed over shards).")
 
 
 class ObjectMeta(ApiModel):
