@@ -146,7 +146,8 @@ def _run(kind_word: str) -> int:
     from gpubatch_jobs import podlog
 
     keeper = podlog.current()
-    if keeper is not None:
+    # Confined like the job itself: a log is kept only on a claim or in a bucket, never at a local path.
+    if keeper is not None and str(spec.output.path).startswith(("pvc://", "s3://")):
         keeper.keep_beside(str(spec.output.path), pvc_root=pvc_root, base_dir=Path.cwd())
     ctx = RunContext(
         name=os.environ.get(contract.ENV_NAME, kind.lower()),

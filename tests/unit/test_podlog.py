@@ -29,15 +29,27 @@ def run_pod(tmp_path: Path, spec: dict, pod: str) -> subprocess.CompletedProcess
 
 
 def test_the_pod_keeps_its_log_beside_the_output_and_still_prints_it(tmp_path: Path) -> None:
-    done = run_pod(tmp_path, SPEC, "x-render-abc12")
+    spec = {**SPEC, "output": {"path": "pvc://data/out/charts.h5"}, "input": {"path": "pvc://data/series.npy"}}
+    (tmp_path / "pvc" / "data").mkdir(parents=True)
+    np.save(tmp_path / "pvc" / "data" / "series.npy", np.sin(np.arange(200) / 7.0))
+    done = run_pod(tmp_path, spec, "x-render-abc12")
     assert done.returncode == 0, done.stderr
-    kept = tmp_path / "out" / "charts.h5.logs" / "x-render-abc12.log"
+    kept = tmp_path / "pvc" / "data" / "out" / "charts.h5.logs" / "x-render-abc12.log"
     text = kept.read_text()
     summary = json.loads(done.stdout.strip().splitlines()[-1])  # the container's stdout is unchanged
     assert summary["ok"] is True
     assert json.dumps(summary, sort_keys=True, default=str) in text  # stdout kept
     assert "progress" in text and "progress" in done.stderr  # stderr kept and still on stderr
     assert not [p for p in kept.parent.iterdir() if ".partial" in p.name]  # complete files only
+
+
+def test_a_pod_with_a_local_output_path_keeps_no_log_anywhere(tmp_path: Path) -> None:
+    """A job pod is confined to claims and buckets: a local output path is refused, and its log is
+    not written beside it either."""
+    done = run_pod(tmp_path, SPEC, "x-render-local")
+    assert done.returncode == contract.EXIT_BAD_INPUT
+    assert "spec.output.path" in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_every_attempt_keeps_its_own_log_on_the_claim(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ spec:
   previewImages: 0
 """
 ENV = {**os.environ, "GPUBATCH_FAKE_GPU": "none", "CUDA_VISIBLE_DEVICES": ""}
+SERIES = 20000
 PROGRESS = re.compile(r"\] (\d+)/(\d+) ")
 
 
@@ -76,7 +77,9 @@ def _run_until(manifest: Path, at_least: int) -> tuple[subprocess.Popen, int]:
 def test_sigterm_mid_shard_resumes_after_the_finished_images(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     with h5py.File(tmp_path / "series.h5", "w") as f:
-        f["close"] = 50 + np.cumsum(rng.standard_normal(4000))
+        # Enough images that the signal lands mid-run on a fast, idle machine too (the
+        # progress bar is redrawn a few times a second, not per batch).
+        f["close"] = 50 + np.cumsum(rng.standard_normal(SERIES))
     whole_manifest = tmp_path / "whole.yaml"
     whole_manifest.write_text(MANIFEST.format(out="whole.h5"))
     whole = subprocess.run([sys.executable, "-m", "gpubatch_jobs.cli", "run", "-q", str(whole_manifest)], env=ENV,
@@ -91,7 +94,7 @@ def test_sigterm_mid_shard_resumes_after_the_finished_images(tmp_path: Path) -> 
     summary = json.loads(proc.stdout.read().strip().splitlines()[-1])
     assert summary["reason"] == "Terminated"
     kept = summary["checkpoint"]["done"]
-    assert shown <= kept < 4000 - 30 + 1 and summary["checkpoint"]["place"].endswith(".cut.h5.partial")
+    assert shown <= kept < SERIES - 30 + 1 and summary["checkpoint"]["place"].endswith(".cut.h5.partial")
     assert not (tmp_path / "cut.h5").exists()
     with h5py.File(tmp_path / ".cut.h5.partial", "r") as f:
         assert int(f.attrs["done"]) == kept
