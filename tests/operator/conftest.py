@@ -27,8 +27,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
 
 
-@pytest.fixture(scope="session")
-def crds(k8s_cluster: harness.Cluster) -> None:
+@pytest.fixture(scope="package")
+def crds(k8s_cluster: harness.Cluster) -> Iterator[None]:
     k8s_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS), check=True)
     # The job identities' ClusterRoles, as the chart ships them under the operator's default names
     # (the operator runs here as a process, without the chart): what it binds in each namespace.
@@ -39,6 +39,11 @@ def crds(k8s_cluster: harness.Cluster) -> None:
     for plural in ("renderjobs", "trainjobs", "predictjobs"):
         k8s_cluster.kubectl("wait", "--for=condition=Established", f"crd/{plural}.gpubatch.dev",
                             "--timeout=60s", check=True)
+    yield
+    # Gone when this package's tests end: the chart the e2e tests install ships ClusterRoles of
+    # these names, and Helm refuses to adopt objects it did not make.
+    k8s_cluster.kubectl("delete", "clusterrole", "gpubatch-job", "gpubatch-spark-driver", "--ignore-not-found",
+                        check=True)
 
 
 @pytest.fixture(scope="module")
