@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.errors import BadInput, excerpt, excerpts
 from gpubatch_jobs.runtime import write_text_atomic
 
 FORMAT_VERSION = 1
@@ -149,7 +149,7 @@ class Preprocessing:
             values = values.astype(np.float64)
         if values.shape[-1] != self.n_features:
             raise BadInput(
-                f"expected {self.n_features} feature columns {self.feature_columns}, got {values.shape[-1]}",
+                f"expected {self.n_features} feature columns {excerpts(self.feature_columns)}, got {values.shape[-1]}",
                 field="spec.input.features",
             )
         self.check_finite(values)
@@ -199,7 +199,7 @@ class Preprocessing:
         enough to stay in cache; values must have passed `check_finite*`.
         """
         if len(columns) != self.n_features:
-            raise BadInput(f"expected {self.n_features} feature columns {self.feature_columns}, got {len(columns)}",
+            raise BadInput(f"expected {self.n_features} feature columns {excerpts(self.feature_columns)}, got {len(columns)}",
                            field="spec.input.features")
         mean = np.asarray(self.mean, dtype=np.float64)
         scale = np.asarray(self.scale, dtype=np.float64)
@@ -373,5 +373,5 @@ __all__ = [
 
 
 def _not_finite(column: str, count: int) -> BadInput:
-    return BadInput(f"column {column!r} has {count} NaN or infinite values; fill or drop those rows first",
+    return BadInput(f"column {excerpt(column)} has {count} NaN or infinite values; fill or drop those rows first",
                     field="spec.input.features")

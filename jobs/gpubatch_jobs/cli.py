@@ -1,11 +1,16 @@
-"""`gpubatch`: run a manifest locally, check the GPU, generate the CRDs.
+"""`gpubatch`: run a manifest locally or on the cluster, check the GPU, generate the CRDs.
 
     gpubatch run FILE.yaml [--mount CLAIM=DIR] [--device auto|gpu|cpu] [--shard i/N] [--workers N]
+    gpubatch submit FILE.yaml [-n NS] [--context CTX] [--wait|--no-wait] [--follow] [--dry-run]
+    gpubatch get [NAME] | logs NAME [-f] | delete NAME       (gpubatch_jobs/cluster_cli.py)
     gpubatch doctor [--json] [--require-gpu]
     gpubatch crds [--check] [--dir DIR]
 
 `run` prints a progress bar on stderr and the summary JSON (the same object
-the operator stores in `status.result`) as the last line of stdout.
+the operator stores in `status.result`) as the last line of stdout. On SIGTERM
+it behaves as a pod does (gpubatch_jobs.preempt): the work in flight is
+finished and saved, the summary says `reason: Terminated` with the checkpoint,
+and the exit code is 143; running the manifest again resumes from there.
 """
 
 from __future__ import annotations
@@ -16,11 +21,18 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gpubatch_jobs.contract import ENV_WORKER_HOSTS, instruction_for_policy
 from gpubatch_jobs.errors import EXIT_BAD_INPUT
-from gpubatch_jobs.runtime import RunContext, close_progress_line, stderr_progress_bar
+from gpubatch_jobs.runtime import (
+    RunContext,
+    close_progress_line,
+    stderr_progress_bar,
+    write_text_atomic,
+)
 from gpubatch_jobs.spec import SpecError, load_manifest
 
 
@@ -42,11 +54,12 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def fail_before_run(kind: str | None, message: str, reason: str = "BadSpec", code: int = EXIT_BAD_INPUT) -> int:
+def fail_before_run(kind: str | None, message: str, reason: str = "BadSpec", code: int = EXIT_BAD_INPUT,
+                    extra: dict[str, object] | None = None) -> int:
     """A failure outside the engine's own reporting: the error on stderr, the summary JSON last on stdout."""
     close_progress_line()
     print(f"error: {message}", file=sys.stderr)
-    summary = {"kind": kind, "ok": False, "reason": reason, "message": message, "exitCode": code}
+    summary = {"kind": kind, "ok": False, "reason": reason, "message": message, "exitCode": code, **(extra or {})}
     print(json.dumps(summary, sort_keys=True), flush=True)
     return code
 
@@ -78,10 +91,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_group(argv, spec, spec.workers, args.device, args.quiet)
     ctx = RunContext(
         name=resource.metadata.name,
-        base_dir=Path(args.file).resolve().parent,
+        base_dir=Path(args.base_dir).resolve() if args.base_dir else Path(args.file).resolve().parent,
         mounts=dict(args.mount or []),
         instruction=instruction_for_policy(args.device) if args.device else None,
-        progress_sinks=[] if args.quiet else [stderr_progress_bar],
+        progress_sinks=([] if args.quiet else [stderr_progress_bar])
+        + ([progress_file(Path(args.progress_file))] if args.progress_file else []),
         progress_interval_s=0.5,
     )
     if args.shard is not None:
@@ -91,8 +105,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    f"{getattr(spec, 'shards', 1)}; --shard applies to a RenderJob with that many "
                                    "shards")
         ctx.shard_index = index
+    from gpubatch_jobs import preempt
+    from gpubatch_jobs.contract import EXIT_TERMINATED
+    from gpubatch_jobs.entrypoint import terminated_summary
+
+    preempt.install()
     try:
         return execute(kind, spec, ctx, termination_log=False)
+    except preempt.Terminated as err:
+        summary = terminated_summary(kind, err)
+        return fail_before_run(kind, str(summary["message"]), "Terminated", EXIT_TERMINATED,
+                               extra={k: v for k, v in summary.items() if k == "checkpoint"})
     except KeyboardInterrupt:
         return fail_before_run(kind, "interrupted (Ctrl-C); outputs are published only when complete, "
                                "so nothing partial is left under the output name", "Interrupted", 130)
@@ -100,6 +123,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         traceback.print_exc()
         return fail_before_run(kind, f"unexpected error (exit 2, retried up to backoffLimit): "
                                f"{type(err).__name__}: {err}", "UnexpectedError", 2)
+
+
+def progress_file(path: Path) -> Callable[[dict[str, Any]], None]:
+    """A progress sink that keeps the latest event as JSON in `path` (for Client(local=True))."""
+    def sink(event: dict[str, Any]) -> None:
+        write_text_atomic(path, json.dumps(event))
+
+    return sink
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -126,8 +157,9 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpubatch", description="GPU batch work: run locally, check the GPU, make CRDs.")
+def build_parser(prog: str = "gpubatch") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="GPU batch work: run locally or on the cluster, "
+                                     "check the GPU, make CRDs.")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, and TensorFlow's own start-up lines on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,7 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, metavar="N",
                      help="TrainJob: train with N local worker processes (overrides spec.workers)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--base-dir", metavar="DIR",
+                     help="folder that relative paths in the manifest are relative to (default: the manifest's)")
+    run.add_argument("--progress-file", metavar="FILE", help="keep the latest progress event as JSON in FILE")
     run.set_defaults(func=cmd_run)
+
+    from gpubatch_jobs.cluster_cli import add_commands
+
+    add_commands(sub)
 
     doctor = sub.add_parser("doctor", help="what the device layer sees: GPUs, drivers, frameworks")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
@@ -157,10 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def kubectl_main() -> int:
+    """`kubectl-gpubatch`: the same commands as a kubectl plugin (`kubectl gpubatch get`)."""
+    return main(prog="kubectl gpubatch")
+
+
+def main(argv: list[str] | None = None, prog: str = "gpubatch") -> int:
     """The `gpubatch` command. Called with no argv (as the process's entry point), `run` ends the
     process itself once its summary is out; called with argv (tests, other code), it returns."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     code = _main(args)
     if argv is None and args.command == "run":
         _exit_now(code)

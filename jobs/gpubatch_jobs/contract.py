@@ -183,6 +183,7 @@ OWNER_UID_LABEL = f"{API_GROUP}/owner-uid"  # the resource's UID: what children 
 DEVICE_LABEL = f"{API_GROUP}/device"
 ATTEMPT_LABEL = f"{API_GROUP}/attempt"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"  # spec.priorityClass: a WorkloadPriorityClass
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 # On the job pods' ServiceAccount, Role and RoleBinding, whoever made them (operator or chart):
 # the operator watches ServiceAccounts with it and re-creates a deleted one.
@@ -190,6 +191,9 @@ JOB_IDENTITY_LABEL = f"{API_GROUP}/job-identity"
 JOB_IDENTITY_SELECTOR = f"{JOB_IDENTITY_LABEL}=true"
 
 PROGRESS_ANNOTATION = f"{API_GROUP}/progress"  # written by the pod: {"done","total","stage"}
+# A resource's name: it names the Job, the Indexed pods' host names and a worker group's
+# Service (a DNS-1035 label), so a letter first, no dots (refused by the CRD and the operator).
+RESOURCE_NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # Test hook (off unless the operator's GPUBATCH_TEST_HOOKS is on): resource annotations with
 # this prefix are copied onto the job pods, so the kwok test cluster can script a pod's fate.
 TEST_ANNOTATION_PREFIX = f"{API_GROUP}/test-"
@@ -207,3 +211,31 @@ NO_GPU_NODES, GPU_UNSCHEDULABLE, GPU_UNUSABLE = "NoGpuNodes", "GpuUnschedulable"
 # A GPU Job Kueue kept suspended (not admitted: the queue's GPU quota is used up) past gpuPendingTimeout.
 GPU_QUOTA_EXHAUSTED = "GpuQuotaExhausted"
 FALLBACK_REASONS = (NO_GPU_NODES, GPU_UNSCHEDULABLE, GPU_UNUSABLE, GPU_QUOTA_EXHAUSTED)
+
+# Why the operator refused a resource at once (Failed, no Job made; docs/security.md).
+IMAGE_NOT_ALLOWED = "ImageNotAllowed"  # spec.image outside the operator's allow-list
+TOLERATION_NOT_ALLOWED = "TolerationNotAllowed"  # a toleration of every taint, not allowed by the admin
+INVALID_NAME = "InvalidName"  # a name that cannot make the Job or the workers' Service
+API_REFUSED = "ApiRefused"  # the API server refused a child for good (422)
+NAME_TAKEN = "NameTaken"  # a child's name is held by an object the operator did not make
+
+# --- logs that outlive pods -----------------------------------------------------------------------
+
+# The engine in a pod keeps the last LOG_LIMIT bytes of its stdout and stderr next to its outputs:
+# one file per pod (so per attempt, retry, worker and shard) under log_folder(spec.output.path).
+# The operator records the same folder in status.logRef; `gpubatch logs` reads it once the pods are gone.
+LOG_LIMIT = 1 << 20
+LOG_SUFFIX = ".logs"
+
+
+def log_folder(output_path: str) -> str:
+    """Where the pods of a job with this output keep their logs: `<output>.logs` beside the output.
+
+    `pvc://data/out/charts.h5` -> `pvc://data/out/charts.h5.logs`; a folder output (TrainJob)
+    gets a sibling folder, so the log never lands inside what the engine publishes.
+    """
+    return output_path.rstrip("/") + LOG_SUFFIX
+
+
+def log_file_name(pod_name: str) -> str:
+    return f"{pod_name}.log"

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from gpubatch_jobs.contract import RESOURCE_NAME_PATTERN
 from gpubatch_jobs.spec import API_GROUP, API_VERSION
 from gpubatch_jobs.spec.kinds import KINDS, NAMES, JobStatus, spec_class
 
@@ -26,7 +27,7 @@ _DROP_KEYS = {"title"}
 _KEEP_KEYS = {
     "type", "properties", "required", "items", "additionalProperties", "enum", "default",
     "description", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength",
-    "maxLength", "pattern", "minItems", "maxItems", "format", "nullable",
+    "maxLength", "pattern", "minItems", "maxItems", "maxProperties", "format", "nullable",
     "x-kubernetes-validations", "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields",
     "anyOf", "x-kubernetes-list-type", "x-kubernetes-map-type",
 }
@@ -74,6 +75,9 @@ def _quantity(branches: list[dict[str, Any]], outer: dict[str, Any]) -> dict[str
         "anyOf": [{"type": "integer"}, {"type": "string"}],
         "pattern": pattern,
         "x-kubernetes-int-or-string": True,
+        # The pattern refuses a negative string; a negative integer is refused by the model (the
+        # operator fails the resource at once, InvalidSpec, no Job): a CEL rule here is priced
+        # by the API server beyond its budget for an int-or-string value.
     }
 
 
@@ -145,6 +149,16 @@ def _status_schema() -> dict[str, Any]:
     return schema
 
 
+# The resource's name becomes its Job's name (NAME-render), the Indexed pods' host names
+# (NAME-train-0) and a worker group's Service (NAME-workers, a DNS-1035 label): a name with a
+# dot or a leading digit would pass here and fail there, after the resource was accepted.
+NAME_RULE = {
+    "rule": f"self.metadata.name.matches('{RESOURCE_NAME_PATTERN}')",
+    "message": ("metadata.name must start with a lowercase letter and hold only lowercase letters, digits "
+                "and '-' (it names the Job, its pods' host names and a worker group's Service)"),
+}
+
+
 def crd_for(kind: str) -> dict[str, Any]:
     names = NAMES[kind]
     spec_schema = openapi_schema(spec_class(kind))
@@ -179,14 +193,20 @@ def crd_for(kind: str) -> dict[str, Any]:
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {"name": "Device", "type": "string", "jsonPath": ".status.device"},
                         {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+                        {"name": "Preempted", "type": "integer", "jsonPath": ".status.preemptions",
+                         "description": "Times a pod was stopped by SIGTERM and saved its work first"},
+                        {"name": "ETA(s)", "type": "integer", "jsonPath": ".status.estimatedRemainingSeconds"},
                         {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        # Why it waits (Kueue, the scheduler, GPU nodes), how it ended: one line.
+                        {"name": "Message", "type": "string", "jsonPath": ".status.message"},
                     ],
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
                             "description": f"{kind}: {(spec_class(kind).__doc__ or kind).strip().splitlines()[0]}",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [NAME_RULE],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -12,12 +12,15 @@ Whatever happens, the pod ends with one of the contract's exit codes: an
 error nobody foresaw is exit 2 (retried), never Python's default 1 (which
 would read as bad input).
 
-SIGTERM (the pod deleted, evicted or preempted) stops the engine at once:
-the engine runs as PID 1, which the kernel spares the default action of
-SIGTERM, so without a handler the pod would run on until the grace period
-ends and be killed mid-write. The handler raises through the engine, whose
-`with` blocks close the partial output consistently; the pod ends with 143
-and the Job's next pod resumes from what was written.
+SIGTERM (the pod deleted, evicted or preempted) is handled by
+gpubatch_jobs.preempt: the engine runs as PID 1, which the kernel spares the
+default action of SIGTERM, so without a handler the pod would run on until
+the grace period ends and be killed mid-write. Inside an engine's work loop
+the engine finishes the step, chunk or image in flight and saves it (a
+TrainJob writes a step-level checkpoint); elsewhere the handler raises at
+once through the engine, whose `with` blocks close the partial output
+consistently. Either way the pod ends with 143, its termination message names
+the checkpoint left, and the Job's next pod resumes from it.
 """
 
 from __future__ import annotations
@@ -25,20 +28,32 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
-from gpubatch_jobs import contract
+from gpubatch_jobs import contract, preempt
 from gpubatch_jobs.contract import EXIT_BAD_INPUT, EXIT_TERMINATED, ContractError, DeviceInstruction
+from gpubatch_jobs.preempt import Terminated
+
+__all__ = ["Terminated", "main", "terminated_summary"]
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived. A BaseException, so that no `except Exception` in an engine swallows it."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated(signum)
+def terminated_summary(kind: str | None, err: Terminated) -> dict[str, object]:
+    """The summary of a run stopped by SIGTERM: exit 143, and the checkpoint it left (if any)."""
+    if err.checkpoint:
+        message = ("stopped by SIGTERM (pod deleted, evicted or preempted) after saving a checkpoint of "
+                   f"{err.checkpoint.get('epoch')} epochs and {err.checkpoint.get('step')} steps of the next; "
+                   "the next pod resumes from it") if "epoch" in err.checkpoint else (
+            "stopped by SIGTERM (pod deleted, evicted or preempted) after publishing the work finished so far; "
+            "the next pod resumes after it")
+    else:
+        message = ("stopped by SIGTERM (pod deleted, evicted or preempted); "
+                   "the next pod resumes from what was written")
+    summary: dict[str, object] = {"kind": kind, "ok": False, "reason": "Terminated", "message": message,
+                                  "exitCode": EXIT_TERMINATED}
+    if err.checkpoint:
+        summary["checkpoint"] = err.checkpoint
+    return summary
 
 
 def _read_spec() -> str:
@@ -64,7 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpubatch-job", description=__doc__.splitlines()[0])
     parser.add_argument("kind", help="render, train or predict (RenderJob, TrainJob, PredictJob)")
     args = parser.parse_args(argv)
-    code = _main(args)
+    from gpubatch_jobs import podlog
+
+    keeper = podlog.start_from_environment()  # in a pod: the log is kept beside the outputs
+    try:
+        code = _main(args)
+    finally:
+        if keeper is not None:
+            keeper.stop()
     if argv is None:  # the pod's process: end it once the termination log is written
         from gpubatch_jobs.shutdown import exit_now
 
@@ -75,16 +97,15 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=os.environ.get(contract.ENV_LOG_LEVEL, "INFO"),
                         format="%(asctime)s %(levelname)s %(message)s")
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    preempt.install()
     try:
         return _run(args.kind)
-    except Terminated:
+    except Terminated as err:
         from gpubatch_jobs.podreport import write_termination_log
 
-        message = "stopped by SIGTERM (pod deleted, evicted or preempted); the next pod resumes from what was written"
-        print(f"error: {message}", file=sys.stderr)
-        write_termination_log({"ok": False, "reason": "Terminated", "message": message,
-                               "exitCode": EXIT_TERMINATED})
+        summary = terminated_summary(_kind_name(args.kind), err)
+        print(f"error: {summary['message']}", file=sys.stderr)
+        write_termination_log(summary)
         return EXIT_TERMINATED
     except (KeyboardInterrupt, SystemExit):
         raise
@@ -96,6 +117,13 @@ def _main(args: argparse.Namespace) -> int:
         print(f"error: {summary['message']}", file=sys.stderr)
         write_termination_log(summary)
         return code
+
+
+def _kind_name(kind_word: str) -> str | None:
+    try:
+        return contract.kind_info(kind_word).kind
+    except KeyError:
+        return None
 
 
 def _run(kind_word: str) -> int:
@@ -114,10 +142,18 @@ def _run(kind_word: str) -> int:
         write_termination_log({"ok": False, "reason": "BadSpec", "message": message, "exitCode": EXIT_BAD_INPUT})
         return EXIT_BAD_INPUT
     index = os.environ.get(contract.ENV_COMPLETION_INDEX)
+    pvc_root = Path(os.environ.get(contract.ENV_PVC_ROOT, contract.POD_PVC_ROOT))
+    from gpubatch_jobs import podlog
+
+    keeper = podlog.current()
+    # Confined like the job itself: a log is kept only on a claim or in a bucket, never at a local path.
+    if keeper is not None and str(spec.output.path).startswith(("pvc://", "s3://")):
+        keeper.keep_beside(str(spec.output.path), pvc_root=pvc_root, base_dir=Path.cwd())
     ctx = RunContext(
         name=os.environ.get(contract.ENV_NAME, kind.lower()),
         base_dir=Path.cwd(),
-        pvc_root=Path(os.environ.get(contract.ENV_PVC_ROOT, contract.POD_PVC_ROOT)),
+        pvc_root=pvc_root,
+        confined=True,  # only pvc:// (under its claim, symlinks followed) and s3:// paths
         instruction=instruction,
         shard_index=int(index) if index is not None else None,
     )

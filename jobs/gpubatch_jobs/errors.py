@@ -36,3 +36,36 @@ class GpuUnusable(GpubatchError):
     """A GPU was required but cannot be used (missing, broken, failing its smoke test or failing mid-run)."""
 
     exit_code = EXIT_GPU_UNUSABLE
+
+
+# What comes from data (column names, values, a reader's own error text) is quoted in a
+# message only as a short, printable excerpt: messages end up in status.message and Events,
+# readable by anyone who may `get` the resource, and must never carry a file's contents.
+EXCERPT_CHARS = 40
+EXCERPT_ITEMS = 5
+MESSAGE_LIMIT = 600  # the most of any message that reaches the termination log, status or an Event
+
+
+def _printable(text: str) -> str:
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """`value` quoted, printable ASCII only, at most `limit` characters of it."""
+    text = str(value)
+    shown = _printable(text[:limit])
+    return f"'{shown}'" + (f"...({len(text)} chars)" if len(text) > limit else "")
+
+
+def excerpts(values: object, count: int = EXCERPT_ITEMS, limit: int = EXCERPT_CHARS) -> str:
+    """The first `count` of `values`, each an `excerpt`, and how many more there are."""
+    items = list(values)  # type: ignore[call-overload]
+    shown = ", ".join(excerpt(v, limit) for v in items[:count])
+    more = f", ... ({len(items) - count} more)" if len(items) > count else ""
+    return f"[{shown}{more}]"
+
+
+def safe_message(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """A message as it may leave the pod or the operator: printable ASCII, at most `limit` characters."""
+    text = _printable(" ".join(str(message).split()))
+    return text if len(text) <= limit else text[: limit - 3] + "..."

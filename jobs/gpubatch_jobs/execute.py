@@ -24,7 +24,7 @@ from gpubatch_jobs.contract import (
     EXIT_UNEXPECTED,
 )
 from gpubatch_jobs.engines import run_engine
-from gpubatch_jobs.errors import GpubatchError
+from gpubatch_jobs.errors import GpubatchError, excerpt
 from gpubatch_jobs.podreport import write_termination_log
 from gpubatch_jobs.runtime import RunContext, close_progress_line
 from gpubatch_jobs.spec import SpecError
@@ -64,7 +64,7 @@ def unexpected(kind: str, err: BaseException, *, on_gpu: bool) -> tuple[dict[str
     from gpubatch_jobs.devices.oom import is_gpu_failure
 
     traceback.print_exception(err, file=sys.stderr)
-    text = f"{type(err).__name__}: {err}"
+    text = f"{type(err).__name__}: {excerpt(err, 200)}"  # its text may quote data: an excerpt only
     if on_gpu and is_gpu_failure(err):
         message = f"the GPU failed mid-run (exit 75; the operator re-runs on the CPU if allowed): {text}"
         return _failure(kind, "GpuFailed", message, EXIT_GPU_UNUSABLE), EXIT_GPU_UNUSABLE

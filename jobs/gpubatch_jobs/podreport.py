@@ -30,6 +30,7 @@ from gpubatch_jobs.contract import (
     TERMINATION_LIMIT,
     TERMINATION_LOG,
 )
+from gpubatch_jobs.errors import safe_message
 
 log = logging.getLogger("gpubatch")
 
@@ -70,7 +71,10 @@ class PodAnnotationProgress:
 
 
 def termination_message(summary: dict[str, Any]) -> str:
-    """The summary as JSON that fits the kubelet's 4 KiB limit (big fields dropped first)."""
+    """The summary as JSON that fits the kubelet's 4 KiB limit (big fields dropped first); its
+    message printable and short (errors.safe_message): it becomes status.message and an Event."""
+    if isinstance(summary.get("message"), str):
+        summary = {**summary, "message": safe_message(summary["message"])}
     text = json.dumps(summary, separators=(",", ":"), default=str)
     if len(text.encode()) <= TERMINATION_LIMIT:
         return text

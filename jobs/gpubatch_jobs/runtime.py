@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gpubatch_jobs.contract import DeviceInstruction, instruction_for_policy
-from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.errors import BadInput, excerpt
 from gpubatch_jobs.storage import PVC_PREFIX, Place, is_s3, split_pvc
 
 log = logging.getLogger("gpubatch")
@@ -37,6 +37,9 @@ class RunContext:
     base_dir: Path = field(default_factory=Path.cwd)
     mounts: dict[str, Path] = field(default_factory=dict)
     pvc_root: Path | None = None
+    # In a job pod (gpubatch-job): only pvc:// and s3:// paths, and a pvc:// path must really
+    # lead (symlinks followed) to a place under its claim's mount. See `resolve`.
+    confined: bool = False
     # The device instruction: the operator's (pod), or --device's (gpubatch run); None: the spec's policy.
     instruction: DeviceInstruction | None = None
     # None: this process renders every shard; an int: only that one (Indexed Job pod).
@@ -44,24 +47,35 @@ class RunContext:
     progress_sinks: list[ProgressSink] = field(default_factory=list)
     progress_interval_s: float = PROGRESS_INTERVAL_S
     _last_progress: float = field(default=0.0, repr=False)
+    # (stage, first time, done then): the rate and ETA are measured from a stage's first report.
+    _rate_start: tuple[str, float, int] | None = field(default=None, repr=False)
 
     def resolve(self, path: str, *, field_name: str = "path") -> Path:
         """The local filesystem path for a spec path (local, relative or pvc://), normalised.
 
         Absolute, with `..` and `.` folded (symlinks kept), so messages name
         `/work/data/x` rather than `cases/30/../../data/x`.
+
+        Confined (a job pod): a local path is refused, and a pvc:// path is
+        returned as its real path, every symlink followed, which must lie under
+        the claim's mount: `pvc://data/link` where `link` points at
+        /var/run/secrets/... is refused here, just before the file is opened.
         """
         if is_s3(path):
             raise BadInput(f"{path}: s3:// is not accepted here; use a local or pvc:// path", field=field_name)
         pvc = split_pvc(path)
         if pvc is None:
+            if self.confined:
+                raise BadInput(f"{excerpt(path)}: a job pod reads and writes only pvc://CLAIM/sub/path and "
+                               "s3://BUCKET/KEY paths; put the data on a claim or in a bucket", field=field_name)
             local = Path(path).expanduser()
             return _normal(local if local.is_absolute() else self.base_dir / local)
         claim, sub = pvc
-        if claim in self.mounts:
-            return _normal(self.mounts[claim] / sub)
-        if self.pvc_root is not None:
-            return _normal(self.pvc_root / claim / sub)
+        root = self.mounts.get(claim) or (self.pvc_root / claim if self.pvc_root is not None else None)
+        if root is not None and self.confined:
+            return confine(root, sub, path, field_name)
+        if root is not None:
+            return _normal(root / sub)
         raise BadInput(
             f"{path} names the PersistentVolumeClaim {claim!r}, which is not mounted here; "
             f"run with --mount {claim}=./some/folder",
@@ -79,12 +93,22 @@ class RunContext:
         return self.resolve(path, field_name=field_name)
 
     def input_dir(self, path: str, *, field_name: str = "path") -> Path:
-        """A local folder holding the input folder at `path` (an s3:// prefix is downloaded)."""
+        """A local folder holding the input folder at `path` (an s3:// prefix is downloaded).
+
+        Confined, every entry of a pvc:// folder must lead under the claim too (a
+        model folder's `model.keras` may not be a symlink to a file elsewhere)."""
         if is_s3(path):
             from gpubatch_jobs import storage
 
             return storage.local_input_dir(path.rstrip("/"), field_name=field_name)
-        return self.resolve(path, field_name=field_name)
+        folder = self.resolve(path, field_name=field_name)
+        pvc = split_pvc(path)
+        if self.confined and pvc is not None and folder.is_dir():
+            root = self.mounts.get(pvc[0]) or (self.pvc_root / pvc[0] if self.pvc_root is not None else folder)
+            for entry in folder.rglob("*"):
+                if entry.is_symlink():
+                    confine(root, str(entry.relative_to(root.resolve())), path, field_name)
+        return folder
 
     def output_file(self, path: str, *, field_name: str = "path") -> tuple[Place, str]:
         """(place, name): write `place.path(name)`, then `place.push(name)` publishes it."""
@@ -117,7 +141,7 @@ class RunContext:
         if not force and done < total and now - self._last_progress < self.progress_interval_s:
             return
         self._last_progress = now
-        event = {"done": int(done), "total": int(total), "stage": stage, **extra}
+        event = {"done": int(done), "total": int(total), "stage": stage, **self._rate(stage, now, done, total), **extra}
         for sink in self.progress_sinks:
             try:
                 sink(event)
@@ -125,8 +149,34 @@ class RunContext:
                 log.debug("progress sink failed: %s", err)
 
 
+    def _rate(self, stage: str, now: float, done: int, total: int) -> dict[str, float]:
+        """`perSecond` (items of this stage per second since its first report) and `etaSeconds`
+        (what is left at that rate); empty until the stage has moved."""
+        start = self._rate_start
+        if start is None or start[0] != stage or done < start[2]:
+            self._rate_start = (stage, now, int(done))
+            return {}
+        elapsed, moved = now - start[1], int(done) - start[2]
+        if elapsed <= 0 or moved <= 0:
+            return {}
+        rate = moved / elapsed
+        return {"perSecond": round(rate, 3), "etaSeconds": round(max(0, int(total) - int(done)) / rate, 1)}
+
+
 def _normal(path: Path) -> Path:
     return Path(os.path.abspath(path))
+
+
+def confine(root: Path, sub: str, path: str, field_name: str) -> Path:
+    """The real path of `root/sub` (symlinks followed); BadInput unless it lies under root's real path.
+
+    The message names the path as written (an excerpt), never where a symlink led."""
+    real_root = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(real_root, sub))
+    if target != real_root and not target.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise BadInput(f"{excerpt(path)} leads outside its claim's volume (a symlink or '..'); name a file that "
+                       "lies on the claim itself", field=field_name)
+    return Path(target)
 
 
 def format_progress(done: int, total: int) -> str:
@@ -139,17 +189,37 @@ def format_progress(done: int, total: int) -> str:
 _bar_line_open = False
 
 
-def stderr_progress_bar(event: dict[str, Any]) -> None:
-    global _bar_line_open
-    done, total = event["done"], event["total"]
+def format_eta(seconds: float | None) -> str:
+    """`ETA 1m05s` for a bar or a table; empty when unknown."""
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def progress_line(done: int, total: int, stage: str = "", eta_seconds: float | None = None) -> str:
+    """One progress bar line: the same under `gpubatch run` and `gpubatch submit`."""
     width = 30
-    filled = int(width * done / total) if total else 0
+    filled = min(width, int(width * done / total)) if total else 0
     bar = "#" * filled + "-" * (width - filled)
-    stage = f" {event['stage']}" if event.get("stage") else ""
-    end = "\n" if done >= total else ""
-    sys.stderr.write(f"\r[{bar}] {done}/{total} {format_progress(done, total)}{stage}   {end}")
+    eta = f" ETA {format_eta(eta_seconds)}" if eta_seconds is not None and done < total else ""
+    return f"[{bar}] {done}/{total} {format_progress(done, total)}{f' {stage}' if stage else ''}{eta}"
+
+
+def write_bar(line: str, final: bool) -> None:
+    global _bar_line_open
+    sys.stderr.write(f"\r{line}   {chr(10) if final else ''}")
     sys.stderr.flush()
-    _bar_line_open = not end
+    _bar_line_open = not final
+
+
+def stderr_progress_bar(event: dict[str, Any]) -> None:
+    done, total = event["done"], event["total"]
+    write_bar(progress_line(done, total, event.get("stage") or "", event.get("etaSeconds")), done >= total)
 
 
 def close_progress_line() -> None:

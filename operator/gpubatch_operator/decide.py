@@ -35,6 +35,7 @@ from gpubatch_jobs.contract import (
     GPU_UNSCHEDULABLE,
     GPU_UNUSABLE,
     NO_GPU_NODES,
+    log_folder,
 )
 from gpubatch_jobs.runtime import format_progress
 from gpubatch_jobs.spec import parse_duration
@@ -47,6 +48,8 @@ from gpubatch_operator.state import FAILED, FINAL, PENDING, RUNNING, SUCCEEDED, 
 # A failed Job's pod may reach the operator after the Job (two watches): wait this long
 # for its exit code before calling the failure by the Job controller's reason.
 POD_STATUS_GRACE_S = 10.0
+# A Job Kueue holds is looked at again this often, so status.message follows its Workload's reason.
+QUEUE_LOOK_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,13 @@ class World:
     default_policy: str = "auto"
     default_pending_timeout: str = "5m"
     gpu_resource: str = "nvidia.com/gpu"
+    # (reason, message): fail at once, make nothing (policy.refusal, or a permanent API error).
+    refusal: tuple[str, str] | None = None
+    # Deleted pods that had reported a checkpoint or a preemption (store.Store.departed): read for
+    # status.checkpoint and status.preemptions only, never for the phase.
+    departed: list[PodView] = field(default_factory=list)
+    # Why Kueue has not admitted the suspended Job: its Workload's condition message (None: unknown).
+    queue_message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,11 +115,21 @@ def pending_timeout_s(spec: CommonSpec, default: str) -> float:
 
 
 def decide(world: World) -> Plan:
+    plan = _decide(world)
+    if plan.outcome is not None and plan.outcome.job_name and world.spec is not None:
+        # Every attempt's pods keep their logs in one folder beside the output (gpubatch_jobs.podlog).
+        plan.outcome = replace(plan.outcome, log_ref=log_folder(str(world.spec.output.path)))
+    return plan
+
+
+def _decide(world: World) -> Plan:
     status = world.status
     if status.get("phase") in FINAL:
         return Plan(outcome=None)
     if world.spec is None:
         return Plan(Outcome(FAILED, "InvalidSpec", world.spec_error or "the spec does not validate"))
+    if world.refusal is not None:
+        return Plan(Outcome(FAILED, *world.refusal))
     spec = world.spec
     first = job_name(world.name, world.job_kind.command)
     rerun = job_name(world.name, world.job_kind.command, cpu_rerun=True)
@@ -167,10 +187,13 @@ def _follow(
 ) -> Plan:
     group = world.job_kind.workers(spec)
     restarts = group_restarts(world.status) if group > 1 else 0
-    pods = [p for p in world.pods if p.job_name == name and p.owner_uid == world.uid]
+    pods = [p for p in world.pods if p.job_name == name and (job is None or p.job_uid == job.uid)]
 
     def outcome(phase: str, reason: str, message: str, **extra: Any) -> Outcome:
         extra.setdefault("workers", _workers_status(spec, group, pods, restarts))
+        reporters = [*world.departed, *pods]
+        extra.setdefault("checkpoint", _checkpoint(reporters, world.status))
+        extra.setdefault("preempted_pods", tuple(dict.fromkeys(p.name for p in reporters if p.preempted)))
         return Outcome(phase, reason, message, device=device, job_name=name, attempts=attempt + restarts,
                        fallback=fallback, **extra)
 
@@ -199,8 +222,14 @@ def _follow(
     policy = effective_policy(spec, world.default_policy)
     if job.suspended:
         queue = spec.queue_name or "its queue"
-        queued = outcome(PENDING, "Queued", f"Job {name} is suspended until Kueue admits it from {queue}")
-        if device == "gpu" and attempt == 1 and policy == "auto" and job.suspended_since is not None:
+        why = f": {world.queue_message}" if world.queue_message else ""
+        text = f"not admitted by Kueue from {queue}{why}"
+        auto_gpu = device == "gpu" and attempt == 1 and policy == "auto" and job.suspended_since is not None
+        if auto_gpu:
+            deadline = job.suspended_since + pending_timeout_s(spec, world.default_pending_timeout)  # type: ignore[operator]
+            text += f"; moves to the CPU image at {iso(deadline)} if still waiting"
+        queued = outcome(PENDING, "Queued", f"Job {name} {text}")
+        if auto_gpu and job.suspended_since is not None:
             # Kueue never changes a Job's image or requests: only the operator can offer the CPU instead.
             timeout = pending_timeout_s(spec, world.default_pending_timeout)
             waited = world.now - job.suspended_since
@@ -208,8 +237,8 @@ def _follow(
                 return _fall_back(world, name, GPU_QUOTA_EXHAUSTED,
                                   f"Kueue did not admit the GPU Job from {queue} within {waited:.0f}s "
                                   f"(gpuPendingTimeout {timeout:g}s): its GPU quota is used up")
-            return Plan(queued, requeue_after=timeout - waited + 0.05)
-        return Plan(queued)
+            return Plan(queued, requeue_after=min(QUEUE_LOOK_S, timeout - waited + 0.05))
+        return Plan(queued, requeue_after=QUEUE_LOOK_S)  # the Workload's reason may change
     if device == "gpu" and attempt == 1 and policy == "auto":
         # Only a shortage of GPUs is cured by the CPU image; a missing claim is not.
         stuck = [p for p in pods if p.unschedulable_since is not None
@@ -222,15 +251,20 @@ def _follow(
                 why = stuck[0].unschedulable_message
                 message = f"the GPU pod stayed unschedulable for {waited:.0f}s (gpuPendingTimeout {timeout:g}s)"
                 return _fall_back(world, name, GPU_UNSCHEDULABLE, f"{message}: {why}" if why else message)
-            pending = outcome(PENDING, "Unschedulable", f"Job {name} waits for a GPU node")
+            why = stuck[0].unschedulable_message or "unschedulable"
+            pending = outcome(PENDING, "Unschedulable",
+                              f"Job {name} waits for a GPU node ({why}); moves to the CPU image at "
+                              f"{iso(min(since) + timeout)} if still waiting (gpuPendingTimeout {timeout:g}s)")
             return Plan(pending, requeue_after=timeout - waited + 0.05)
     blocked = next((p for p in pods if p.unschedulable_since is not None), None)
     if blocked is not None:
-        return Plan(outcome(PENDING, "Unschedulable", f"Job {name}: {blocked.unschedulable_message}"))
+        return Plan(outcome(PENDING, "Unschedulable",
+                            f"Job {name} is unschedulable: {blocked.unschedulable_message or 'no node fits its pod'}"))
     if any(p.phase == "Running" for p in pods):
+        per_second, eta = _rate([p for p in pods if p.completion_index == 0] if group > 1 else pods)
         return Plan(outcome(
             RUNNING, "Started", f"Job {name} is running on the {device} image",
-            progress=progress, start_time=job.start_time,
+            progress=progress, start_time=job.start_time, per_second=per_second, eta_seconds=eta,
         ))
     return Plan(outcome(PENDING, "JobCreated", f"Job {name} created on the {device} image", progress=progress))
 
@@ -309,11 +343,31 @@ def _group_result(pods: list[PodView]) -> dict[str, Any] | None:
     return parse_summary(chief.termination_message) if chief is not None else None
 
 
+def _checkpoint(pods: list[PodView], status: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest checkpoint a pod reported (pods come and go: the stored one otherwise)."""
+    stored = status.get("checkpoint") if isinstance(status.get("checkpoint"), dict) else None
+    reported = [p.checkpoint for p in pods if p.checkpoint is not None]
+    candidates = [c for c in [stored, *reported] if c is not None]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: str(c.get("time") or ""))
+
+
 def _progress(pods: list[PodView]) -> str | None:
     reports = [p.progress for p in pods if p.progress is not None]
     if not reports:
         return None
     return format_progress(sum(d for d, _ in reports), sum(t for _, t in reports))
+
+
+def _rate(pods: list[PodView]) -> tuple[float | None, float | None]:
+    """The running pods' items per second (summed over shards) and the longest time left."""
+    running = [p for p in pods if p.phase == "Running" and p.per_second is not None]
+    if not running:
+        return None, None
+    per_second = round(sum(p.per_second or 0.0 for p in running), 3)
+    etas = [p.eta_seconds for p in running if p.eta_seconds is not None]
+    return per_second, max(etas) if etas else None
 
 
 def _result(pods: list[PodView]) -> dict[str, Any] | None:

@@ -72,6 +72,10 @@ class LeaderElection:
                 except ApiError as err:  # unknown: keep leading until the Lease could have expired
                     log.warning("leader election: %s", err)
                     won = None
+                except Exception as err:  # noqa: BLE001 - the loop must survive anything (a dropped
+                    # connection, a timeout, a garbled answer): the same as an unknown answer.
+                    log.warning("leader election: %s: %s", type(err).__name__, err)
+                    won = None
                 now = time.monotonic()
                 if won:
                     self._last_renew = now

@@ -71,6 +71,16 @@ def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
     return connection_info(settings)
 
 
+@kopf.on.probe(id="loops")
+def loops_alive(memo: kopf.Memo, **_: Any) -> str:
+    """/healthz fails (HTTP 500) when a loop the operator needs has died, so the kubelet restarts it."""
+    operator_ctx = memo.get("operator_ctx")
+    dead = operator_ctx.dead_loops() if operator_ctx is not None else []
+    if dead:
+        raise kopf.PermanentError(f"{', '.join(dead)} stopped; the operator must be restarted")
+    return "ok"
+
+
 @kopf.on.probe(id="workqueue")
 def workqueue_depth(memo: kopf.Memo, **_: Any) -> int:
     return len(memo["operator_ctx"].reconciler.queue) if "operator_ctx" in memo else 0

@@ -7,6 +7,10 @@ gpubatch_job_creations_total{kind,device}        Jobs created
 gpubatch_reconcile_duration_seconds{kind}        time per reconcile (histogram)
 gpubatch_reconcile_errors_total{kind}            reconciles that failed and were retried
 gpubatch_workqueue_depth                         resources waiting for a reconcile
+gpubatch_job_throughput_per_second{job_namespace,name,kind,device}  a running job's items per second
+gpubatch_job_progress_ratio{job_namespace,name,kind,device}         a running job's done/total (0..1)
+gpubatch_job_estimated_remaining_seconds{job_namespace,name,kind,device}  the engine's ETA
+                                                 (the three from status while Running, at scrape time)
 plus the process_* metrics (resident memory, CPU seconds, open fds).
 """
 
@@ -68,6 +72,49 @@ class StoreCollector(Collector):
         depth = GaugeMetricFamily("gpubatch_workqueue_depth", "Resources waiting for a reconcile.")
         depth.add_metric([], self.queue_depth())
         yield depth
+        yield from self.per_job()
+
+    def per_job(self) -> Iterator[GaugeMetricFamily]:
+        """Running jobs' throughput, progress and ETA, as the operator last wrote them in status."""
+        # job_namespace, not namespace: a scrape adds the target's own namespace label (the operator's).
+        labels = ["job_namespace", "name", "kind", "device"]
+        families = {
+            "throughputPerSecond": GaugeMetricFamily(
+                "gpubatch_job_throughput_per_second", "Items per second of a running job's current stage.",
+                labels=labels),
+            "progress": GaugeMetricFamily(
+                "gpubatch_job_progress_ratio", "Done over total of a running job (0 to 1).", labels=labels),
+            "estimatedRemainingSeconds": GaugeMetricFamily(
+                "gpubatch_job_estimated_remaining_seconds", "Seconds a running job estimates it has left.",
+                labels=labels),
+        }
+        for view in list(self.store.resources.values()):
+            status = view.status
+            if status.get("phase") != "Running":
+                continue
+            values = {key: _number(status.get(key)) for key in families}
+            values["progress"] = _percent(status.get("progress"))
+            for key, family in families.items():
+                value = values[key]
+                if value is not None:
+                    family.add_metric([view.namespace, view.name, view.kind, status.get("device") or "none"], value)
+        yield from families.values()
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _percent(text: object) -> float | None:
+    """0.42 from status.progress "42%"."""
+    if not isinstance(text, str) or not text.endswith("%"):
+        return None
+    try:
+        return float(text[:-1]) / 100.0
+    except ValueError:
+        return None
 
 
 _collector: StoreCollector | None = None

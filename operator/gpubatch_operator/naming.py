@@ -18,6 +18,7 @@ from gpubatch_jobs.contract import (  # noqa: F401 - the labels are the contract
     ATTEMPT_LABEL,
     DEVICE_LABEL,
     KIND_LABEL,
+    KUEUE_PRIORITY_LABEL,
     KUEUE_QUEUE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,

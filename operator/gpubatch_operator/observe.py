@@ -13,9 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from gpubatch_jobs.contract import (
+    API_GROUP,
     CONTAINER_NAME,
     DEVICE_LABEL,
-    OWNER_UID_LABEL,
+    KINDS,
     PROGRESS_ANNOTATION,
 )
 
@@ -28,14 +29,39 @@ def parse_time(text: str | None) -> float | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def controller(metadata: dict[str, Any], kinds: tuple[str, ...] | frozenset[str], group: str) -> tuple[str, str] | None:
+    """(uid, name) of the object's controlling owner when it is one of `kinds` in API group `group`.
+
+    Ownership rests on owner references, which only whoever may write the child can set
+    (and the garbage collector honours only within the child's namespace), never on a
+    label: a Job is ours when a gpubatch resource controls it, a pod when one of those
+    Jobs does."""
+    for ref in metadata.get("ownerReferences") or []:
+        api_group = str(ref.get("apiVersion", "")).rpartition("/")[0]
+        if ref.get("controller") and ref.get("kind") in kinds and api_group == group and ref.get("uid"):
+            return str(ref["uid"]), str(ref.get("name", ""))
+    return None
+
+
+OUR_KINDS = frozenset(KINDS)
+
+
 def owner_uid(metadata: dict[str, Any]) -> str | None:
-    """The UID of the gpubatch resource a Job or Pod belongs to (its owner-uid label)."""
-    return (metadata.get("labels") or {}).get(OWNER_UID_LABEL) or None
+    """The UID of the gpubatch resource controlling a Job (its owner reference), else None."""
+    owner = controller(metadata, OUR_KINDS, API_GROUP)
+    return owner[0] if owner else None
+
+
+def job_owner(metadata: dict[str, Any]) -> tuple[str, str] | None:
+    """(uid, name) of the batch/v1 Job controlling a pod, else None."""
+    return controller(metadata, ("Job",), "batch")
 
 
 @dataclass(frozen=True, slots=True)
 class JobView:
     name: str
+    uid: str  # also what Kueue files the Job's Workload under (label kueue.x-k8s.io/job-uid)
+    namespace: str
     owner_uid: str
     device: str
     complete: bool
@@ -57,7 +83,9 @@ class JobView:
         labels = meta.get("labels") or {}
         return cls(
             name=meta.get("name", ""),
-            owner_uid=labels.get(OWNER_UID_LABEL, ""),
+            uid=meta.get("uid", ""),
+            namespace=meta.get("namespace", ""),
+            owner_uid=owner_uid(meta) or "",
             device=labels.get(DEVICE_LABEL, ""),
             complete="Complete" in conditions,
             failed=bool(failure),
@@ -86,8 +114,9 @@ def _suspended_since(meta: dict[str, Any], status: dict[str, Any]) -> float | No
 @dataclass(frozen=True, slots=True)
 class PodView:
     name: str
-    job_name: str
-    owner_uid: str
+    namespace: str
+    job_name: str  # the controlling Job's (owner reference)
+    job_uid: str
     phase: str
     unschedulable_since: float | None
     unschedulable_message: str
@@ -96,11 +125,18 @@ class PodView:
     progress: tuple[int, int] | None
     completion_index: int | None
     finished_at: float | None = None  # when the main container terminated (its finishedAt)
+    # From the progress annotation: the last checkpoint the pod wrote, and whether it was told
+    # to stop (SIGTERM) and saved its work (gpubatch_jobs.preempt).
+    checkpoint: dict[str, Any] | None = None
+    preempted: bool = False
+    # The engine's own measure of its current stage: items per second and seconds left.
+    per_second: float | None = None
+    eta_seconds: float | None = None
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> PodView:
         meta, status = body.get("metadata", {}), body.get("status") or {}
-        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        annotations = meta.get("annotations") or {}
         scheduled: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
         unschedulable = scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
         exit_code, message, finished_at = None, "", None
@@ -112,10 +148,14 @@ class PodView:
                 exit_code, message = terminated.get("exitCode"), terminated.get("message") or ""
                 finished_at = parse_time(terminated.get("finishedAt"))
         index = annotations.get("batch.kubernetes.io/job-completion-index")
+        job_uid, job_name = job_owner(meta) or ("", "")
+        checkpoint, preempted = parse_checkpoint(annotations.get(PROGRESS_ANNOTATION))
+        per_second, eta_seconds = parse_rate(annotations.get(PROGRESS_ANNOTATION))
         return cls(
             name=meta.get("name", ""),
-            job_name=labels.get("job-name") or labels.get("batch.kubernetes.io/job-name", ""),
-            owner_uid=labels.get(OWNER_UID_LABEL, ""),
+            namespace=meta.get("namespace", ""),
+            job_name=job_name,
+            job_uid=job_uid,
             phase=status.get("phase", "Pending"),
             unschedulable_since=parse_time(scheduled.get("lastTransitionTime")) if unschedulable else None,
             unschedulable_message=scheduled.get("message", "") if unschedulable else "",
@@ -124,6 +164,10 @@ class PodView:
             progress=parse_progress(annotations.get(PROGRESS_ANNOTATION)),
             completion_index=int(index) if index and index.isdigit() else None,
             finished_at=finished_at,
+            checkpoint=checkpoint,
+            preempted=preempted,
+            per_second=per_second,
+            eta_seconds=eta_seconds,
         )
 
 
@@ -136,6 +180,60 @@ def parse_progress(text: str | None) -> tuple[int, int] | None:
         return int(event["done"]), int(event["total"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+_CHECKPOINT_INTS = ("epoch", "step", "done")
+_CHECKPOINT_TEXTS = {"time": 40, "place": 1024}
+
+
+def parse_checkpoint(text: str | None) -> tuple[dict[str, Any] | None, bool]:
+    """(checkpoint, preempted) from the pod's progress annotation.
+
+    The pod writes the annotation itself, so only the known keys are kept, as
+    small ints and bounded strings: whatever else it holds never reaches status.
+    """
+    if not text:
+        return None, False
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None, False
+    if not isinstance(event, dict):
+        return None, False
+    preempted = event.get("preempted") is True
+    raw = event.get("checkpoint")
+    if not isinstance(raw, dict):
+        return None, preempted
+    checkpoint: dict[str, Any] = {}
+    for key in _CHECKPOINT_INTS:
+        value = raw.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53:
+            checkpoint[key] = value
+    for key, limit in _CHECKPOINT_TEXTS.items():
+        value = raw.get(key)
+        if isinstance(value, str) and value:
+            checkpoint[key] = value[:limit]
+    return (checkpoint or None), preempted
+
+
+def parse_rate(text: str | None) -> tuple[float | None, float | None]:
+    """(perSecond, etaSeconds) from the progress annotation, each None when absent or garbled."""
+    if not text:
+        return None, None
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None, None
+    if not isinstance(event, dict):
+        return None, None
+
+    def number(key: str) -> float | None:
+        value = event.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != value:
+            return None
+        return float(value)
+
+    return number("perSecond"), number("etaSeconds")
 
 
 def parse_summary(message: str) -> dict[str, Any] | None:

@@ -1,25 +1,29 @@
 """Exactly the API access the operator uses, for the Helm chart's (Cluster)Role.
 
-Each entry is (apiGroup, resource, verbs). Keep it in step with the code: a
-unit test checks that every request path the operator builds is covered.
+Each entry is (apiGroup, resource, verbs); the named entries add the names the
+rule is limited to (resourceNames), which depend on the settings. Keep it in
+step with the code: a unit test checks that every request path the operator
+builds is covered, and tests/unit/test_chart_rbac.py that the chart says the same.
 
 - the three kinds: watched (kopf lists and watches them); status written
   through the status subresource only (the spec is never written); the
   finalizers subresource because Jobs carry blockOwnerDeletion owner references.
 - Jobs: created, watched (label-filtered), deleted on a GPU->CPU fallback.
 - Pods: watched (label-filtered) for scheduling trouble, exit codes,
-  termination messages and the progress annotation.
+  termination messages and the progress annotation. Read only: the operator
+  never makes, patches or deletes a pod.
 - Nodes: watched to know whether any node offers allocatable GPUs (cluster-wide).
-- Services: the headless Service of a TrainJob with workers > 1 (stable DNS
-  names for its worker pods), created once, owned by the TrainJob.
+- Services and NetworkPolicies: the headless Service of a TrainJob with
+  workers > 1 (stable DNS names for its worker pods) and the policy that lets
+  only the group's pods reach them, created once, owned by the TrainJob.
 - Events: posted on each transition of a resource.
-- ServiceAccounts, Roles, RoleBindings: the job pods' `gpubatch-job` identity,
-  created in each namespace where a Job is launched (Role: pods get/patch, so
-  the operator must itself hold get/patch on pods to grant it); its
-  ServiceAccounts are watched (label-filtered) so a deleted one is re-created.
-  Likewise the Spark driver's `gpubatch-spark-driver` identity where a
-  PredictJob has executor pods (pods create/delete, configmaps): the operator
-  holds those rights only to grant them; it never makes a pod or ConfigMap.
+- ServiceAccounts and RoleBindings: the job pods' identities, created in each
+  namespace where a Job is launched, bound to the chart's two ClusterRoles (the
+  job identity's, the Spark driver's). The operator holds `bind` on exactly
+  those two names, never their rules, and no Roles at all; it deletes the two
+  ServiceAccounts and RoleBindings (by name) when a namespace's last resource
+  is gone, and reads the two ClusterRoles (by name) for their UIDs, so that
+  what it binds is owned by them and goes with `helm uninstall`.
 - CustomResourceDefinitions and Namespaces: kopf's discovery of the watched
   resources (list/watch).
 """
@@ -27,6 +31,7 @@ unit test checks that every request path the operator builds is covered.
 from __future__ import annotations
 
 from gpubatch_jobs.contract import API_GROUP, KINDS
+from gpubatch_operator.settings import Settings
 
 _PLURALS = [info.plural for info in KINDS.values()]  # the contract's kinds table
 
@@ -35,15 +40,34 @@ OPERATOR_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
     *((API_GROUP, f"{plural}/status", ("get", "patch", "update")) for plural in _PLURALS),
     *((API_GROUP, f"{plural}/finalizers", ("update",)) for plural in _PLURALS),
     ("batch", "jobs", ("get", "list", "watch", "create", "delete")),
-    # create/delete and configmaps only to grant them to the Spark driver identity.
-    ("", "pods", ("get", "list", "watch", "patch", "create", "delete")),
-    ("", "configmaps", ("get", "list", "create", "delete")),
+    ("", "pods", ("get", "list", "watch")),
     ("", "events", ("create",)),
     ("", "services", ("get", "create")),
+    ("networking.k8s.io", "networkpolicies", ("get", "create")),
     ("", "serviceaccounts", ("get", "list", "watch", "create")),
-    ("rbac.authorization.k8s.io", "roles", ("get", "create")),
     ("rbac.authorization.k8s.io", "rolebindings", ("get", "create")),
+    # Read only: why Kueue has not admitted a suspended Job (queue_reason.py), for status.message.
+    ("kueue.x-k8s.io", "workloads", ("get", "list")),
 ]
+
+NamedEntry = tuple[str, str, tuple[str, ...], tuple[str, ...]]
+
+
+def operator_named_rbac(settings: Settings) -> list[NamedEntry]:
+    """Namespaced rules limited to names: the job identities' removal, and `bind` on their ClusterRoles."""
+    accounts = (settings.job_service_account, settings.spark_driver_service_account)
+    roles = (settings.job_cluster_role, settings.spark_driver_cluster_role)
+    return [
+        ("", "serviceaccounts", ("delete",), accounts),
+        ("rbac.authorization.k8s.io", "rolebindings", ("delete",), accounts),
+        ("rbac.authorization.k8s.io", "clusterroles", ("bind",), roles),
+    ]
+
+
+def operator_cluster_named_rbac(settings: Settings) -> list[NamedEntry]:
+    """Cluster-scoped rules limited to names: the job ClusterRoles read for their UIDs."""
+    return [("rbac.authorization.k8s.io", "clusterroles", ("get",),
+             (settings.job_cluster_role, settings.spark_driver_cluster_role))]
 
 # Cluster-scoped: granted by a ClusterRole even when watching listed namespaces.
 OPERATOR_CLUSTER_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
@@ -62,3 +86,8 @@ OPERATOR_LEASE_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
 def as_rules(entries: list[tuple[str, str, tuple[str, ...]]]) -> list[dict[str, list[str]]]:
     """The entries as Kubernetes PolicyRules."""
     return [{"apiGroups": [g], "resources": [r], "verbs": list(v)} for g, r, v in entries]
+
+
+def as_named_rules(entries: list[NamedEntry]) -> list[dict[str, list[str]]]:
+    """The named entries as Kubernetes PolicyRules with resourceNames."""
+    return [{"apiGroups": [g], "resources": [r], "verbs": list(v), "resourceNames": list(n)} for g, r, v, n in entries]

@@ -9,9 +9,20 @@ Every setting, its variable and its default:
 GPUBATCH_WATCH_NAMESPACES            comma-separated namespaces to watch; empty: all (cluster-wide)
 GPUBATCH_GPU_IMAGE                   image of GPU job pods (spec.image.gpu overrides it)
 GPUBATCH_CPU_IMAGE                   image of CPU job pods (spec.image.cpu overrides it)
+GPUBATCH_ALLOWED_IMAGES             comma-separated images a spec.image may name (Helm jobImages.allowed):
+                                     `REPO` allows any tag or digest of that repository, `PREFIX/*` any
+                                     image under it; empty: the repositories of the two images above.
+                                     Anything else fails at once (ImageNotAllowed), no Job made
+GPUBATCH_ALLOW_TOLERATE_ALL          false (default): a toleration of every taint (operator Exists
+                                     without a key) fails the resource (TolerationNotAllowed); true allows it
+GPUBATCH_JOB_CLUSTER_ROLE            ClusterRole (shipped by the chart) the job ServiceAccount is bound to
+                                     in each namespace: gpubatch-job (default)
+GPUBATCH_SPARK_DRIVER_CLUSTER_ROLE   the same for the Spark driver's ServiceAccount: gpubatch-spark-driver
 GPUBATCH_IMAGE_PULL_POLICY           imagePullPolicy of job pods: IfNotPresent (default), Always, Never
 GPUBATCH_DEFAULT_DEVICE_POLICY       spec.device.policy when a job leaves it unset: auto (default), gpu, cpu
 GPUBATCH_DEFAULT_GPU_PENDING_TIMEOUT spec.device.gpuPendingTimeout when unset: 5m (default)
+GPUBATCH_DEFAULT_TERMINATION_GRACE_SECONDS  spec.terminationGracePeriodSeconds when unset: 60 (default);
+                                     the seconds a job pod has after SIGTERM to save its work
 GPUBATCH_JOB_SERVICE_ACCOUNT         ServiceAccount of job pods: gpubatch-job (default); the operator
                                      ensures it (with its Role and RoleBinding) where it launches jobs
 GPUBATCH_JOB_SERVICE_ACCOUNT_ANNOTATIONS  JSON object of annotations for the job ServiceAccount the
@@ -65,8 +76,13 @@ class Settings:
     gpu_image: str = f"gpubatch/gpubatch-gpu:{VERSION_TAG}"
     cpu_image: str = f"gpubatch/gpubatch-cpu:{VERSION_TAG}"
     image_pull_policy: str = "IfNotPresent"
+    allowed_images: tuple[str, ...] = ()
+    allow_tolerate_all: bool = False
+    job_cluster_role: str = "gpubatch-job"
+    spark_driver_cluster_role: str = "gpubatch-spark-driver"
     default_device_policy: str = "auto"
     default_gpu_pending_timeout: str = "5m"
+    default_termination_grace_s: int = 60
     job_service_account: str = "gpubatch-job"
     spark_driver_service_account: str = "gpubatch-spark-driver"
     job_service_account_annotations: tuple[tuple[str, str], ...] = ()
@@ -86,6 +102,11 @@ class Settings:
     @property
     def clusterwide(self) -> bool:
         return not self.watch_namespaces
+
+    @property
+    def image_allow_list(self) -> tuple[str, ...]:
+        """GPUBATCH_ALLOWED_IMAGES, else the repositories of the operator's own two job images."""
+        return self.allowed_images or tuple(dict.fromkeys(repository(i) for i in (self.gpu_image, self.cpu_image)))
 
     @property
     def standalone(self) -> bool:
@@ -141,11 +162,19 @@ class Settings:
             watch_namespaces=namespaces,
             gpu_image=text("GPUBATCH_GPU_IMAGE", defaults.gpu_image),
             cpu_image=text("GPUBATCH_CPU_IMAGE", defaults.cpu_image),
+            allowed_images=tuple(
+                dict.fromkeys(i.strip() for i in env.get("GPUBATCH_ALLOWED_IMAGES", "").split(",") if i.strip())
+            ),
+            allow_tolerate_all=flag("GPUBATCH_ALLOW_TOLERATE_ALL", defaults.allow_tolerate_all),
+            job_cluster_role=text("GPUBATCH_JOB_CLUSTER_ROLE", defaults.job_cluster_role),
+            spark_driver_cluster_role=text("GPUBATCH_SPARK_DRIVER_CLUSTER_ROLE", defaults.spark_driver_cluster_role),
             image_pull_policy=choice("GPUBATCH_IMAGE_PULL_POLICY", defaults.image_pull_policy, PULL_POLICIES),
             default_device_policy=choice(
                 "GPUBATCH_DEFAULT_DEVICE_POLICY", defaults.default_device_policy, DEVICE_POLICIES
             ),
             default_gpu_pending_timeout=timeout,
+            default_termination_grace_s=int(number("GPUBATCH_DEFAULT_TERMINATION_GRACE_SECONDS",
+                                                   defaults.default_termination_grace_s, minimum=1)),
             job_service_account=text("GPUBATCH_JOB_SERVICE_ACCOUNT", defaults.job_service_account),
             spark_driver_service_account=text("GPUBATCH_SPARK_DRIVER_SERVICE_ACCOUNT",
                                               defaults.spark_driver_service_account),
@@ -168,6 +197,13 @@ class Settings:
             leader_election_lease=text("GPUBATCH_LEADER_ELECTION_LEASE", defaults.leader_election_lease),
             lease_s=float(number("GPUBATCH_LEASE_SECONDS", defaults.lease_s, float, minimum=3)),
         )
+
+
+def repository(image: str) -> str:
+    """`reg:5000/a/b:tag@sha256:...` -> `reg:5000/a/b`."""
+    name = image.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
 
 
 def _annotations(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:

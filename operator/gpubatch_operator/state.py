@@ -30,6 +30,7 @@ from gpubatch_jobs.contract import (
 )
 
 FINAL = FINAL_PHASES
+PREEMPTED_PODS_KEPT = 64
 ALLOWED: dict[str | None, frozenset[str]] = {
     None: frozenset({PENDING, FAILED}),
     PENDING: frozenset({PENDING, RUNNING, SUCCEEDED, FAILED}),
@@ -60,6 +61,14 @@ class Outcome:
     fallback: tuple[str, str] | None = None
     # TrainJob workers > 1: {"ready", "total", "perWorkerBatchSize", "groupRestarts"}.
     workers: dict[str, Any] | None = None
+    # The last checkpoint a pod reported, and the pods stopped by SIGTERM after saving their work.
+    checkpoint: dict[str, Any] | None = None
+    preempted_pods: tuple[str, ...] = ()
+    # Where the pods keep their logs (contract.log_folder of spec.output.path).
+    log_ref: str | None = None
+    # While running: the engine's items per second and the seconds it estimates are left.
+    per_second: float | None = None
+    eta_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -132,13 +141,26 @@ def advance(status: dict[str, Any], outcome: Outcome, *, generation: int, now: s
         "device": outcome.device,
         "jobName": outcome.job_name,
         "attempts": outcome.attempts or None,
-        "progress": outcome.progress,
         "result": outcome.result,
         "startTime": outcome.start_time or status.get("startTime"),
         "completionTime": outcome.completion_time,
         "workers": outcome.workers,
+        # Kept across outcomes: a preempted pod is gone once the next one starts.
+        "checkpoint": outcome.checkpoint or status.get("checkpoint"),
+        # The progress of a pod that is gone (preempted, evicted) stays until the next pod reports
+        # its own; a resumed pod starts from its checkpoint, so progress falls back by the step in
+        # flight at most.
+        "progress": outcome.progress if outcome.progress is not None else status.get("progress"),
+        "logRef": outcome.log_ref,
+        "throughputPerSecond": outcome.per_second,
+        "estimatedRemainingSeconds": None if outcome.eta_seconds is None else int(round(outcome.eta_seconds)),
     }
     new.update({k: v for k, v in optional.items() if v is not None})
+    counted = list(status.get("preemptedPods") or [])
+    fresh = [pod for pod in outcome.preempted_pods if pod not in counted]
+    if fresh or counted:
+        new["preemptedPods"] = (counted + fresh)[-PREEMPTED_PODS_KEPT:]
+        new["preemptions"] = int(status.get("preemptions") or 0) + len(fresh)
     return new, conditions.changed
 
 
@@ -149,6 +171,10 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+PROGRESS_KEYS = frozenset({"progress", "throughputPerSecond", "estimatedRemainingSeconds"})
+
+
 def only_progress_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Only the progress moved (its rate and ETA included): such writes are paced."""
     patch = merge_patch(old, new)
-    return bool(patch) and set(patch) <= {"progress"}
+    return bool(patch) and set(patch) <= PROGRESS_KEYS

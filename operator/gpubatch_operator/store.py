@@ -6,9 +6,17 @@ API server, so a reconcile costs no reads. At startup the store is primed
 with one list per kind of child object, so the first reconcile after a
 restart already sees the Jobs made before it.
 
-Children (Jobs, pods) are filed under their resource's UID, from the
-`gpubatch.dev/owner-uid` label: unlike a name, a UID always fits a label
-value, and a resource re-created under the same name is a different owner.
+Children are matched by owner reference, never by a label anyone could write:
+a Job is filed under the UID of the gpubatch resource controlling it, a pod
+under the UID of the Job controlling it, and a resource's children are the
+Jobs it controls in its own namespace and their pods (pod -> Job -> resource).
+A resource re-created under the same name is a different owner.
+
+A pod that reported a checkpoint or a preemption (gpubatch_jobs.preempt) is
+kept a while after it is deleted (`departed`, the newest DEPARTED_KEPT per
+resource): a preempted pod goes within a second or two of saving its work,
+possibly before a reconcile reads it, and its checkpoint and the preemption
+must still reach status.
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpubatch_jobs.contract import TEST_ANNOTATION_PREFIX
-from gpubatch_operator.observe import JobView, Key, PodView, owner_uid
+from gpubatch_operator.observe import JobView, Key, PodView, job_owner, owner_uid
+
+DEPARTED_KEPT = 16
 
 
 @dataclass(slots=True)
@@ -58,7 +68,9 @@ class Store:
     resources: dict[Key, ResourceView] = field(default_factory=dict)
     owners: dict[str, Key] = field(default_factory=dict)  # resource UID -> key
     jobs: dict[str, dict[str, JobView]] = field(default_factory=dict)  # by owner UID, then name
-    pods: dict[str, dict[str, PodView]] = field(default_factory=dict)
+    job_owners: dict[str, str] = field(default_factory=dict)  # Job UID -> owner UID
+    pods: dict[str, dict[str, PodView]] = field(default_factory=dict)  # by Job UID, then name
+    departed: dict[str, dict[str, PodView]] = field(default_factory=dict)  # by resource UID: deleted pods with a checkpoint
     gpu_nodes: dict[str, int] = field(default_factory=dict)
     nodes_known: bool = False
 
@@ -67,8 +79,10 @@ class Store:
         if deleted:
             old = self.resources.pop(view.key, None)
             self.owners.pop(view.uid, None)
+            self.departed.pop(view.uid, None)
             if old is not None:
                 self.owners.pop(old.uid, None)
+                self.departed.pop(old.uid, None)
         else:
             old = self.resources.get(view.key)
             if old is not None and old.uid != view.uid:
@@ -82,26 +96,54 @@ class Store:
         return self.owners.get(uid) if uid else None
 
     def put_job(self, body: dict[str, Any], deleted: bool = False) -> str | None:
-        """File a Job under its owner's UID; returns that UID (None: not one of ours)."""
-        return self._put(self.jobs, body, deleted, JobView.parse)
-
-    def put_pod(self, body: dict[str, Any], deleted: bool = False) -> str | None:
-        return self._put(self.pods, body, deleted, PodView.parse)
-
-    @staticmethod
-    def _put(table: dict[str, dict[str, Any]], body: dict[str, Any], deleted: bool, parse: Any) -> str | None:
+        """File a Job under the UID of the resource controlling it (owner reference); returns that
+        UID (None: no gpubatch resource controls it, not one of ours)."""
         meta = body.get("metadata", {})
         key = owner_uid(meta)
         if key is None:
             return None
-        children = table.setdefault(key, {})
+        job = JobView.parse(body)
+        children = self.jobs.setdefault(key, {})
         if deleted:
-            children.pop(meta.get("name", ""), None)
+            children.pop(job.name, None)
+            self.job_owners.pop(job.uid, None)
             if not children:
-                table.pop(key, None)
+                self.jobs.pop(key, None)
         else:
-            children[meta.get("name", "")] = parse(body)
+            children[job.name] = job
+            if job.uid:
+                self.job_owners[job.uid] = key
         return key
+
+    def put_pod(self, body: dict[str, Any], deleted: bool = False) -> str | None:
+        """File a pod under the UID of the Job controlling it; returns the UID of the resource that
+        controls that Job, when the Job is known (None: not one of ours, or its Job not seen yet;
+        the Job's own event enqueues the resource then)."""
+        meta = body.get("metadata", {})
+        owner = job_owner(meta)
+        if owner is None:
+            return None
+        job_uid = owner[0]
+        pods = self.pods.setdefault(job_uid, {})
+        resource_uid = self.job_owners.get(job_uid)
+        if deleted:
+            pods.pop(meta.get("name", ""), None)
+            if not pods:
+                self.pods.pop(job_uid, None)
+            view = PodView.parse(body)
+            if resource_uid is not None and (view.preempted or view.checkpoint is not None):
+                kept = self.departed.setdefault(resource_uid, {})
+                kept.pop(view.name, None)
+                kept[view.name] = view
+                while len(kept) > DEPARTED_KEPT:
+                    kept.pop(next(iter(kept)))
+        else:
+            pods[meta.get("name", "")] = PodView.parse(body)
+        return resource_uid
+
+    def departed_pods(self, uid: str) -> list[PodView]:
+        """Deleted pods of this resource that had reported a checkpoint or a preemption."""
+        return list(self.departed.get(uid, {}).values())
 
     def put_node(self, body: dict[str, Any], gpu_resource: str, deleted: bool = False) -> None:
         name = body.get("metadata", {}).get("name", "")
@@ -114,9 +156,15 @@ class Store:
     def gpu_node_count(self) -> int | None:
         return len(self.gpu_nodes) if self.nodes_known else None
 
-    def children(self, uid: str) -> tuple[list[JobView], list[PodView]]:
-        """The Jobs and pods of the resource with this UID."""
-        return list(self.jobs.get(uid, {}).values()), list(self.pods.get(uid, {}).values())
+    def children(self, uid: str, namespace: str | None = None) -> tuple[list[JobView], list[PodView]]:
+        """The Jobs the resource with this UID controls, in its namespace, and those Jobs' pods."""
+        jobs = [j for j in self.jobs.get(uid, {}).values() if namespace is None or j.namespace == namespace]
+        pods = [p for j in jobs for p in self.pods.get(j.uid, {}).values() if p.namespace == j.namespace]
+        return jobs, pods
+
+    def namespace_empty(self, namespace: str) -> bool:
+        """No gpubatch resource of this namespace is known any more."""
+        return not any(view.namespace == namespace for view in self.resources.values())
 
 
 def _quantity(value: Any) -> int:

@@ -3,7 +3,8 @@
 - `helm template` output (every mode) is accepted by a server-side dry run;
 - the RBAC it installs, read back from the server, has no wildcard and gives
   the operator's and the job pods' ServiceAccounts exactly what they need
-  (`kubectl auth can-i` as each, cluster-wide and per namespace);
+  (`kubectl auth can-i` as each, cluster-wide and per namespace): the operator
+  no pod writes and no Roles, only `bind` on the two job ClusterRoles;
 - `helm upgrade` with a changed value reaches the running Deployment;
 - `helm uninstall` leaves nothing of the release behind except the CRDs,
   which Helm keeps by design.
@@ -34,6 +35,8 @@ RELEASE_KINDS = (
     "rolebindings.rbac.authorization.k8s.io",
     "clusterroles.rbac.authorization.k8s.io",
     "clusterrolebindings.rbac.authorization.k8s.io",
+    "validatingadmissionpolicies.admissionregistration.k8s.io",
+    "validatingadmissionpolicybindings.admissionregistration.k8s.io",
     "pods",
     "replicasets.apps",
 )
@@ -229,11 +232,15 @@ def test_namespaced_manifests_pass_a_server_side_dry_run(
     ).stdout
     result = k8s_cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
     assert result.returncode == 0, result.stderr
-    # One operator Role and one job Role per watched namespace, each accepted.
+    # One operator Role and one job RoleBinding (to the job ClusterRole) per watched namespace, each
+    # accepted; no job Role at all, and the admission policies accepted too.
     lines = result.stdout.splitlines()
     roles = lines.count("role.rbac.authorization.k8s.io/dryrun-gpubatch created (server dry run)")
+    job_bindings = lines.count(f"rolebinding.rbac.authorization.k8s.io/{JOB_SA} created (server dry run)")
     job_roles = lines.count(f"role.rbac.authorization.k8s.io/{JOB_SA} created (server dry run)")
-    assert (roles, job_roles) == (2, 2), result.stdout
+    assert (roles, job_bindings, job_roles) == (2, 2, 0), result.stdout
+    assert "validatingadmissionpolicy.admissionregistration.k8s.io/dryrun-gpubatch-job-pods created" \
+        in result.stdout, result.stdout
 
 
 def test_a_misspelt_value_fails_the_install_and_creates_nothing(
@@ -275,11 +282,12 @@ def test_installed_rbac_has_no_wildcards(
             assert "aggregationRule" not in obj, where
             for rule in obj["rules"]:
                 assert "nonResourceURLs" not in rule, where
-                for field in ("apiGroups", "resources", "verbs"):
+                for field in ("apiGroups", "resources", "verbs", "resourceNames"):
                     assert not any("*" in item for item in rule.get(field, [])), f"{where}: {rule}"
-                assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), (
-                    f"{where}: {rule}"
-                )
+                assert not {"escalate", "impersonate"} & set(rule["verbs"]), f"{where}: {rule}"
+                if "bind" in rule["verbs"]:  # only the two job ClusterRoles, by name
+                    assert rule["resources"] == ["clusterroles"], f"{where}: {rule}"
+                    assert rule["resourceNames"] == [f"{release.fullname}-job", f"{release.fullname}-spark-driver"]
 
 
 OPERATOR_CAN = [
@@ -292,18 +300,13 @@ OPERATOR_CAN = [
     ("delete", "jobs.batch", None),
     ("watch", "jobs.batch", None),
     ("list", "pods", None),
-    ("patch", "pods", None),
+    ("watch", "pods", None),
     ("create", "events", None),
     ("create", "serviceaccounts", None),
-    ("create", "roles.rbac.authorization.k8s.io", None),
     ("create", "rolebindings.rbac.authorization.k8s.io", None),
-    # Held only to grant them to the Spark driver's ServiceAccount, which makes executor pods
-    # (RBAC lets nobody grant what it does not hold); the operator never uses them itself.
-    ("create", "pods", None),
-    ("delete", "pods", None),
-    ("get", "configmaps", None),
-    # The headless Service of a TrainJob's worker group.
+    # The headless Service and the NetworkPolicy of a TrainJob's worker group.
     ("create", "services", None),
+    ("create", "networkpolicies.networking.k8s.io", None),
 ]
 OPERATOR_CANNOT = [
     ("update", "trainjobs.gpubatch.dev", None),  # the spec is never written (GitOps: no drift)
@@ -311,6 +314,16 @@ OPERATOR_CANNOT = [
     ("create", "renderjobs.gpubatch.dev", None),
     ("update", "jobs.batch", None),
     ("deletecollection", "pods", None),
+    # No pod writes: it grants the job identities their rights by binding the chart's ClusterRoles.
+    ("create", "pods", None),
+    ("delete", "pods", None),
+    ("patch", "pods", None),
+    ("update", "pods", None),
+    ("create", "roles.rbac.authorization.k8s.io", None),
+    ("escalate", "roles.rbac.authorization.k8s.io", None),
+    ("bind", "roles.rbac.authorization.k8s.io", None),
+    ("get", "configmaps", None),
+    ("create", "configmaps", None),
     ("create", "pods", "exec"),
     ("get", "secrets", None),
     ("list", "secrets", None),
@@ -341,8 +354,9 @@ OPERATOR_CLUSTER_CANNOT = [
     ("list", "secrets"),
     ("get", "persistentvolumes"),
 ]
-JOB_CAN = [("get", "pods", None), ("patch", "pods", None)]
+JOB_CAN = [("patch", "pods", None)]  # held to its own pod's progress annotation by the admission policy
 JOB_CANNOT = [
+    ("get", "pods", None),
     ("list", "pods", None),
     ("watch", "pods", None),
     ("delete", "pods", None),
@@ -371,9 +385,16 @@ def test_the_operator_can_do_its_work_and_nothing_else_cluster_wide(
         assert can_i(k8s_cluster, user, verb, resource), (verb, resource)
     for verb, resource in OPERATOR_CLUSTER_CANNOT:
         assert not can_i(k8s_cluster, user, verb, resource), (verb, resource)
+    assert not can_i(k8s_cluster, user, "create", "pods", "kube-system")
+    assert not can_i(k8s_cluster, user, "create", "roles.rbac.authorization.k8s.io", "kube-system")
+    # bind: on the two job ClusterRoles, by name, and nothing else.
+    for role in (f"{cluster_wide.fullname}-job", f"{cluster_wide.fullname}-spark-driver"):
+        assert can_i(k8s_cluster, user, "bind", f"clusterroles.rbac.authorization.k8s.io/{role}", namespaces[3])
+    for role in ("admin", "edit", "cluster-admin"):
+        assert not can_i(k8s_cluster, user, "bind", f"clusterroles.rbac.authorization.k8s.io/{role}", namespaces[3])
 
 
-def test_the_job_service_account_may_only_read_and_patch_pods_of_its_namespace(
+def test_the_job_service_account_may_only_patch_pods_of_its_namespace(
     k8s_cluster: harness.Cluster,
     cluster_wide: Release,
     namespaced: Release,
@@ -397,14 +418,21 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(
     home, watched_a, watched_b, other = namespaces
     user = namespaced.operator_user
     clusterroles = [
-        obj for obj in rbac_objects(k8s_cluster, namespaced) if obj["kind"] == "ClusterRole"
+        obj for obj in rbac_objects(k8s_cluster, namespaced)
+        if obj["kind"] == "ClusterRole" and obj["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
     ]
     assert len(clusterroles) == 1
     assert {r for rule in clusterroles[0]["rules"] for r in rule["resources"]} == {
         "nodes",
         "namespaces",
         "customresourcedefinitions",
+        "clusterroles",  # get, by name: the two job ClusterRoles' UIDs
     }
+    for namespace in (home, other):  # bind only where it watches
+        assert not can_i(k8s_cluster, user, "bind", f"clusterroles.rbac.authorization.k8s.io/{namespaced.fullname}-job",
+                         namespace)
+    assert can_i(k8s_cluster, user, "bind", f"clusterroles.rbac.authorization.k8s.io/{namespaced.fullname}-job",
+                 watched_a)
     for namespace in (watched_a, watched_b):
         assert_access(k8s_cluster, user, namespace, OPERATOR_CAN, allowed=True)
     for namespace in (home, other):
@@ -418,39 +446,35 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(
     assert env["GPUBATCH_WATCH_NAMESPACES"] == f"{watched_a},{watched_b}"
 
 
-def test_the_operator_may_grant_the_job_role_itself(
+def test_the_operator_may_bind_the_job_cluster_role_but_no_other(
     k8s_cluster: harness.Cluster, cluster_wide: Release, namespaces: tuple[str, ...]
 ) -> None:
-    """In a namespace the chart did not prepare, the operator creates the job Role (no escalation error)."""
+    """In a namespace the chart did not prepare, the operator binds the job ClusterRole (it holds `bind`
+    on it, not its rules), and cannot bind any other role, nor make a Role."""
     namespace = namespaces[3]
-    role = {
+    binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
+        "kind": "RoleBinding",
         "metadata": {"name": JOB_SA, "namespace": namespace},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": f"{cluster_wide.fullname}-job"},
+        "subjects": [{"kind": "ServiceAccount", "name": JOB_SA, "namespace": namespace}],
     }
-    result = k8s_cluster.kubectl(
-        "create",
-        "--dry-run=server",
-        "--as",
-        cluster_wide.operator_user,
-        "-f",
-        "-",
-        input=json.dumps(role),
-    )
+
+    def create(obj: dict[str, Any]) -> Any:
+        return k8s_cluster.kubectl("create", "--dry-run=server", "--as", cluster_wide.operator_user, "-f", "-",
+                                   input=json.dumps(obj))
+
+    result = create(binding)
     assert result.returncode == 0, result.stderr
-    # ...but not one that grants more than it holds.
-    role["rules"][0]["verbs"] = ["get", "patch", "deletecollection"]
-    result = k8s_cluster.kubectl(
-        "create",
-        "--dry-run=server",
-        "--as",
-        cluster_wide.operator_user,
-        "-f",
-        "-",
-        input=json.dumps(role),
-    )
-    assert result.returncode != 0 and "not currently held" in result.stderr, result.stderr
+    binding["roleRef"]["name"] = "edit"
+    result = create(binding)
+    assert result.returncode != 0 and "forbidden" in result.stderr.lower(), result.stderr
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": JOB_SA, "namespace": namespace},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]}
+    result = create(role)
+    assert result.returncode != 0 and "forbidden" in result.stderr.lower(), result.stderr
 
 
 # --- upgrade and uninstall ---------------------------------------------------------------------

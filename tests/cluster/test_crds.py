@@ -91,7 +91,7 @@ def test_printer_columns(
         "-n", restricted_namespace, "get", plural, check=True
     ).stdout.splitlines()[0]
 
-    assert header.split() == ["NAME", "PHASE", "DEVICE", "PROGRESS", "AGE"]
+    assert header.split() == ["NAME", "PHASE", "DEVICE", "PROGRESS", "PREEMPTED", "ETA(S)", "AGE", "MESSAGE"]
 
 
 def test_status_columns_show_what_the_operator_writes(

@@ -12,6 +12,8 @@ Kueue is installed only for this module, its webhooks scoped to its namespace.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -264,3 +266,41 @@ def _subset(want: Any, have: Any) -> bool:
     if isinstance(want, list):
         return isinstance(have, list) and len(want) == len(have) and all(_subset(w, h) for w, h in zip(want, have, strict=True))
     return str(want) == str(have)
+
+
+def test_a_job_held_by_a_full_queue_says_why(k8s_cluster: harness.Cluster, e2e_namespace: str, kueue: Kueue,
+                                             claims: Path) -> None:
+    """The queue's GPU quota is taken: a `policy: gpu` job waits in the queue, and its status.message
+    (and so `gpubatch get`) gives Kueue's own reason from the Workload, in one line."""
+    hogs = []
+    for i in (1, 2):
+        template = harness.PodTemplate(f"gpu-hold-{i}", image=CPU_IMAGE).gpus(1)
+        job = template.job()
+        job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = QUEUE
+        job["spec"]["suspend"] = True
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        container["command"], container["imagePullPolicy"] = ["sleep", "600"], "Never"
+        hogs.append(job)
+    k8s_cluster.apply(*hogs, namespace=e2e_namespace)
+    try:
+        harness.wait_until(
+            lambda: len([j for j, w in workloads(k8s_cluster, e2e_namespace).items()
+                         if j.startswith("gpu-hold") and condition(w, "Admitted").get("status") == "True"]) == 2,
+            timeout=120, what=f"both GPU holders admitted:\n{kueue.log()}")
+        k8s_cluster.apply(render_job("kq-held", device={"policy": "gpu"}), namespace=e2e_namespace)
+
+        def message() -> str | None:
+            text = (get(k8s_cluster, e2e_namespace, "renderjob", "kq-held").get("status") or {}).get("message", "")
+            return text if "insufficient" in text.lower() else None
+
+        said = harness.wait_until(message, timeout=90, what="kq-held's status.message with Kueue's reason")
+        assert "not admitted by Kueue from team-a" in said and "\n" not in said, said
+        env = {**k8s_cluster.env, "PYTHONPATH": os.pathsep.join(
+            str(harness.REPO_ROOT / p) for p in ("jobs", "operator", "."))}
+        table = subprocess.run([sys.executable, "-m", "gpubatch_jobs.cli", "get", "-n", e2e_namespace],
+                               capture_output=True, text=True, env=env, timeout=60)
+        (row,) = [line for line in table.stdout.splitlines() if line.startswith("kq-held ")]
+        assert "Pending" in row and "insufficient" in row.lower(), table.stdout + table.stderr
+    finally:
+        k8s_cluster.kubectl("-n", e2e_namespace, "delete", "renderjob", "kq-held", "--wait=false")
+        k8s_cluster.kubectl("-n", e2e_namespace, "delete", "job", "gpu-hold-1", "gpu-hold-2", "--wait=false")

@@ -218,8 +218,9 @@ def test_gpu_pod_without_a_gpu_falls_back_to_the_cpu(k8s_cluster: harness.Cluste
         k8s_cluster.apply(render_job("render-fallback", "series.h5", "fallback.h5", device={"policy": "auto"}),
                           namespace=e2e_namespace)
         pods: dict[str, dict[str, Any]] = {}
+        seen: list[dict[str, Any]] = []
         status = wait_final(k8s_cluster, e2e_namespace, "renderjob", "render-fallback", timeout=900,
-                            pods=pods)["status"]
+                            pods=pods, watch=seen)["status"]
     finally:
         patch(None)
     assert status["phase"] == "Succeeded", f"{status}\n{diagnose(k8s_cluster, e2e_namespace)}"
@@ -238,6 +239,19 @@ def test_gpu_pod_without_a_gpu_falls_back_to_the_cpu(k8s_cluster: harness.Cluste
     events = k8s_cluster.kubectl("-n", e2e_namespace, "get", "events", "--field-selector",
                                  "involvedObject.name=render-fallback", "-o", "json", check=True).stdout
     assert "FellBackToCPU" in events
+    # Every attempt kept its log beside the output: the GPU pod's (exit 75) and the CPU pod's.
+    kept = {p.name.removesuffix(".log"): p.read_text() for p in (out / "fallback.h5.logs").glob("*.log")}
+    assert {p["metadata"]["name"] for p in gpu_pods} <= kept.keys() and len(kept) >= 2, sorted(kept)
+    assert status["logRef"] == "pvc://out/fallback.h5.logs"
+    # Argo CD's health check (docs/install.md, in gopher-lua) on every status this real run went through.
+    from tests.argocd.health import evaluate
+
+    health = evaluate("RenderJob", [{"kind": "RenderJob", "status": s} for s in seen])
+    for seen_status, said in zip(seen, health, strict=True):
+        phase = seen_status.get("phase")
+        want = {"Succeeded": "Healthy", "Failed": "Degraded"}.get(phase or "", "Progressing")
+        assert said.get("status") == want, (seen_status, said)
+    assert any(s.get("device") == "cpu" and s.get("phase") in ("Pending", "Running") for s in seen), seen
 
 
 def test_render_pod_deleted_mid_run_resumes(k8s_cluster: harness.Cluster, e2e_namespace: str,

@@ -26,8 +26,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 API = "gpubatch.dev/v1alpha1"
 EXECUTORS = "spark-role=executor"
 # Small executors: the test machine's memory is shared. The overhead holds the Python worker (TensorFlow).
-SMALL = {"spark.executor.memory": "512m", "spark.executor.memoryOverhead": "1200m",
-         "spark.kubernetes.executor.request.cores": "250m"}
+# spark.kubernetes.* keys are the engine's (refused at admission): an executor asks for the CPU its
+# driver (the job pod, spec.resources) asks for.
+SMALL = {"spark.executor.memory": "512m", "spark.executor.memoryOverhead": "1200m"}
+SMALL_CPU = {"requests": {"cpu": "250m"}}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +112,7 @@ def two_executors(k8s_cluster: harness.Cluster, e2e_namespace: str,
                   trained: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """A PredictJob with 2 executor pods, run once: (its status, the executor pods seen)."""
     job = predict_job("many-spark", "many-spark.parquet", engine="spark",
-                      spark={"executors": 2, "partitions": 8, "conf": SMALL})
+                      spark={"executors": 2, "partitions": 8, "conf": SMALL}, resources=SMALL_CPU)
     status, executors, _ = run_watching_executors(k8s_cluster, e2e_namespace, job)
     return status, executors
 
@@ -141,7 +143,7 @@ def test_two_executor_pods_give_the_local_engines_output(
 def test_an_executor_deleted_mid_run_is_replaced(k8s_cluster: harness.Cluster, e2e_namespace: str,
                                                  trained: Path, local_output: Path) -> None:
     job = predict_job("many-spark-kill", "many-spark-kill.parquet", engine="spark",
-                      spark={"executors": 2, "partitions": 16, "conf": SMALL})
+                      spark={"executors": 2, "partitions": 16, "conf": SMALL}, resources=SMALL_CPU)
     status, executors, killed = run_watching_executors(k8s_cluster, e2e_namespace, job, kill_one=True)
     assert killed is not None, sorted(executors)
     assert status["phase"] == "Succeeded", f"{status}\n{diagnose(k8s_cluster, e2e_namespace)}"
@@ -172,6 +174,10 @@ def test_only_the_driver_identity_may_make_pods(
                            ("create", "pods/exec"), ("update", "pods")):
         assert not can("gpubatch-spark-driver", verb, resource), (verb, resource)
     assert not can("gpubatch-spark-driver", "create", "pods", namespace="default")
-    roles = json.loads(k8s_cluster.kubectl("-n", e2e_namespace, "get", "role", "gpubatch-spark-driver", "-o", "json",
-                                           check=True).stdout)
-    assert {r["resources"][0] for r in roles["rules"]} == {"pods", "configmaps"}
+    # The operator bound the chart's ClusterRole (it holds `bind` on it, not its rules); no Role of its own.
+    binding = json.loads(k8s_cluster.kubectl("-n", e2e_namespace, "get", "rolebinding", "gpubatch-spark-driver",
+                                             "-o", "json", check=True).stdout)
+    assert binding["roleRef"]["kind"] == "ClusterRole"
+    role = json.loads(k8s_cluster.kubectl("get", "clusterrole", binding["roleRef"]["name"], "-o", "json",
+                                          check=True).stdout)
+    assert {r["resources"][0] for r in role["rules"]} == {"pods", "configmaps"}

@@ -69,6 +69,8 @@ NOT_CARRIED = {
     "tensorflow": "about 600 MB with its needs, over the 64 MiB a call carries: on the device the Keras "
                   "engines run on torch and JAX, and the TensorFlow GPU path stays unverified",
     "pyspark": "PredictJob engine: spark (a JVM too); the GPU check runs engine: local",
+    "kubernetes": "the cluster client (`gpubatch submit`, Client()): the GPU check runs jobs locally, "
+                  "talking to no API server",
 }
 # Import name -> distribution name, where they differ.
 MODULE_DISTRIBUTIONS = {"yaml": "pyyaml", "cupy": "cupy-cuda13x", "cupyx": "cupy-cuda13x", "sklearn": "scikit-learn",

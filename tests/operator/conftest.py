@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gpubatch_operator.builders.rbac import JOB_POD_RULES, SPARK_DRIVER_RULES
 from tests.cluster import harness
 from tests.operator.operator_process import OperatorProcess
 
@@ -26,12 +27,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
 
 
-@pytest.fixture(scope="session")
-def crds(k8s_cluster: harness.Cluster) -> None:
+@pytest.fixture(scope="package")
+def crds(k8s_cluster: harness.Cluster) -> Iterator[None]:
     k8s_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS), check=True)
+    # The job identities' ClusterRoles, as the chart ships them under the operator's default names
+    # (the operator runs here as a process, without the chart): what it binds in each namespace.
+    roles = [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+              "rules": rules}
+             for name, rules in (("gpubatch-job", JOB_POD_RULES), ("gpubatch-spark-driver", SPARK_DRIVER_RULES))]
+    k8s_cluster.apply(*roles)
     for plural in ("renderjobs", "trainjobs", "predictjobs"):
         k8s_cluster.kubectl("wait", "--for=condition=Established", f"crd/{plural}.gpubatch.dev",
                             "--timeout=60s", check=True)
+    yield
+    # Gone when this package's tests end: the chart the e2e tests install ships ClusterRoles of
+    # these names, and Helm refuses to adopt objects it did not make.
+    k8s_cluster.kubectl("delete", "clusterrole", "gpubatch-job", "gpubatch-spark-driver", "--ignore-not-found",
+                        check=True)
 
 
 @pytest.fixture(scope="module")

@@ -94,8 +94,10 @@ def job_body(name: str, *, device: str = "gpu", kind: str = "RenderJob", owner: 
              deleting: bool = False, suspended_for: float | None = None) -> dict[str, Any]:
     """A Job as reported by the API server; `conditions` maps type -> (reason, message), all True;
     `suspended_for`: seconds since the Job controller set its Suspended condition."""
-    meta: dict[str, Any] = {"name": name, "namespace": "ns",
-                            "labels": {**owner_labels(kind, owner, uid), DEVICE_LABEL: device, ATTEMPT_LABEL: "1"}}
+    meta: dict[str, Any] = {"name": name, "namespace": "ns", "uid": f"job-uid-{name}",
+                            "labels": {**owner_labels(kind, owner, uid), DEVICE_LABEL: device, ATTEMPT_LABEL: "1"},
+                            "ownerReferences": [{"apiVersion": "gpubatch.dev/v1alpha1", "kind": kind, "name": owner,
+                                                 "uid": uid, "controller": True, "blockOwnerDeletion": True}]}
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     status = {"startTime": "2026-01-01T00:00:00Z", "active": 1,
@@ -130,7 +132,9 @@ def pod_body(job: str, *, phase: str = "Running", kind: str = "RenderJob", owner
         status["containerStatuses"] = [{"name": "main", "state": {"terminated": terminated}}]
     name = f"{job}-{index if index is not None else 0}-abcde"
     return {"metadata": {"name": name, "namespace": "ns", "annotations": annotations,
-                         "labels": {**owner_labels(kind, owner, uid), "job-name": job}},
+                         "labels": {**owner_labels(kind, owner, uid), "job-name": job},
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job,
+                                              "uid": f"job-uid-{job}", "controller": True}]},
             "spec": {}, "status": status}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -248,3 +249,74 @@ def test_predict_local_and_spark_through_s3(s3_server: SeaweedS3, s3_env: dict[s
         assert code == 1 and f"s3://{bucket}/out/{engine}.{fmt}" in summary["message"]
     pd.testing.assert_frame_equal(outputs["local"], outputs["spark"], check_exact=False, atol=1e-5)
     _no_partials(s3_server, bucket)
+
+
+def _latest(bucket: str) -> dict[str, Any]:
+    try:
+        return json.loads(storage.read_bytes(f"s3://{bucket}/models/dnn/checkpoints/latest.json"))  # type: ignore[no-any-return]
+    except (BadInput, ValueError):
+        return {}
+
+
+def test_train_sigterm_mid_epoch_resumes_to_the_step_from_s3(
+        s3_server: SeaweedS3, s3_env: dict[str, str], bucket: str, tmp_path: Path) -> None:
+    """SIGTERM: the step checkpoint goes to the bucket (arrays, then latest.json); a run with an
+    empty scratch (another node) resumes at that step, not at the epoch."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24_000, 16)).astype(np.float32)
+    label = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    pd.DataFrame({**{f"f{i}": x[:, i] for i in range(16)}, "label": label}).to_parquet(tmp_path / "rows.parquet")
+    storage.upload(tmp_path / "rows.parquet", f"s3://{bucket}/data/rows.parquet")
+    manifest = _train_manifest(tmp_path, bucket)
+
+    victim = subprocess.Popen([sys.executable, "-m", "gpubatch_jobs.cli", "run", "-q", str(manifest)],
+                              env={**os.environ, **s3_env, "GPUBATCH_SCRATCH": str(tmp_path / "scratch-1")},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while int(_latest(bucket).get("epoch", 0)) < 1:
+        assert victim.poll() is None, victim.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no checkpoint of epoch 1 within 10 minutes"
+        time.sleep(0.2)
+    time.sleep(0.3 * _latest(bucket)["history"]["seconds"][-1])
+    victim.send_signal(signal.SIGTERM)
+    stdout, stderr = victim.communicate(timeout=300)
+    assert victim.returncode == 143, stderr[-3000:]
+    checkpoint = json.loads(stdout.strip().splitlines()[-1])["checkpoint"]
+    assert checkpoint["step"] > 0 and checkpoint["place"].startswith(f"s3://{bucket}/models/dnn/checkpoints/epoch-")
+    keys = _no_partials(s3_server, bucket)
+    name = f"epoch-{checkpoint['epoch']:04d}-step-{checkpoint['step']:06d}"
+    for array in ("model.weights.npz", "optimizer.npz", "rng.npz", "metrics.npz"):
+        assert f"models/dnn/checkpoints/{name}/{array}" in keys
+
+    code, summary, err = _run(manifest, s3_env, tmp_path / "scratch-2")  # another node: nothing local
+    assert code == 0, err[-3000:]
+    assert summary["resumedFrom"] == {"epoch": checkpoint["epoch"], "step": checkpoint["step"]}
+    metrics = json.loads(storage.read_bytes(f"s3://{bucket}/models/dnn/metrics.json"))
+    assert metrics["history"]["epoch"] == list(range(1, TRAIN_EPOCHS + 1))
+
+
+def test_render_sigterm_uploads_the_partial_file_and_another_node_resumes(
+        s3_server: SeaweedS3, s3_env: dict[str, str], bucket: str, tmp_path: Path) -> None:
+    _put_series(tmp_path, bucket)
+    manifest = _render_manifest(tmp_path, bucket, shards=1, width=320, height=240, batchSize=32)
+    victim = subprocess.Popen([sys.executable, "-m", "gpubatch_jobs.cli", "run", str(manifest)],
+                              env={**os.environ, **s3_env, "GPUBATCH_SCRATCH": str(tmp_path / "scratch-1")},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / "scratch-1"
+    deadline = time.monotonic() + 600
+    while not list(partial.rglob(".charts.h5.partial")):
+        assert victim.poll() is None, victim.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no partial file within 10 minutes"
+        time.sleep(0.1)
+    time.sleep(2)
+    victim.send_signal(signal.SIGTERM)
+    stdout, stderr = victim.communicate(timeout=300)
+    assert victim.returncode == 143, stderr[-3000:]
+    kept = json.loads(stdout.strip().splitlines()[-1])["checkpoint"]["done"]
+    assert kept > 0
+    assert "out/.charts.h5.partial" in s3_server.keys(bucket) and "out/charts.h5" not in s3_server.keys(bucket)
+
+    code, summary, err = _run(manifest, s3_env, tmp_path / "scratch-2")
+    assert code == 0, err[-3000:]
+    assert summary["resumedFrom"] == kept and summary["rendered"] == N_POINTS - SEQ_LEN + 1 - kept
+    _no_partials(s3_server, bucket)  # the partial object went once the output was published

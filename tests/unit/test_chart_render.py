@@ -35,7 +35,14 @@ def test_defaults_give_the_operators_own_defaults() -> None:
     # Chart defaults and operator defaults agree, except that the chart runs two replicas with
     # leader election (a lone `gpubatch-operator` needs none) on a Lease named after the release.
     assert settings.leader_election and settings.leader_election_lease == "rel-gpubatch"
-    assert replace(settings, leader_election=False, leader_election_lease=Settings().leader_election_lease) == Settings()
+    # The job ClusterRoles are named after the release too; the allow-list is spelt out, and it is
+    # exactly the operator's own default (the repositories of its two job images).
+    assert (settings.job_cluster_role, settings.spark_driver_cluster_role) == ("rel-gpubatch-job",
+                                                                               "rel-gpubatch-spark-driver")
+    assert settings.allowed_images == Settings().image_allow_list
+    assert replace(settings, leader_election=False, leader_election_lease=Settings().leader_election_lease,
+                   job_cluster_role=Settings().job_cluster_role, allowed_images=(),
+                   spark_driver_cluster_role=Settings().spark_driver_cluster_role) == Settings()
     assert settings.clusterwide and not settings.test_hooks
 
 

@@ -88,7 +88,7 @@ def test_a_200_character_name_sees_its_job_and_pods() -> None:
     resource_event(runtime, "ADDED", body)
     key = ("RenderJob", "ns", name)
     job = make_job(name).cpu().obj()
-    job["metadata"]["uid"] = "job-uid"
+    job["metadata"]["uid"] = f"job-uid-{job['metadata']['name']}"  # pod_body's owner reference names it
     job_event(runtime, "ADDED", job)
     pod = pod_body(job["metadata"]["name"], owner=name)
     pod["metadata"]["labels"] = {**job["spec"]["template"]["metadata"]["labels"],

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from gpubatch_operator.builders import build_event, job_rbac_objects
+from gpubatch_operator.builders.rbac import JOB_POD_RULES
 from gpubatch_operator.naming import MAX_JOB_NAME, job_name
 from tests.operator.helpers import make_job
 
@@ -100,7 +101,8 @@ def test_security_context_passes_restricted():
     assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["serviceAccountName"] == "gpubatch-job"
-    assert container(job)["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    # Never the log's tail: it may quote data, and the message goes to status and Events.
+    assert container(job)["terminationMessagePolicy"] == "File"
 
 
 def test_exit_1_and_75_fail_the_job_at_once_and_lifecycle_fields_pass_through():
@@ -167,11 +169,29 @@ def test_job_names_are_deterministic_distinct_and_short(name):
     assert job_name(name, "render") != job_name(name, "train")
 
 
-def test_job_rbac_grants_only_get_and_patch_on_pods():
-    account, role, binding = job_rbac_objects("ns", "gpubatch-job")
+def test_job_identity_is_a_binding_to_the_charts_cluster_role_owned_by_it():
+    """The operator makes no Role: it binds the chart's ClusterRole (it holds `bind` on it, not its rules),
+    and the ClusterRole owns what it made, so uninstalling the chart removes every binding."""
+    owner = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "name": "r-job", "uid": "cr-uid"}
+    account, binding = job_rbac_objects("ns", "gpubatch-job", "r-job", owner=owner)
     assert account["kind"] == "ServiceAccount" and account["metadata"]["namespace"] == "ns"
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]
+    assert binding["kind"] == "RoleBinding" and binding["metadata"]["namespace"] == "ns"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "r-job"}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "gpubatch-job", "namespace": "ns"}]
+    assert account["metadata"]["ownerReferences"] == binding["metadata"]["ownerReferences"] == [owner]
+    assert JOB_POD_RULES == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]
+
+
+def test_a_worker_groups_network_policy_admits_only_its_own_pods_on_the_worker_port():
+    from gpubatch_jobs.contract import WORKER_PORT
+    from gpubatch_operator.builders import build_worker_network_policy
+
+    request = make_job("t", "TrainJob").set(workers=2, batchSize=64).request()
+    policy = build_worker_network_policy(request)
+    selector = {"matchLabels": {"gpubatch.dev/owner-uid": request.uid}}
+    assert policy["metadata"]["name"] == "t-workers" and policy["metadata"]["ownerReferences"][0]["uid"] == request.uid
+    assert policy["spec"] == {"podSelector": selector, "policyTypes": ["Ingress"], "ingress": [
+        {"from": [{"podSelector": selector}], "ports": [{"protocol": "TCP", "port": WORKER_PORT}]}]}
 
 
 def test_event_names_the_resource():

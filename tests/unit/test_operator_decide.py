@@ -186,3 +186,57 @@ def test_suspended_cpu_rerun_is_never_moved_again():
 def test_final_phases_are_left_alone(phase):
     plan = decide(make_world().status(phase=phase, jobName=FIRST).obj())
     assert plan.outcome is None and plan.actions == []
+
+
+# --- issue 25: why it waits, ETA and throughput, where the logs are kept --------------------------
+
+def test_every_outcome_with_a_job_says_where_the_logs_are_kept():
+    plan = decide(make_world().obj())
+    output = plan.outcome.log_ref.removesuffix(".logs")
+    assert plan.outcome.log_ref.endswith(".logs") and output
+    running = decide(make_world().status(jobName=FIRST, device="gpu").job(job_body(FIRST)).pod(pod_body(FIRST)).obj())
+    assert running.outcome.log_ref == plan.outcome.log_ref
+
+
+def test_a_gpu_pod_waiting_says_why_and_when_it_moves_to_the_cpu():
+    plan = decide(make_world().status(jobName=FIRST, device="gpu").job(job_body(FIRST))
+                  .pod(pod_body(FIRST, phase="Pending", unschedulable_for=10,
+                                unschedulable_message="0/4 nodes are available: 2 Insufficient nvidia.com/gpu."))
+                  .obj())
+    message = plan.outcome.message
+    assert plan.outcome.reason == "Unschedulable" and "\n" not in message
+    assert "Insufficient nvidia.com/gpu" in message and "moves to the CPU image at 20" in message
+    assert "gpuPendingTimeout 300s" in message
+
+
+def test_a_held_job_says_kueue_s_reason_and_is_looked_at_again():
+    why = "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in flavor gpu"
+    world = (make_world().spec(queueName="team-a").status(jobName=FIRST, device="gpu")
+             .job(job_body(FIRST, suspend=True, suspended_for=5)).obj())
+    from dataclasses import replace
+
+    plan = decide(replace(world, queue_message=why))
+    assert plan.outcome.reason == "Queued" and why in plan.outcome.message and "team-a" in plan.outcome.message
+    assert "moves to the CPU image at" in plan.outcome.message
+    assert plan.requeue_after is not None and plan.requeue_after <= 15
+
+
+def test_running_status_carries_the_engine_s_rate_and_eta():
+    maker = make_world().status(jobName=FIRST, device="gpu").job(job_body(FIRST))
+    maker.pod(pod_body(FIRST, index=0, progress=json.dumps({"done": 30, "total": 50, "perSecond": 10.0,
+                                                             "etaSeconds": 2.0})))
+    maker.pod(pod_body(FIRST, index=1, progress=json.dumps({"done": 10, "total": 50, "perSecond": 5.0,
+                                                             "etaSeconds": 8.0})))
+    outcome = decide(maker.obj()).outcome
+    assert outcome.per_second == 15.0 and outcome.eta_seconds == 8.0  # summed over shards; the slowest shard
+
+
+def test_the_status_drops_the_eta_when_the_job_ends():
+    from gpubatch_operator.state import Outcome, advance
+
+    running, _ = advance({}, Outcome("Running", "Started", "m", job_name=FIRST, per_second=3.5, eta_seconds=41.6,
+                                     log_ref="pvc://d/o.h5.logs"), generation=1, now="t")
+    assert running["estimatedRemainingSeconds"] == 42 and running["throughputPerSecond"] == 3.5
+    done, _ = advance(running, Outcome("Succeeded", "Completed", "m", job_name=FIRST, log_ref="pvc://d/o.h5.logs"),
+                      generation=1, now="t")
+    assert "estimatedRemainingSeconds" not in done and done["logRef"] == "pvc://d/o.h5.logs"

@@ -58,15 +58,30 @@ def test_the_test_hook_and_leader_election_are_off_unless_turned_on():
 
 
 def test_rbac_covers_every_resource_the_operator_touches():
+    settings = Settings()
+    named = rbac.operator_named_rbac(settings) + rbac.operator_cluster_named_rbac(settings)
     granted = {(g, r) for g, r, _ in rbac.OPERATOR_RBAC + rbac.OPERATOR_CLUSTER_RBAC + rbac.OPERATOR_LEASE_RBAC}
+    granted |= {(g, r) for g, r, _, _ in named}
     used = {("batch", "jobs"), ("", "pods"), ("", "events"), ("", "nodes"), ("", "serviceaccounts"),
-            ("rbac.authorization.k8s.io", "roles"), ("rbac.authorization.k8s.io", "rolebindings"),
+            ("rbac.authorization.k8s.io", "rolebindings"), ("rbac.authorization.k8s.io", "clusterroles"),
+            ("networking.k8s.io", "networkpolicies"), ("", "services"),
             ("gpubatch.dev", "renderjobs/status"), ("gpubatch.dev", "predictjobs"),
             ("apiextensions.k8s.io", "customresourcedefinitions"), ("coordination.k8s.io", "leases")}
     assert used <= granted
     verbs = {(g, r): v for g, r, v in rbac.OPERATOR_RBAC}
     assert "update" not in verbs[("gpubatch.dev", "trainjobs")], "the spec is never written"
-    assert {"get", "patch"} <= set(verbs[("", "pods")]), "needed to grant them to the job Role"
+
+
+def test_the_operator_holds_no_pod_writes_no_roles_and_binds_only_the_two_job_cluster_roles():
+    settings = Settings(job_cluster_role="r-job", spark_driver_cluster_role="r-spark")
+    verbs = {(g, r): v for g, r, v in rbac.OPERATOR_RBAC + rbac.OPERATOR_CLUSTER_RBAC}
+    assert set(verbs[("", "pods")]) == {"get", "list", "watch"}
+    assert ("", "configmaps") not in verbs and ("rbac.authorization.k8s.io", "roles") not in verbs
+    assert not [e for e in rbac.OPERATOR_RBAC + rbac.OPERATOR_CLUSTER_RBAC if {"escalate", "bind"} & set(e[2])]
+    named = {(g, r, v): n for g, r, v, n in rbac.operator_named_rbac(settings)}
+    assert named[("rbac.authorization.k8s.io", "clusterroles", ("bind",))] == ("r-job", "r-spark")
+    assert rbac.operator_cluster_named_rbac(settings) == [
+        ("rbac.authorization.k8s.io", "clusterroles", ("get",), ("r-job", "r-spark"))]
 
 
 def test_workqueue_deduplicates_and_requeues_keys_added_while_active():

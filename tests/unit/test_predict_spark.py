@@ -62,7 +62,7 @@ def test_spark_bad_data_is_bad_input_before_any_task(workdir: Path) -> None:
     [
         ({"gpuInUdf": False}, {"spark.executorEnv.CUDA_VISIBLE_DEVICES": ""}),
         ({"gpuInUdf": True}, {"spark.executor.resource.gpu.amount": "1", "spark.task.resource.gpu.amount": "1"}),
-        ({"gpuInUdf": True, "master": "k8s://https://api:6443", "executors": 4},
+        ({"gpuInUdf": True, "master": "k8s://https://kubernetes.default.svc", "executors": 4},
          {"spark.executor.instances": "4", "spark.executor.resource.gpu.amount": "1"}),
         ({"conf": {"spark.executor.memory": "8g"}}, {"spark.executor.memory": "8g"}),
     ],

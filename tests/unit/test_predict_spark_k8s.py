@@ -41,7 +41,7 @@ DRIVER = {
 
 @pytest.mark.parametrize(("spark", "on"), [
     ({}, False), ({"master": "local[2]"}, False), ({"master": "local[2]", "executors": 3}, False),
-    ({"master": "k8s://https://api:6443"}, True), ({"executors": 2}, True),
+    ({"master": "k8s://https://kubernetes.default.svc"}, True), ({"executors": 2}, True),
 ])
 def test_which_specs_have_executor_pods(spark: dict, on: bool) -> None:
     assert SparkSpec.model_validate(spark).on_kubernetes is on
@@ -49,8 +49,9 @@ def test_which_specs_have_executor_pods(spark: dict, on: bool) -> None:
 
 def test_executors_alone_mean_the_in_cluster_api_server() -> None:
     assert master_url(SparkSpec.model_validate({"executors": 2}), ENV) == "k8s://https://10.0.0.1:443"
-    explicit = SparkSpec.model_validate({"master": "k8s://https://api:6443", "executors": 2})
-    assert master_url(explicit, ENV) == "k8s://https://api:6443"
+    # The one k8s:// master a spec may name is the cluster's own API server, reached by its address.
+    explicit = SparkSpec.model_validate({"master": "k8s://https://kubernetes.default.svc:443", "executors": 2})
+    assert master_url(explicit, ENV) == "k8s://https://10.0.0.1:443"
     with pytest.raises(BadInput, match="spec.spark.master"):
         master_url(SparkSpec.model_validate({"executors": 2}), {})
 
@@ -69,10 +70,12 @@ def test_the_driver_settings(tmp_path: Path) -> None:
     assert conf["spark.executor.resource.gpu.vendor"] == "nvidia.com"
     template = json.loads(Path(conf["spark.kubernetes.executor.podTemplateFile"]).read_text())
     assert template == executor_template(DRIVER)
-    # The user's spark.conf still wins.
-    merged = spark_conf(SparkSpec.model_validate({"executors": 2, "conf": {"spark.driver.port": "9000"}}),
-                        app="a", backend="tensorflow", partitions=2, cluster=conf)
-    assert merged["spark.driver.port"] == "9000" and merged["spark.master"] == conf["spark.master"]
+    # The engine's settings win over the tenant's conf (whose own keys of ours are refused at admission).
+    spark = SparkSpec.model_construct(executors=2, conf={"spark.driver.port": "9000"}, master=None,
+                                      gpu_in_udf=False, partitions=None)
+    merged = spark_conf(spark, app="a", backend="tensorflow", partitions=2, cluster=conf)
+    assert merged["spark.driver.port"] == conf["spark.driver.port"] and merged["spark.master"] == conf["spark.master"]
+    assert merged["spark.authenticate"] == "true"
 
 
 def test_the_driver_needs_its_pod_ip(tmp_path: Path) -> None:
@@ -131,3 +134,34 @@ def test_spark_driver_rules_are_exactly_what_spark_needs() -> None:
     assert rules == {"pods": {"get", "list", "watch", "create", "delete", "patch"},
                      "configmaps": {"get", "list", "create", "delete"}}
     assert needs_spark_driver(make_job("p", "PredictJob").set(engine="spark", spark={"executors": 2}).request().spec)
+
+
+@pytest.mark.parametrize("master", ["k8s://https://attacker.example:6443", "k8s://https://10.0.0.9:443",
+                                    "spark://elsewhere:7077", "local[2]; rm", "k8s://https://kubernetes.default.svc.evil"])
+def test_a_master_elsewhere_is_refused(master: str) -> None:
+    with pytest.raises(ValueError, match="master"):
+        SparkSpec.model_validate({"master": master})
+
+
+@pytest.mark.parametrize("key", ["spark.master", "spark.kubernetes.executor.podTemplateFile",
+                                 "spark.kubernetes.container.image", "spark.driver.extraJavaOptions",
+                                 "spark.authenticate", "spark.authenticate.secret", "spark.ssl.enabled",
+                                 "spark.network.crypto.enabled", "spark.jars", "spark.executorEnv.LD_PRELOAD",
+                                 "spark.pyspark.python", "spark.executor.extraJavaOptions", "spark.plugins"])
+def test_conf_keys_a_tenant_may_not_set_are_refused_naming_the_key(key: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as caught:
+        SparkSpec.model_validate({"conf": {"spark.executor.memory": "1g", key: "x"}})
+    message = caught.value.errors()[0]["msg"]
+    assert repr(key) in message and "spark.executor.memory" not in message
+
+
+def test_ordinary_conf_keys_pass_and_the_engine_settings_win() -> None:
+    from gpubatch_jobs.predict.spark_session import spark_conf
+
+    spark = SparkSpec.model_validate({"conf": {"spark.executor.memory": "1g", "spark.sql.adaptive.enabled": "false",
+                                               "spark.masterx": "kept"}})
+    conf = spark_conf(spark, app="a", backend="tensorflow", partitions=4)
+    assert conf["spark.executor.memory"] == "1g" and conf["spark.masterx"] == "kept"
+    assert conf["spark.authenticate"] == "true" and conf["spark.master"] == "local[*]"

@@ -213,3 +213,44 @@ def test_two_jax_workers_match_one_worker(tmp_path: Path) -> None:
     assert m1["optimizerSteps"] == m2["optimizerSteps"] == 3 * int(np.ceil(2400 / 64))
     assert abs(s1["metrics"]["accuracy"] - s2["metrics"]["accuracy"]) <= 0.01, (s1["metrics"], s2["metrics"])
     assert (tmp_path / "out/j2" / MODEL_FILE).is_file()
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_stops_the_group_at_an_agreed_step_and_it_resumes_there(tmp_path: Path) -> None:
+    """As a pod of the group evicted: worker 1 alone gets SIGTERM mid-epoch. The group agrees on
+    the step (an all-reduce every AGREE_EVERY_STEPS steps), worker 0 saves it, both exit 143, the
+    group restarts and resumes at that step, and ends with the weights of an uninterrupted group."""
+    from gpubatch_jobs.artifacts import load_artifact
+    from gpubatch_jobs.train.loop import AGREE_EVERY_STEPS
+
+    epochs = 3
+    whole = subprocess.run(gpubatch(manifest(tmp_path, "whole", epochs=epochs, rows=8000), "--workers", "2"),
+                           env=env(), capture_output=True, text=True, timeout=900)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    path = manifest(tmp_path, "cut", epochs=epochs, rows=8000)
+    latest = tmp_path / "out/cut" / CHECKPOINT_DIR / "latest.json"
+    group = subprocess.Popen(gpubatch(path, "--workers", "2"), env=env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while _committed_epoch(latest) < 1:
+        assert group.poll() is None, group.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no checkpoint of epoch 1 in time"
+        time.sleep(0.05)
+    time.sleep(0.3 * json.loads(latest.read_text())["history"]["seconds"][-1])
+    victim = _worker(group.pid, 1)
+    assert victim is not None, "worker 1 not found among the supervisor's children"
+    os.kill(victim, signal.SIGTERM)
+    out, err = group.communicate(timeout=900)
+    assert group.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    first, second = summary["workers"]["attempts"]
+    assert first["exitCode"] == 143 and second["exitCode"] == 0, summary["workers"]
+    resumed = summary["resumedFrom"]
+    assert resumed["epoch"] == 1 and resumed["step"] > 0 and resumed["step"] % AGREE_EVERY_STEPS == 0, resumed
+    metrics = json.loads((tmp_path / "out/cut" / METRICS_FILE).read_text())
+    assert metrics["history"]["epoch"] == list(range(1, epochs + 1))
+    mine, _ = load_artifact(tmp_path / "out/cut")
+    theirs, _ = load_artifact(tmp_path / "out/whole")
+    for a, b in zip(mine.get_weights(), theirs.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)

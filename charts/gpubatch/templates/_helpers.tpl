@@ -89,6 +89,36 @@ jobServiceAccount.namespaces, without duplicates.
 {{- concat $base .Values.jobServiceAccount.namespaces | uniq | toJson }}
 {{- end }}
 
+{{/* The ClusterRoles the job pods' identities are bound to (the operator holds `bind` on these two only). */}}
+{{- define "gpubatch.jobClusterRole" -}}
+{{- printf "%s-job" (include "gpubatch.fullname" .) | trunc 253 }}
+{{- end }}
+{{- define "gpubatch.sparkDriverClusterRole" -}}
+{{- printf "%s-spark-driver" (include "gpubatch.fullname" .) | trunc 253 }}
+{{- end }}
+{{/* The Spark driver's ServiceAccount (gpubatch_operator.settings default). */}}
+{{- define "gpubatch.sparkDriverServiceAccount" -}}
+gpubatch-spark-driver
+{{- end }}
+
+{{/* The images a spec.image may name, as a JSON list: jobImages.allowed, else the two job repositories. */}}
+{{- define "gpubatch.allowedImages" -}}
+{{- .Values.jobImages.allowed | default (list .Values.jobImages.gpu.repository .Values.jobImages.cpu.repository) | uniq | toJson }}
+{{- end }}
+
+{{/* A CEL expression, true when the string `i` is an allowed image (gpubatch_operator.policy.image_allowed). */}}
+{{- define "gpubatch.imageAllowedCel" -}}
+{{- $tests := list }}
+{{- range $entry := include "gpubatch.allowedImages" . | fromJsonArray }}
+{{- if hasSuffix "/*" $entry }}
+{{- $tests = append $tests (printf "(i.startsWith('%s') && i.size() > %d)" (trimSuffix "*" $entry) (len (trimSuffix "*" $entry))) }}
+{{- else }}
+{{- $tests = append $tests (printf "i == '%s' || i.startsWith('%s:') || i.startsWith('%s@')" $entry $entry $entry) }}
+{{- end }}
+{{- end }}
+{{- join " || " $tests }}
+{{- end }}
+
 {{/*
 The operator's settings (gpubatch_operator.settings reads them once at startup).
 */}}
@@ -99,12 +129,24 @@ The operator's settings (gpubatch_operator.settings reads them once at startup).
   value: {{ include "gpubatch.imageRef" (dict "image" .Values.jobImages.gpu "root" .) | quote }}
 - name: GPUBATCH_CPU_IMAGE
   value: {{ include "gpubatch.imageRef" (dict "image" .Values.jobImages.cpu "root" .) | quote }}
+- name: GPUBATCH_ALLOWED_IMAGES
+  value: {{ include "gpubatch.allowedImages" . | fromJsonArray | join "," | quote }}
+- name: GPUBATCH_ALLOW_TOLERATE_ALL
+  value: {{ .Values.jobTolerations.allowTolerateAll | quote }}
+- name: GPUBATCH_JOB_CLUSTER_ROLE
+  value: {{ include "gpubatch.jobClusterRole" . | quote }}
+- name: GPUBATCH_SPARK_DRIVER_CLUSTER_ROLE
+  value: {{ include "gpubatch.sparkDriverClusterRole" . | quote }}
+- name: GPUBATCH_SPARK_DRIVER_SERVICE_ACCOUNT
+  value: {{ include "gpubatch.sparkDriverServiceAccount" . | quote }}
 - name: GPUBATCH_IMAGE_PULL_POLICY
   value: {{ .Values.jobImages.pullPolicy | quote }}
 - name: GPUBATCH_DEFAULT_DEVICE_POLICY
   value: {{ .Values.defaults.devicePolicy | quote }}
 - name: GPUBATCH_DEFAULT_GPU_PENDING_TIMEOUT
   value: {{ .Values.defaults.gpuPendingTimeout | quote }}
+- name: GPUBATCH_DEFAULT_TERMINATION_GRACE_SECONDS
+  value: {{ .Values.defaults.terminationGracePeriodSeconds | quote }}
 - name: GPUBATCH_JOB_SERVICE_ACCOUNT
   value: {{ .Values.jobServiceAccount.name | quote }}
 - name: GPUBATCH_JOB_SERVICE_ACCOUNT_ANNOTATIONS

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.errors import BadInput, excerpt
 from gpubatch_jobs.predict.device import prepare_device
 from gpubatch_jobs.predict.model import inspect_artifact, load_sequence_model
 from gpubatch_jobs.predict.output import check_target, result_columns, write_predictions
@@ -65,8 +65,12 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
         summary = run_spark(spec, ctx, model_dir=model_dir, input_path=input_path, output=output,
                             instruction=instruction)
     else:
-        summary = _run_local(spec, ctx, model_dir, input_path, output, instruction, started)
+        summary = _run_local(spec, ctx, model_dir, input_path, output, instruction, started, place, name)
     place.push(name)
+    if spec.engine != "spark":
+        from gpubatch_jobs.predict.resume import discard_chunks
+
+        discard_chunks(place, name)  # the result is published whole: the kept chunks have served
     summary["output"] = place.show(output)
     place.finish()
     return summary
@@ -91,7 +95,7 @@ def check_target_url(place: Place, name: str, overwrite: bool) -> None:
 
 
 def _run_local(spec: PredictJobSpec, ctx: RunContext, model_dir: Any, input_path: Any, output: Any,
-               instruction: Any, started: float) -> dict[str, Any]:
+               instruction: Any, started: float, place: Place, name: str) -> dict[str, Any]:
     info = inspect_artifact(model_dir)
     settings = resolve_settings(spec, info, output)
     _configure_verbosity(settings.verbosity)
@@ -120,11 +124,17 @@ def _run_local(spec: PredictJobSpec, ctx: RunContext, model_dir: Any, input_path
     stages["waitSeconds"] = time.perf_counter() - mark
     stages.update(warmup.seconds)
 
-    from gpubatch_jobs.predict.local import predict_documents
+    from gpubatch_jobs import preempt
+    from gpubatch_jobs.predict.local import chunks, predict_documents
+    from gpubatch_jobs.predict.resume import ChunkStore, work_fingerprint
 
-    ctx.progress(0, 1, stage="predict", force=True)
-    probabilities, facts = predict_documents(docs, seq, settings, backend=backend, gpu=choice.is_gpu, ctx=ctx,
-                                             cache=cache)
+    # Finished chunks are kept beside the output until it is published (predict/resume.py): on
+    # SIGTERM the run stops after the batch in flight, and the next run predicts only the rest.
+    ranges = chunks(docs, settings.chunk_rows)
+    store = ChunkStore(place, name, work_fingerprint(spec, input_path, model_dir, docs.n_rows, ranges), len(ranges))
+    with preempt.graceful():
+        probabilities, facts = predict_documents(docs, seq, settings, backend=backend, gpu=choice.is_gpu, ctx=ctx,
+                                                 cache=cache, store=store, ranges=ranges)
     # windows planned and rows scaled per chunk, outside the timed model loop
     prepare_seconds = max(0.0, facts["predictSeconds"] - facts["modelSeconds"] - facts["probeSeconds"]
                           - facts["compileSeconds"])
@@ -166,6 +176,8 @@ def _run_local(spec: PredictJobSpec, ctx: RunContext, model_dir: Any, input_path
         "traces": facts["traces"],
         "compiledShapes": facts["compiledShapes"],
         "oomBackoffs": facts["oomBackoffs"],
+        "chunks": facts["chunks"],
+        "resumedChunks": facts["resumedChunks"],
         "classes": list(seq.prep.classes),
         "output": str(output),
         "outputFormat": settings.output_format,
@@ -205,7 +217,7 @@ class Warmup:
             from gpubatch_jobs.predict.local import expected_capacity, model_factory, precompile
 
             cache = ModelCache(model_factory(seq, self.settings, backend, choice.is_gpu))
-            capacity = expected_capacity(self.n_rows)
+            capacity = expected_capacity(self.n_rows, self.settings.chunk_rows)
             if capacity is not None:
                 batch = self.settings.batch if self.settings.batch != "auto" else FIRST_PROBE
                 self.seconds["compileSeconds"] = precompile(cache, int(batch), self.settings.window,
@@ -239,7 +251,7 @@ def read_documents(path: Any, fmt: str, dataset: str | None, settings: PredictSe
             try:
                 columns[name] = [np.asarray(part, dtype=np.float64) for part in columns[name]]
             except (TypeError, ValueError) as err:
-                raise BadInput(f"feature column {name!r} is not numeric ({err})", field="spec.input.features") from err
+                raise BadInput(f"feature column {excerpt(name)} is not numeric ({excerpt(err, 80)})", field="spec.input.features") from err
     # float32 input stays float32 (half the memory); anything else becomes float64. The scaling
     # (Preprocessing.transform) computes in float64 either way, so results do not depend on this.
     kinds = {part.dtype for name in settings.features for part in columns[name]}

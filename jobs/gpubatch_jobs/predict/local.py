@@ -6,16 +6,24 @@ one compiled model of the chosen batch size. XLA compiles a function once per
 input shape, and the chunk's rows are an input, so every chunk's scaled rows
 are padded to one row count (`feature_capacity`): a job compiles its model
 once, not once per chunk (about 2 s each on a CPU).
+
+A chunk is also the unit a preemption keeps: with a `ChunkStore`
+(predict/resume.py) every finished chunk is saved, chunks saved by an earlier
+run are read instead of predicted, and on SIGTERM the run stops after the
+batch in flight (gpubatch_jobs.preempt). `spec.chunkRows` sets the rows of a
+chunk (default CHUNK_ROWS, 1048576): smaller chunks lose less work to a
+preemption and cost a little more per chunk.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gpubatch_jobs import preempt
 from gpubatch_jobs.predict.batching import (
     ModelCache,
     RunStats,
@@ -29,6 +37,10 @@ from gpubatch_jobs.predict.settings import PredictSettings
 from gpubatch_jobs.predict.table import Documents
 from gpubatch_jobs.predict.windows import plan_windows, window_counts
 from gpubatch_jobs.runtime import RunContext
+
+if TYPE_CHECKING:
+    from gpubatch_jobs.predict.resume import ChunkStore
+
 
 CHUNK_ROWS = 1 << 20
 
@@ -47,7 +59,7 @@ def chunks(docs: Documents, max_rows: int | None = None) -> list[tuple[int, int]
     return out
 
 
-def feature_capacity(docs: Documents, ranges: list[tuple[int, int]]) -> int:
+def feature_capacity(docs: Documents, ranges: list[tuple[int, int]], max_rows: int | None = None) -> int:
     """The row count every chunk's features are padded to.
 
     One chunk: its own rows. Several: `CHUNK_ROWS` (or a larger single
@@ -56,14 +68,15 @@ def feature_capacity(docs: Documents, ranges: list[tuple[int, int]]) -> int:
     """
     ends = np.concatenate([[0], np.cumsum(docs.doc_lengths)])
     largest = int(max(ends[last] - ends[first] for first, last in ranges))
-    return largest if len(ranges) == 1 else max(largest, CHUNK_ROWS)
+    return largest if len(ranges) == 1 else max(largest, max_rows or CHUNK_ROWS)
 
 
-def expected_capacity(n_rows: int | None) -> int | None:
+def expected_capacity(n_rows: int | None, max_rows: int | None = None) -> int | None:
     """`feature_capacity` from the input's row count (metadata), for compiling before the read ends."""
     if n_rows is None or n_rows <= 0:
         return None
-    return n_rows if n_rows <= CHUNK_ROWS else CHUNK_ROWS
+    limit = max_rows or CHUNK_ROWS
+    return n_rows if n_rows <= limit else limit
 
 
 def scaled_rows(docs: Documents, seq: SequenceModel, row_lo: int, row_hi: int, capacity: int,
@@ -107,10 +120,12 @@ def precompile(cache: ModelCache, batch: int, window: int, n_features: int, capa
 
 def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSettings, *, backend: str, gpu: bool,
                       ctx: RunContext | None = None, cache: ModelCache | None = None,
+                      store: ChunkStore | None = None, ranges: list[tuple[int, int]] | None = None,
                       ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-row probabilities in grouped order, and run facts for the summary.
 
-    Pass a `cache` to keep compiled models between calls (a Spark worker does).
+    Pass a `cache` to keep compiled models between calls (a Spark worker does),
+    a `store` to keep finished chunks and reuse those of an earlier run.
     """
     total_windows = int(window_counts(docs.doc_lengths, settings.window, settings.stride).sum())
     probabilities = np.empty((docs.n_rows, seq.n_classes), dtype=np.float32)
@@ -123,18 +138,42 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
     reason = "fixed by spec.batchSize"
     started = time.perf_counter()
 
+    rows_kept = 0
+
+    def stop_if_asked() -> None:
+        if preempt.requested() and store is not None:
+            checkpoint = store.checkpoint(rows_kept)
+            if ctx is not None:
+                ctx.progress(done, total_windows, stage="preempted: finished chunks saved", force=True,
+                             checkpoint=checkpoint, preempted=True)
+            raise preempt.stop(checkpoint)
+
     def advance(windows: int) -> None:
         nonlocal done
         done += windows
         if ctx is not None:
             ctx.progress(done, total_windows, stage="predict")
+        stop_if_asked()  # after the batch in flight: the chunk's earlier batches are lost, its finished peers kept
 
-    ranges = chunks(docs)
-    capacity = feature_capacity(docs, ranges)
+    ranges = ranges or chunks(docs, settings.chunk_rows)
+    saved = store.load() if store is not None else {}
+    if ctx is not None:  # the first report counts the chunks kept by an earlier run: no fall back to 0%
+        ctx.progress(sum(int(window_counts(docs.doc_lengths[first:last], settings.window, settings.stride).sum())
+                         for index, (first, last) in enumerate(ranges) if index in saved),
+                     total_windows, stage="predict", force=True)
+    resumed = 0
+    capacity = feature_capacity(docs, ranges, settings.chunk_rows)
     features: np.ndarray | None = None
-    for first, last in ranges:
+    for index, (first, last) in enumerate(ranges):
         row_lo = int(docs.doc_starts[first])
         row_hi = int(docs.doc_starts[last - 1] + docs.doc_lengths[last - 1])
+        kept = saved.pop(index, None)
+        if kept is not None and kept.shape == (row_hi - row_lo, seq.n_classes):
+            probabilities[row_lo:row_hi] = kept
+            rows_kept += row_hi - row_lo
+            resumed += 1
+            done += int(window_counts(docs.doc_lengths[first:last], settings.window, settings.stride).sum())
+            continue
         plan = plan_windows(docs.doc_starts[first:last] - row_lo, docs.doc_lengths[first:last],
                             settings.window, settings.stride)
         cache.release()  # the previous chunk's placed rows may alias the buffer refilled here
@@ -147,6 +186,10 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
         probabilities[row_lo:row_hi] = predict_plan(cache, int(batch), plan, features, seq.n_classes,
                                                     on_batch=advance, stats=stats)
         batch = stats.batch_size  # an OOM backoff sticks for the following chunks
+        if store is not None:
+            store.save(index, probabilities[row_lo:row_hi])
+            rows_kept += row_hi - row_lo
+            stop_if_asked()
     elapsed = time.perf_counter() - started
     traces = sum(model.traces for model in cache.models.values())
     return probabilities, {
@@ -161,6 +204,8 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
         "predictSeconds": round(elapsed, 3),
         "windowsPerSecond": round(stats.windows / stats.seconds, 1) if stats.seconds else None,
         "oomBackoffs": stats.backoffs,
+        "chunks": len(ranges),
+        "resumedChunks": resumed,
         "traces": traces,
         # distinct (batch, rows) input shapes the compiled functions saw: XLA compiles once per shape
         "compiledShapes": len({shape for model in cache.models.values() for shape in model.shapes}),

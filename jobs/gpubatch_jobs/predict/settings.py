@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.errors import BadInput, excerpts
 from gpubatch_jobs.predict.model import ArtifactInfo
 from gpubatch_jobs.spec.kinds import PredictJobSpec
 
@@ -28,6 +28,7 @@ class PredictSettings:
     position_column: str | None
     output_format: str  # parquet | hdf5
     verbosity: int
+    chunk_rows: int | None = None  # rows per chunk of whole documents (None: predict.local.CHUNK_ROWS)
 
 
 def resolve_settings(spec: PredictJobSpec, seq: ArtifactInfo, output: Path) -> PredictSettings:
@@ -61,8 +62,8 @@ def resolve_settings(spec: PredictJobSpec, seq: ArtifactInfo, output: Path) -> P
     if len(features) != seq.n_features:
         raise BadInput(
             f"the model takes {seq.n_features} features but {len(features)} are named "
-            f"({features[:8]}{'...' if len(features) > 8 else ''}); list the {seq.n_features} training features "
-            f"{prep.feature_columns[:8]} in spec.input.features or leave it empty",
+            f"({excerpts(features)}); list the {seq.n_features} training features "
+            f"{excerpts(prep.feature_columns)} in spec.input.features or leave it empty",
             field="spec.input.features",
         )
     id_column = spec.input.id_column or prep.id_column
@@ -76,4 +77,5 @@ def resolve_settings(spec: PredictJobSpec, seq: ArtifactInfo, output: Path) -> P
     return PredictSettings(
         window=window, stride=stride, batch=spec.batch_size, features=features, id_column=id_column,
         position_column=position_column, output_format=fmt, verbosity=spec.verbosity,
+        chunk_rows=spec.chunk_rows,
     )

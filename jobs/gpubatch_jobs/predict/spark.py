@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gpubatch_jobs.contract import DeviceInstruction
-from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.errors import BadInput, excerpts
 from gpubatch_jobs.predict.device import keras_backend
 from gpubatch_jobs.predict.model import inspect_artifact
 from gpubatch_jobs.predict.output import remove, write_predictions
@@ -138,7 +138,7 @@ def _check_input(path: Path, fmt: str, dataset: str | None, settings: PredictSet
     available = column_names(path, fmt, dataset)
     missing = [name for name in settings.features if name not in available]
     if missing:
-        raise BadInput(f"columns {missing} are not in {path.name}", field="spec.input")
+        raise BadInput(f"columns {excerpts(missing)} are not in {path.name}", field="spec.input")
     position = settings.position_column or ""
     columns = read_columns(path, fmt, [settings.id_column, position], dataset)
     import numpy as np

@@ -56,13 +56,14 @@ GPU_DISCOVERY = "/tmp/gpubatch-spark/gpus.sh"
 
 
 def master_url(spark: SparkSpec, environ: Mapping[str, str] = os.environ) -> str:
-    if spark.master is not None or not spark.on_kubernetes:
+    """local[...] as given; a k8s:// master (only ever the cluster's own API server, spec.kinds.
+    SPARK_MASTER_PATTERN) and `executors` alone: the API server's in-pod address, which needs no DNS."""
+    if not spark.on_kubernetes:
         return spark.local_master
     host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT", "443")
     if not host:
-        raise BadInput("spec.spark.executors without spec.spark.master means executor pods through the "
-                       "in-cluster API server, but this is not a Kubernetes pod (no KUBERNETES_SERVICE_HOST); "
-                       "set spec.spark.master (local[N] or k8s://https://HOST:PORT)", field="spec.spark.master")
+        raise BadInput("executor pods go through the in-cluster API server, but this is not a Kubernetes pod "
+                       "(no KUBERNETES_SERVICE_HOST); set spec.spark.master to local[N]", field="spec.spark.master")
     host = f"[{host}]" if ":" in host else host
     return f"k8s://https://{host}:{port}"
 
@@ -178,6 +179,9 @@ def kubernetes_conf(spark: SparkSpec, *, template_dir: Path = Path("/tmp/gpubatc
         "spark.driver.blockManager.port": str(BLOCK_MANAGER_PORT),
         "spark.executor.instances": str(spark.executor_count),
     }
+    cpu = ((main.get("resources") or {}).get("requests") or {}).get("cpu")
+    if cpu:  # an executor asks for the CPU its driver (spec.resources) asks for
+        conf["spark.kubernetes.executor.request.cores"] = str(cpu)
     if spark.gpu_in_udf:
         conf["spark.executor.resource.gpu.vendor"] = "nvidia.com"
         conf["spark.executor.resource.gpu.discoveryScript"] = GPU_DISCOVERY

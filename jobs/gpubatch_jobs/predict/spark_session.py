@@ -21,8 +21,16 @@ ARROW_BATCH_ROWS = 20_000
 
 def spark_conf(spark: SparkSpec, *, app: str, backend: str, partitions: int,
                cluster: dict[str, str] | None = None) -> dict[str, str]:
-    """`cluster`: spark_k8s.kubernetes_conf() when the executors are pods; the user's conf wins over all."""
-    conf = {
+    """`cluster`: spark_k8s.kubernetes_conf() when the executors are pods.
+
+    The tenant's spec.spark.conf goes first and the engine's own settings over it: the
+    keys it may not set are refused at admission (spec.kinds.SPARK_CONF_REFUSED), and
+    should one slip through, ours still win. Driver and executors authenticate to each
+    other (spark.authenticate: Spark makes a secret per application and hands it to its
+    executors), so nothing else reaching the driver's ports can join the application.
+    """
+    conf = dict(spark.conf or {})
+    conf.update({
         "spark.app.name": app,
         "spark.master": spark.local_master,
         "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -34,7 +42,8 @@ def spark_conf(spark: SparkSpec, *, app: str, backend: str, partitions: int,
         "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2",
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
-    }
+        "spark.authenticate": "true",
+    })
     if spark.on_kubernetes or not spark.local_master.startswith("local"):
         conf["spark.executor.instances"] = str(spark.executor_count)
     if spark.gpu_in_udf:
@@ -44,7 +53,6 @@ def spark_conf(spark: SparkSpec, *, app: str, backend: str, partitions: int,
     else:
         conf["spark.executorEnv.CUDA_VISIBLE_DEVICES"] = ""
     conf.update(cluster or {})
-    conf.update(spark.conf or {})
     return conf
 
 

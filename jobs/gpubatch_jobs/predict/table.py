@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.errors import BadInput, excerpt, excerpts
 
 TABLE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".h5": "hdf5", ".hdf5": "hdf5"}
 
@@ -103,7 +103,7 @@ def check_columns(path: Path, available: set[str], columns: list[str]) -> None:
     missing = [name for name in columns if name not in available]
     if missing:
         raise BadInput(
-            f"columns {missing} are not in {path.name} (it has {sorted(available)[:20]})",
+            f"columns {excerpts(missing)} are not in {path.name} (it has {excerpts(sorted(available))})",
             field="spec.input",
         )
 
@@ -155,7 +155,7 @@ def read_columns(path: Path, fmt: str, columns: list[str], dataset: str | None =
         out = read(columns)
         return {name: [values] for name, values in out.items()} if chunked else out  # type: ignore[no-any-return]
     except Exception as err:
-        raise BadInput(f"cannot read columns from the {fmt} file ({type(err).__name__}: {err})", path=str(path)) from err
+        raise BadInput(f"cannot read columns from the {fmt} file ({type(err).__name__}: {excerpt(err, 120)})", path=str(path)) from err
 
 
 def _parquet(path: Path):  # type: ignore[no-untyped-def]

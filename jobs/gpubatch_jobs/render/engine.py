@@ -16,6 +16,11 @@
    With an s3:// output all of this happens in local scratch (storage.Place)
    and each finished file (part, output, preview) is uploaded whole as soon as
    it is complete; a re-run pulls what is published and skips finished parts.
+
+SIGTERM (preemption, eviction, deletion; gpubatch_jobs.preempt) stops the run
+after the batch in flight is written and committed: the partial file then
+holds every image finished so far (an s3:// output uploads it under its
+`.partial` name), the run exits 143, and the next run continues at the next image.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from gpubatch_jobs import preempt
 from gpubatch_jobs.devices import (
     OomBackoff,
     gpu_memory,
@@ -46,7 +52,7 @@ from gpubatch_jobs.render.geometry import RenderParams
 from gpubatch_jobs.render.inputs import Source, open_source
 from gpubatch_jobs.render.preview import preview_path, write_preview
 from gpubatch_jobs.render.shards import assemble, complete_parts, part_path, shard_range
-from gpubatch_jobs.render.writer import ImageWriter, chunk_images, read_fingerprint
+from gpubatch_jobs.render.writer import ImageWriter, chunk_images, partial_path, read_fingerprint
 from gpubatch_jobs.storage import Place
 
 log = logging.getLogger("gpubatch")
@@ -182,6 +188,8 @@ def _render_part(device: Device, source: Source, params: RenderParams, writer: I
         result.seconds["write"] += time.perf_counter() - t1
         result.rendered += stop - start
         progress(stop - start)
+        if preempt.requested() and writer.done < total:
+            raise preempt.stop()  # the images in flight behind this batch are dropped; the committed ones stay
 
 
 def run(spec: Any, ctx: Any) -> dict[str, Any]:
@@ -265,6 +273,8 @@ def _run(spec: Any, ctx: Any, params: RenderParams, final: Path, shards: int, in
         for (i, path, done), result in zip(work, results, strict=True):
             if done:
                 continue
+            if place.is_remote and place.remote_exists(partial_path(path).name):
+                place.pull(partial_path(path).name)  # the images a stopped pod finished (uploaded on its SIGTERM)
             writer = ImageWriter(path, result.images, params, fingerprints[i],
                                  None if source.labels is None else source.labels.dtype,
                                  {**attrs, "shardIndex": i})
@@ -274,11 +284,22 @@ def _run(spec: Any, ctx: Any, params: RenderParams, final: Path, shards: int, in
                 if writer.done < result.images:
                     if device is None:
                         device = _choose_device(spec, ctx, params)
-                    _render_part(device, source, params, writer, scans[i].valid, result, spec, progress)
+                    with preempt.graceful():
+                        _render_part(device, source, params, writer, scans[i].valid, result, spec, progress)
                 writer.finish()
+            except preempt.Terminated:
+                writer.close()
+                if partial_path(path).exists():
+                    place.push(partial_path(path).name)  # s3://: the next pod, anywhere, resumes from it
+                checkpoint = {"done": done_images, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "place": place.show(partial_path(path))}
+                ctx.progress(done_images, total_images, stage="preempted: finished images saved", force=True,
+                             checkpoint=checkpoint, preempted=True)
+                raise preempt.stop(checkpoint) from None
             finally:
                 writer.close()
             place.push(path.name)  # s3://: the part (or output) becomes an object only now, whole
+            place.delete(partial_path(path).name)
     finally:
         if device is not None:
             device.renderer.close()

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.errors import BadInput, excerpt, excerpts
 from gpubatch_jobs.storage import is_s3
 
 SCAN_BLOCK = 65_536
@@ -238,24 +238,24 @@ def _open_table(spec: Any, ctx: Any, path: Path, fmt: str) -> Source:
     try:
         frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
     except Exception as err:  # pandas raises many types for a malformed file
-        raise BadInput(f"cannot read as {fmt}: {err}", path=str(path)) from err
+        raise BadInput(f"cannot read as {fmt}: {type(err).__name__}: {excerpt(err, 120)}", path=str(path)) from err
     labels_column = spec.input.labels
     for column in [spec.input.column, labels_column, *(spec.input.features or [])]:
         if column is not None and column not in frame.columns:
-            raise BadInput(f"{path.name} has no column {column!r}; columns: {list(frame.columns)}",
+            raise BadInput(f"{path.name} has no column {excerpt(column)}; columns: {excerpts(frame.columns)}",
                            field="spec.input.column" if column == spec.input.column else
                            "spec.input.labels" if column == labels_column else "spec.input.features")
     if spec.input.column is not None:
         values = frame[spec.input.column]
         if not pd.api.types.is_numeric_dtype(values):
-            raise BadInput(f"column {spec.input.column!r} is {values.dtype}, not numbers", path=str(path))
+            raise BadInput(f"column {excerpt(spec.input.column)} is {values.dtype}, not numbers", path=str(path))
         source = _from_array(values.to_numpy(dtype=np.float64), spec, str(path), f"column {spec.input.column!r}")
     else:
         columns = spec.input.features or [c for c in frame.columns
                                           if c != labels_column and pd.api.types.is_numeric_dtype(frame[c])]
         bad = [c for c in columns if not pd.api.types.is_numeric_dtype(frame[c])]
         if bad or not columns:
-            raise BadInput(f"no numeric columns to render (non-numeric: {bad}); name one with spec.input.column",
+            raise BadInput(f"no numeric columns to render (non-numeric: {excerpts(bad)}); name one with spec.input.column",
                            path=str(path))
         table = frame[columns].to_numpy(dtype=np.float64)
         array = table[:, 0] if len(columns) == 1 else table

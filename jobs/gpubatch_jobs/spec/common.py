@@ -12,14 +12,15 @@ import re
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from gpubatch_jobs.contract import API_GROUP, API_VERSION  # noqa: F401 - re-exported: the API's name
 
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+# No sign but '+': a negative request or limit is refused at admission, not by the Job later.
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"^(\+)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -91,8 +92,32 @@ class ConditionStatus(str, Enum):
 
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
-Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY_PATTERN)], Field()]
-DataPath = Annotated[str, Field(min_length=1, max_length=4096, pattern=PATH_PATTERN)]
+Quantity = Annotated[Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=QUANTITY_PATTERN)], Field()]
+
+# A `..` segment could climb out of a claim's mount (pvc://data/../../var/run/secrets/...):
+# the API server refuses it in any path (CEL), the model in every pvc:// and s3:// URL. A
+# local path with `..` stays valid for `gpubatch run` on a laptop (the user's own files);
+# a job pod accepts no local path at all, and checks where a pvc:// path really leads
+# (symlinks followed) when it opens the file (runtime.RunContext.confined).
+PARENT_SEGMENT_RE = r"(^|/)\.\.(/|$)"
+NO_PARENT_SEGMENT = {
+    "rule": f"!self.matches('{PARENT_SEGMENT_RE.replace(chr(92), chr(92) * 2)}')",
+    "message": "a '..' segment is not allowed in a path: name the file from its claim or bucket root",
+}
+
+
+def _no_parent_segment(value: str) -> str:
+    if value.startswith(("pvc://", "s3://")) and re.search(PARENT_SEGMENT_RE, value):
+        raise ValueError(NO_PARENT_SEGMENT["message"])
+    return value
+
+
+DataPath = Annotated[
+    str,
+    Field(min_length=1, max_length=4096, pattern=PATH_PATTERN,
+          json_schema_extra={"x-kubernetes-validations": [NO_PARENT_SEGMENT]}),
+    AfterValidator(_no_parent_segment),
+]
 BatchSize = Literal["auto"] | Annotated[int, Field(ge=1, le=1_048_576)]
 
 
@@ -133,8 +158,9 @@ class DeviceSpec(ApiModel):
 
 
 class ResourceRequirements(ApiModel):
-    requests: dict[str, Quantity] | None = Field(None, description="e.g. {cpu: '2', memory: 8Gi}")
-    limits: dict[str, Quantity] | None = Field(None, description="e.g. {memory: 16Gi}")
+    # Bounded maps: the API server prices each CEL rule by the most entries a map may hold.
+    requests: dict[str, Quantity] | None = Field(None, max_length=32, description="e.g. {cpu: '2', memory: 8Gi}")
+    limits: dict[str, Quantity] | None = Field(None, max_length=32, description="e.g. {memory: 16Gi}")
 
 
 class Toleration(ApiModel):
@@ -228,12 +254,25 @@ class CommonSpec(ApiModel):
     image: ImageSpec | None = None
     backoff_limit: int = Field(2, ge=0, le=100, description="Retries of a failed pod (not for exit 1 or 75).")
     active_deadline_seconds: int | None = Field(None, ge=1)
+    termination_grace_period_seconds: int | None = Field(
+        None, ge=1, le=3600,
+        description=("Seconds a pod has after SIGTERM (preemption, eviction, deletion) to finish the step, "
+                     "chunk or image in flight and save it before it is killed; unset: the operator's "
+                     "default (Helm jobTerminationGracePeriodSeconds, 60)."),
+    )
     ttl_seconds_after_finished: int | None = Field(None, ge=0)
     queue_name: str | None = Field(
         None,
         max_length=63,
         pattern=DNS_LABEL_PATTERN,
         description="Kueue LocalQueue; the Job is created suspended with the queue-name label.",
+    )
+    priority_class: str | None = Field(
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=("Kueue WorkloadPriorityClass of the Job (its kueue.x-k8s.io/priority-class label): "
+                     "with queueName, a higher one may preempt lower ones in the ClusterQueue."),
     )
     storage: StorageSpec | None = Field(None, description="Credentials for s3:// paths (a Secret).")
     input: InputSpec

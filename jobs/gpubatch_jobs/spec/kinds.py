@@ -8,9 +8,9 @@ feeding the same bad manifests to each.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gpubatch_jobs.contract import KINDS as CONTRACT_KINDS
 from gpubatch_jobs.spec.common import (
@@ -177,18 +177,81 @@ class TrainJobSpec(CommonSpec):
         return self.batch_size // self.workers
 
 
+# spark.conf keys a tenant may not set (docs/security.md): the master and where the driver
+# and executors run (spark.kubernetes.*, spark.driver.*, spark.submit.*), authentication and
+# TLS, anything that loads code or files into the driver, which runs as the Spark driver
+# identity (jars, plug-ins, listeners, extra class paths, Java options, environment,
+# Python executables), and every key the engine sets itself (predict/spark_session.py,
+# predict/spark_k8s.py). Exact keys end with "$"; the others are prefixes.
+SPARK_CONF_REFUSED: tuple[str, ...] = (
+    "spark.master$", "spark.remote", "spark.api.mode", "spark.submit.", "spark.kubernetes.", "spark.driver.",
+    "spark.authenticate", "spark.ssl.", "spark.network.crypto.", "spark.io.encryption.", "spark.acls.",
+    "spark.admin.acls", "spark.modify.acls", "spark.ui.", "spark.user.groups.", "spark.security.",
+    "spark.redaction.", "spark.jars", "spark.files", "spark.archives", "spark.plugins", "spark.extraListeners",
+    "spark.sql.extensions", "spark.sql.queryExecutionListeners", "spark.sql.streaming.streamingQueryListeners",
+    "spark.executor.extra", "spark.executor.plugins", "spark.executorEnv.", "spark.executor.instances$",
+    "spark.executor.resource.", "spark.task.resource.", "spark.dynamicAllocation.", "spark.pyspark.",
+    "spark.python.", "spark.app.name$", "spark.sql.execution.arrow.", "spark.sql.shuffle.partitions$",
+    "spark.metrics.", "spark.eventLog.", "spark.shuffle.service.", "spark.decommission.", "spark.yarn.",
+    "spark.standalone.", "spark.deploy.",
+)
+SPARK_CONF_MAX_KEYS = 128
+
+
+def spark_conf_refused(key: str) -> bool:
+    """True when a tenant may not set this spark.conf key (SPARK_CONF_REFUSED)."""
+    return any(key == p[:-1] if p.endswith("$") else key.startswith(p) for p in SPARK_CONF_REFUSED)
+
+
+def _spark_conf_cel() -> dict[str, Any]:
+    # startsWith and size() only: cheap for the API server's CEL cost estimate.
+    tests = " || ".join(
+        f"(k.startsWith('{p[:-1]}') && k.size() == {len(p) - 1})" if p.endswith("$") else f"k.startsWith('{p}')"
+        for p in SPARK_CONF_REFUSED)
+    return {
+        "rule": f"!self.exists(k, {tests})",
+        "messageExpression": (f"'spec.spark.conf: ' + self.filter(k, {tests})[0] + "
+                              "' may not be set (master, Kubernetes, driver, authentication, TLS, code-loading "
+                              "and engine-set keys are set by gpubatch only; see docs/security.md)'"),
+        "message": "spec.spark.conf sets a key a job may not set (see docs/security.md)",
+    }
+
+
+# spec.spark.master: Spark inside the pod, or executor pods through the cluster's own API
+# server. A k8s:// URL elsewhere would receive the driver identity's token.
+SPARK_MASTER_PATTERN = (r"^(local(\[([0-9]+|\*)(,[0-9]+)?\])?"
+                        r"|k8s://https://kubernetes\.default(\.svc(\.cluster\.local)?)?(:443)?)$")
+
+
 class SparkSpec(ApiModel):
     # No API defaults for master and executors: "executors given, master not" must stay visible
     # after the API server has stored the object (a CRD default would fill both in).
-    master: str | None = Field(None, min_length=1, max_length=1024, description=(
-        "Spark master URL. Unset: local[*] (inside the pod), or, with executors set, the in-cluster "
-        "API server. k8s://https://HOST:PORT makes the job pod the driver (client mode) of executor pods."))
+    master: str | None = Field(None, min_length=1, max_length=1024, pattern=SPARK_MASTER_PATTERN, description=(
+        "Spark master URL: local, local[N] or local[*] (inside the pod), or "
+        "k8s://https://kubernetes.default.svc (the cluster's own API server: the job pod is the driver, "
+        "in client mode, of executor pods). Unset: local[*], or, with executors set, the in-cluster "
+        "API server."))
     gpu_in_udf: bool = Field(False, description="true: each executor uses the GPU Spark assigned it; false: GPUs hidden.")
     executors: int | None = Field(None, ge=1, le=10_000, description=(
         "Executors when the master is a cluster (default 2); set without master: that many executor "
         "pods through the in-cluster API server."))
     partitions: int | None = Field(None, ge=1, le=1_000_000, description="Input partitions (default: by document count).")
-    conf: dict[str, str] | None = Field(None, description="Extra Spark configuration.")
+    conf: dict[str, Annotated[str, Field(max_length=4096)]] | None = Field(
+        None, max_length=SPARK_CONF_MAX_KEYS,
+        description=("Extra Spark configuration (executor memory and cores, SQL tuning). Keys that set the "
+                     "master, spark.kubernetes.*, spark.driver.*, authentication, TLS, code or files to load, "
+                     "or that the engine sets itself are refused (docs/security.md)."),
+        json_schema_extra={"x-kubernetes-validations": [_spark_conf_cel()]})
+
+    @field_validator("conf")
+    @classmethod
+    def _conf_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        refused = [key for key in (value or {}) if spark_conf_refused(key)]
+        if refused:
+            shown = ", ".join(repr(key[:80]) for key in refused[:5])
+            raise ValueError(f"{shown} may not be set (master, Kubernetes, driver, authentication, TLS, "
+                             "code-loading and engine-set keys are set by gpubatch only; see docs/security.md)")
+        return value
 
     @property
     def on_kubernetes(self) -> bool:
@@ -232,6 +295,12 @@ class PredictJobSpec(CommonSpec):
     batch_size: BatchSize = Field("auto", description="Windows per model call; auto: the largest that fits.")
     engine: Literal["local", "spark"] = "local"
     spark: SparkSpec | None = None
+    chunk_rows: int | None = Field(
+        None, ge=1, le=1 << 30,
+        description=("engine local: rows per chunk of whole documents (default 1048576). Each finished chunk "
+                     "is kept until the result is published, so a preempted pod loses at most the chunk "
+                     "in flight; smaller chunks lose less and cost a little more."),
+    )
     verbosity: int = Field(1, ge=0, le=3)
 
     @model_validator(mode="after")
@@ -255,6 +324,16 @@ class WorkersStatus(ApiModel):
     group_restarts: int = Field(0, ge=0, description="Times the whole group was restarted after a worker failed.")
 
 
+class CheckpointStatus(ApiModel):
+    """The last checkpoint the job's pod reported (after an epoch, or on SIGTERM mid-epoch)."""
+
+    epoch: int | None = Field(None, description="TrainJob: epochs complete at the checkpoint.")
+    step: int | None = Field(None, description="TrainJob: steps done of the next epoch (0: an epoch's end).")
+    done: int | None = Field(None, description="PredictJob/RenderJob: items (rows, images) published so far.")
+    time: str | None = Field(None, description="When it was written (UTC).")
+    place: str | None = Field(None, description="Where it lies (a path on the PVC, or an s3:// URL).")
+
+
 class JobStatus(ApiModel):
     """Written by the operator only (the spec is never written back)."""
 
@@ -272,6 +351,19 @@ class JobStatus(ApiModel):
     attempts: int | None = Field(None, description="Jobs created for this resource (a CPU fallback adds one).")
     result: dict[str, Any] | None = Field(None, description="The engine's summary JSON.")
     workers: WorkersStatus | None = Field(None, description="TrainJob with workers > 1: ready/total and restarts.")
+    checkpoint: CheckpointStatus | None = Field(None, description="The last checkpoint the pod reported.")
+    preemptions: int | None = Field(
+        None, description="Times a pod of this job was stopped by SIGTERM (preempted, evicted, deleted) "
+                          "and saved its work first.")
+    preempted_pods: list[str] | None = Field(
+        None, max_length=64, description="The pods counted in preemptions (the newest 64), so each counts once.")
+    log_ref: str | None = Field(
+        None, description="Where every pod of this job keeps its log (the last 1 MiB), one <pod>.log per attempt: "
+        "<spec.output.path>.logs. `gpubatch logs` reads it once the pods are gone.")
+    estimated_remaining_seconds: int | None = Field(
+        None, ge=0, description="While running: the seconds the engine estimates are left at its current rate.")
+    throughput_per_second: float | None = Field(
+        None, ge=0, description="While running: items per second of the current stage (summed over shards).")
 
 
 class ObjectMeta(ApiModel):

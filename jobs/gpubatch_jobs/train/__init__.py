@@ -19,12 +19,14 @@ epochs; checkpoints stores resume state; scores and publish write results.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
+from gpubatch_jobs import preempt
 from gpubatch_jobs.artifacts import SUMMARY_FILE, is_finished
 from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.runtime import RunContext
@@ -80,6 +82,8 @@ def run(spec: Any, ctx: RunContext) -> dict[str, Any]:
     group = WorkerGroup.from_env(spec)
     runtime = prepare_runtime(spec.backend, ctx.device_instruction(spec.device.policy), spec.mixed_precision,
                               group=group)
+    if group is not None:
+        preempt.reclaim()  # the group's runtime may have set a SIGTERM handler of its own
     import keras
 
     apply_precision(runtime)
@@ -97,7 +101,6 @@ def _finished_summary(output: Path) -> dict[str, Any] | None:
 
 def _train(spec: Any, ctx: RunContext, place: Place, data: Any, runtime: Any, run_print: str,
            checkpoint_print: str, started: float, keras: Any, group: Any = None) -> dict[str, Any]:
-    import contextlib
 
     from gpubatch_jobs.train.checkpoints import CheckpointStore, TrainState
     from gpubatch_jobs.train.loop import fit, monitored_metric
@@ -110,7 +113,7 @@ def _train(spec: Any, ctx: RunContext, place: Place, data: Any, runtime: Any, ru
     if is_finished(output) and chief:  # overwrite: true (the other cases returned or raised above)
         unpublish(place)
         store.clear()
-    state, resumed_from = TrainState(), 0
+    state, resumed_from, resumed_step = TrainState(), 0, 0
     loaded = None
     if store.exists():
         try:
@@ -123,8 +126,11 @@ def _train(spec: Any, ctx: RunContext, place: Place, data: Any, runtime: Any, ru
             store.clear()
     if loaded is not None:
         state, _ = loaded
-        resumed_from = state.epoch
-        log.info("resuming after epoch %d from %s", state.epoch, place.show(store.folder))
+        resumed_from, resumed_step = state.epoch, state.step
+        if state.step:
+            log.info("resuming at step %d of epoch %d from %s", state.step, state.epoch + 1, place.show(store.folder))
+        else:
+            log.info("resuming after epoch %d from %s", state.epoch, place.show(store.folder))
 
     keras.utils.set_random_seed(spec.seed)
     prep = data.prep
@@ -132,9 +138,14 @@ def _train(spec: Any, ctx: RunContext, place: Place, data: Any, runtime: Any, ru
         model = build_model(spec.model, n_features=prep.n_features, n_classes=prep.n_classes,
                             window_size=prep.window_size, image_shape=prep.image_shape)
         compile_model(model, learning_rate=spec.learning_rate, model_type=spec.model.type)
-    # Worker 0 alone writes checkpoints; every worker reads them to resume at the same epoch.
-    result = fit(model, data, spec, ctx, state, store if spec.checkpoints and chief else None,
-                 {"preprocessing": prep.to_json()}, group=group)
+    # Worker 0 alone writes checkpoints; every worker reads them to resume at the same step.
+    # On SIGTERM (gpubatch_jobs.preempt) a single process stops after the step in flight and
+    # saves it; a TensorFlow group first agrees on the step (train/loop.py), then worker 0 saves
+    # it. A JAX group stops at once and resumes from its last epoch checkpoint.
+    writer = store if spec.checkpoints and chief else None
+    stops_at_step = bool(spec.checkpoints) and (group is None or group.stops_at_a_step)
+    with preempt.graceful() if stops_at_step else contextlib.nullcontext():
+        result = fit(model, data, spec, ctx, state, writer, {"preprocessing": prep.to_json()}, group=group)
 
     optimizer_steps = _optimizer_steps(model)
     if group is not None and group.backend == "jax":
@@ -153,6 +164,7 @@ def _train(spec: Any, ctx: RunContext, place: Place, data: Any, runtime: Any, ru
         "epochs": state.epoch,
         "epochsThisRun": result.epochs_this_run,
         "resumedFromEpoch": resumed_from,
+        "resumedFrom": {"epoch": resumed_from, "step": resumed_step} if loaded is not None else None,
         "stoppedEarly": state.stopped_early,
         "history": history,
         "validation": validation,
@@ -191,6 +203,7 @@ def _train(spec: Any, ctx: RunContext, place: Place, data: Any, runtime: Any, ru
                   "inputRows": data.input_rows},
         "epochs": state.epoch,
         "resumedFromEpoch": resumed_from,
+        "resumedFrom": {"epoch": resumed_from, "step": resumed_step} if loaded is not None else None,
         "stoppedEarly": state.stopped_early,
         "metrics": {
             "scoredOn": validation["scoredOn"],

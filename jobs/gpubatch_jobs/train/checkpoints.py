@@ -1,7 +1,15 @@
-"""Per-epoch checkpoints, written atomically, so a restarted pod resumes where it stopped.
+"""Checkpoints, written atomically, so a restarted pod resumes where it stopped.
 
-    checkpoints/latest.json     the commit point: epoch, history, early-stopping state
-    checkpoints/epoch-0003/     model.weights.npz + optimizer.npz of that epoch
+    checkpoints/latest.json                 the commit point: epoch, step, history, early-stopping state
+    checkpoints/epoch-0003/                 model.weights.npz + optimizer.npz after epoch 3
+    checkpoints/epoch-0003-step-000120/     the same after 120 steps of epoch 4 (written on SIGTERM),
+                                            plus rng.npz (the dropout seed states) and metrics.npz
+                                            (the epoch's running metric sums, so its history entry is whole)
+
+One is written after every epoch; a step-level one when the pod is told to
+stop (SIGTERM: preempted, evicted, deleted) in the middle of an epoch. The
+position in the epoch's seeded order is `step` x `stepBatchSize` samples, so
+the next run carries on at the next batch of the same order.
 
 An epoch's folder is written under a temporary name and renamed; only then is
 latest.json replaced (os.replace) to point at it, and older folders go. A
@@ -17,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +41,8 @@ log = logging.getLogger("gpubatch.train")
 LATEST = "latest.json"
 WEIGHTS = "model.weights.npz"
 OPTIMIZER = "optimizer.npz"
+SEEDS = "rng.npz"
+METRICS = "metrics.npz"
 
 
 def fingerprint(payload: Any) -> str:
@@ -41,7 +52,7 @@ def fingerprint(payload: Any) -> str:
 
 @dataclass
 class TrainState:
-    """Where training stands after `epoch` completed epochs."""
+    """Where training stands after `epoch` completed epochs and `step` steps of the next."""
 
     epoch: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -50,10 +61,28 @@ class TrainState:
     stopped_early: bool = False
     weights: list[np.ndarray] | None = None
     optimizer: list[np.ndarray] | None = None
+    # Mid-epoch (a step-level checkpoint): steps done in epoch `epoch + 1`, at which batch size,
+    # the dropout seed states and running metric sums then, and the epoch's seconds so far.
+    step: int = 0
+    step_batch_size: int = 0
+    seeds: list[np.ndarray] | None = None
+    metrics: list[np.ndarray] | None = None
+    epoch_seconds: float = 0.0
+
+    @property
+    def samples_done(self) -> int:
+        """Samples of epoch `epoch + 1`'s seeded order already trained on."""
+        return self.step * self.step_batch_size
+
+    def clear_step(self) -> None:
+        self.step, self.step_batch_size, self.seeds, self.metrics, self.epoch_seconds = 0, 0, None, None, 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "history": self.history, "best": self.best, "wait": self.wait,
-                "stoppedEarly": self.stopped_early}
+        meta: dict[str, Any] = {"epoch": self.epoch, "step": self.step, "history": self.history,
+                                "best": self.best, "wait": self.wait, "stoppedEarly": self.stopped_early}
+        if self.step:
+            meta.update(stepBatchSize=self.step_batch_size, epochSeconds=self.epoch_seconds)
+        return meta
 
 
 def snapshot(model: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -61,6 +90,37 @@ def snapshot(model: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
     weights = [np.array(v.numpy()) for v in model.weights]
     optimizer = [np.array(v.numpy()) for v in model.optimizer.variables] if model.optimizer else []
     return weights, optimizer
+
+
+def seed_variables(model: Any) -> list[Any]:
+    """The model's random-seed states (dropout's SeedGenerators), in a fixed order."""
+    return [v for v in model.variables if v.name == "seed_generator_state"]
+
+
+def seed_states(model: Any) -> list[np.ndarray]:
+    return [np.array(v.numpy()) for v in seed_variables(model)]
+
+
+def metric_states(model: Any) -> list[np.ndarray]:
+    return [np.array(v.numpy()) for v in model.metrics_variables]
+
+
+def assign_all(variables: list[Any], arrays: list[np.ndarray], what: str) -> bool:
+    """Assign `arrays` to `variables` when they fit one to one; False (and a warning) when not."""
+    if len(variables) != len(arrays) or any(tuple(v.shape) != a.shape for v, a in zip(variables, arrays, strict=True)):
+        log.warning("the checkpoint's %s do not fit this model (%d vs %d); left as they are",
+                    what, len(arrays), len(variables))
+        return False
+    for variable, array in zip(variables, arrays, strict=True):
+        variable.assign(array.astype(variable.dtype) if hasattr(variable, "dtype") else array)
+    return True
+
+
+def sync_from_device(model: Any) -> None:
+    """Make the model's variables current mid-epoch (the JAX trainer keeps them in its own state)."""
+    sync = getattr(model, "jax_state_sync", None)
+    if callable(sync):
+        sync()
 
 
 def restore(model: Any, state: TrainState) -> bool:
@@ -124,7 +184,7 @@ class CheckpointStore:
                            path=str(self.latest_path)) from err
 
     def load(self) -> tuple[TrainState, dict[str, Any]] | None:
-        """(state, metadata) of the last complete epoch, or None when there is none."""
+        """(state, metadata) of the last checkpoint (an epoch's or a step's), or None when there is none."""
         meta = self.read_meta()
         if meta is None:
             return None
@@ -140,6 +200,9 @@ class CheckpointStore:
                 weights = [archive[f"a{i:05d}"] for i in range(len(archive.files))]
             with np.load(epoch_dir / OPTIMIZER) as archive:
                 optimizer = [archive[f"a{i:05d}"] for i in range(len(archive.files))]
+            step = int(meta.get("step", 0))
+            seeds = _load_arrays(epoch_dir / SEEDS) if step else None
+            metrics = _load_arrays(epoch_dir / METRICS) if step else None
         except (OSError, KeyError, ValueError) as err:
             raise BadInput(f"checkpoint of epoch {meta['epoch']} is unreadable: {err}; delete the checkpoints folder",
                            path=str(epoch_dir)) from err
@@ -147,23 +210,32 @@ class CheckpointStore:
             epoch=int(meta["epoch"]), history=meta.get("history", {}), best=meta.get("best"),
             wait=int(meta.get("wait", 0)), stopped_early=bool(meta.get("stoppedEarly", False)),
             weights=weights, optimizer=optimizer,
+            step=step, step_batch_size=int(meta.get("stepBatchSize", 0)) if step else 0,
+            seeds=seeds, metrics=metrics, epoch_seconds=float(meta.get("epochSeconds", 0.0)) if step else 0.0,
         )
         return state, meta
 
-    def save(self, state: TrainState, extra: dict[str, Any]) -> None:
-        """Write `state` (with its arrays) as the newest checkpoint, atomically."""
+    def save(self, state: TrainState, extra: dict[str, Any]) -> dict[str, Any]:
+        """Write `state` (with its arrays) as the newest checkpoint, atomically.
+
+        Returns what `status.checkpoint` shows: {epoch, step, time, place}.
+        """
         assert state.weights is not None
-        name = f"epoch-{state.epoch:04d}"
+        name = f"epoch-{state.epoch:04d}" + (f"-step-{state.step:06d}" if state.step else "")
         self.folder.mkdir(parents=True, exist_ok=True)
         partial = self.folder / f".{name}.partial-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
         _save_arrays(partial / WEIGHTS, state.weights)
         _save_arrays(partial / OPTIMIZER, state.optimizer or [])
+        if state.step:
+            _save_arrays(partial / SEEDS, state.seeds or [])
+            _save_arrays(partial / METRICS, state.metrics or [])
         final = self.folder / name
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
-        meta = {**extra, **state.to_json(), "dir": name, "fingerprint": self.fingerprint}
+        saved_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        meta = {**extra, **state.to_json(), "dir": name, "fingerprint": self.fingerprint, "time": saved_at}
         write_text_atomic(self.latest_path, json.dumps(meta, indent=1))
         for old in self.folder.iterdir():
             if old.is_dir() and old.name != name:
@@ -173,6 +245,13 @@ class CheckpointStore:
         self.place.push_tree(f"{CHECKPOINT_DIR}/{name}")
         self.place.push(f"{CHECKPOINT_DIR}/{LATEST}")
         self.place.delete_tree(CHECKPOINT_DIR, keep=name, also_keep=LATEST)
+        return {"epoch": state.epoch, "step": state.step, "time": saved_at,
+                "place": self.place.show(self.folder / name)}
+
+
+def _load_arrays(path: Path) -> list[np.ndarray]:
+    with np.load(path) as archive:
+        return [archive[f"a{i:05d}"] for i in range(len(archive.files))]
 
 
 def _save_arrays(path: Path, arrays: list[np.ndarray]) -> None:

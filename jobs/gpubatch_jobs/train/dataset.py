@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from gpubatch_jobs.artifacts import Preprocessing, window_starts
-from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.errors import BadInput, excerpt, excerpts
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.train import arrays, tables
 from gpubatch_jobs.train.split import (
@@ -171,7 +171,7 @@ def _sequences(spec: Any, frame: Any, path: Path) -> TrainingData:
                        field="spec.input.idColumn")
     for name, column in (("idColumn", id_column), ("positionColumn", position_column)):
         if column and column not in frame.columns:
-            raise BadInput(f"column {column!r} not found; columns are {list(frame.columns)[:20]}",
+            raise BadInput(f"column {excerpt(column)} not found; columns are {excerpts(frame.columns)}",
                            field=f"spec.input.{name}")
         if column and frame[column].isna().any():
             raise BadInput(f"column {column!r} has missing values", field=f"spec.input.{name}")

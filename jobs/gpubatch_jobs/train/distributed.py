@@ -45,6 +45,40 @@ class WorkerGroup:
     hosts: list[str]
     backend: str = "tensorflow"
     strategy: Any = field(default=None, repr=False)
+    _agree: Any = field(default=None, repr=False)
+
+    @property
+    def stops_at_a_step(self) -> bool:
+        """Whether the group can agree on a step to stop at on SIGTERM (TensorFlow's collectives)."""
+        return self.backend == "tensorflow"
+
+    def agree_to_stop(self, mine: bool) -> bool:
+        """Whether any worker of the group was told to stop (SIGTERM).
+
+        One all-reduce of a 0/1 flag over the group's collectives: every worker
+        calls it at the same step (the training loop's agreement points), so
+        all of them stop after the same step and worker 0's checkpoint holds
+        what every worker trained.
+        """
+        if not self.stops_at_a_step or self.strategy is None:
+            return mine
+        import tensorflow as tf
+
+        if self._agree is None:
+            strategy = self.strategy
+
+            @tf.function  # type: ignore[misc]
+            def agree(flag: Any) -> Any:
+                def replica(value: Any) -> Any:
+                    # identity: a tensor placed on this replica's device (the argument has none)
+                    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                                          tf.identity(value))
+
+                return strategy.run(replica, args=(flag,))
+
+            self._agree = agree
+        result = self._agree(tf.constant(1.0 if mine else 0.0))
+        return bool(float(self.strategy.experimental_local_results(result)[0]) > 0)
 
     @property
     def count(self) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.errors import BadInput, excerpt, excerpts
 
 log = logging.getLogger("gpubatch.train")
 
@@ -71,7 +71,7 @@ def label_column_of(frame: Any, declared: str | None, path: Path) -> str:
     if column not in frame.columns:
         hint = "" if declared else " (spec.input.labels is unset, so the column 'label' was expected)"
         raise BadInput(
-            f"label column {column!r} not found in {path.name}{hint}; columns are {list(frame.columns)[:20]}",
+            f"label column {excerpt(column)} not found in {path.name}{hint}; columns are {excerpts(frame.columns)}",
             field="spec.input.labels",
         )
     return column
@@ -90,11 +90,11 @@ def feature_columns_of(frame: Any, declared: list[str] | None, exclude: set[str]
     if declared:
         missing = [c for c in declared if c not in frame.columns]
         if missing:
-            raise BadInput(f"feature column {missing[0]!r} not found; columns are {list(frame.columns)[:20]}",
+            raise BadInput(f"feature column {excerpt(missing[0])} not found; columns are {excerpts(frame.columns)}",
                            field="spec.input.features")
         clash = [c for c in declared if c in exclude]
         if clash:
-            raise BadInput(f"column {clash[0]!r} is the label/id/position column and cannot also be a feature",
+            raise BadInput(f"column {excerpt(clash[0])} is the label/id/position column and cannot also be a feature",
                            field="spec.input.features")
         for column in declared:
             if not _looks_numeric(frame[column]):
@@ -115,7 +115,7 @@ def feature_columns_of(frame: Any, declared: list[str] | None, exclude: set[str]
         ignored.append(str(column))
     if not chosen:
         raise BadInput(
-            f"no numeric feature columns; non-numeric columns {ignored[:10]} cannot be features "
+            f"no numeric feature columns; non-numeric columns {excerpts(ignored)} cannot be features "
             "(encode them as numbers, or list spec.input.features)",
             field="spec.input.features",
         )
@@ -129,8 +129,8 @@ def _non_numeric_message(series: Any, column: str) -> str:
 
     parsed = pd.to_numeric(series, errors="coerce")
     offenders = series[parsed.isna() & series.notna()]
-    example = repr(offenders.iloc[0]) if len(offenders) else "a non-numeric value"
-    return f"feature column {column!r} is not numeric (e.g. {example}); encode it as numbers or drop it"
+    example = excerpt(offenders.iloc[0], 20) if len(offenders) else "a non-numeric value"
+    return f"feature column {excerpt(column)} is not numeric (e.g. {example}); encode it as numbers or drop it"
 
 
 def feature_matrix(frame: Any, columns: list[str], path: Path) -> np.ndarray:
@@ -141,7 +141,7 @@ def feature_matrix(frame: Any, columns: list[str], path: Path) -> np.ndarray:
         index = int(np.argmax(per_column > 0))
         first_row = int(np.argmax(bad[:, index]))
         raise BadInput(
-            f"feature column {columns[index]!r} has {int(per_column[index])} NaN or infinite values "
+            f"feature column {excerpt(columns[index])} has {int(per_column[index])} NaN or infinite values "
             f"(first at row {first_row}); fill or drop those rows",
             field="spec.input.features",
         )
@@ -159,7 +159,7 @@ def encode_labels(raw: np.ndarray | Any, column: str, *, min_count: int = 2) -> 
     series = pd.Series(raw)
     if series.isna().any():
         first = int(np.argmax(series.isna().to_numpy()))
-        raise BadInput(f"label column {column!r} has {int(series.isna().sum())} missing values (first at row {first})",
+        raise BadInput(f"label column {excerpt(column)} has {int(series.isna().sum())} missing values (first at row {first})",
                        field="spec.input.labels")
     if series.dtype == object and len(series) and isinstance(series.iloc[0], bytes):
         series = series.map(lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else b)
@@ -175,13 +175,13 @@ def encode_labels(raw: np.ndarray | Any, column: str, *, min_count: int = 2) -> 
         classes = [str(v) for v in uniques]
         ids = np.searchsorted(uniques, text)
     if len(classes) < 2:
-        raise BadInput(f"label column {column!r} has a single class {classes[0]!r}; a classifier needs two or more",
+        raise BadInput(f"label column {excerpt(column)} has a single class {excerpt(classes[0], 20)}; a classifier needs two or more",
                        field="spec.input.labels")
     counts = np.bincount(ids, minlength=len(classes))
     rare = [classes[i] for i in np.flatnonzero(counts < min_count)]
     if rare:
         raise BadInput(
-            f"class {rare[0]!r} in label column {column!r} has {int(counts[classes.index(rare[0])])} sample(s); "
+            f"class {excerpt(rare[0], 20)} in label column {excerpt(column)} has {int(counts[classes.index(rare[0])])} sample(s); "
             f"each class needs at least {min_count} (merge or drop rare classes)",
             field="spec.input.labels",
         )

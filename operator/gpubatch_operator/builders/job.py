@@ -37,6 +37,7 @@ from gpubatch_operator.kinds import API, JobKind
 from gpubatch_operator.naming import (
     ATTEMPT_LABEL,
     DEVICE_LABEL,
+    KUEUE_PRIORITY_LABEL,
     KUEUE_QUEUE_LABEL,
     OWNER_UID_LABEL,
     TEST_ANNOTATION_PREFIX,
@@ -145,6 +146,33 @@ def build_worker_service(request: JobRequest) -> dict[str, Any]:
     }
 
 
+def build_worker_network_policy(request: JobRequest) -> dict[str, Any]:
+    """The NetworkPolicy of a TrainJob's worker group: only the group's own pods reach its pods.
+
+    It selects the resource's pods (owner-uid label, set by the operator on the Job's
+    template; a tenant who may not create pods cannot wear it) and admits traffic to
+    the worker port from those pods alone; any other ingress to them is refused where
+    the cluster's network plugin enforces NetworkPolicy. Owned by the TrainJob.
+    """
+    selector = {"matchLabels": {OWNER_UID_LABEL: request.uid}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": workers_service_name(request.name),
+            "namespace": request.namespace,
+            "labels": owner_labels(request.job_kind.kind, request.name, request.uid),
+            "ownerReferences": [owner_reference(request)],
+        },
+        "spec": {
+            "podSelector": selector,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": selector}],
+                         "ports": [{"protocol": "TCP", "port": WORKER_PORT}]}],
+        },
+    }
+
+
 def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     spec = request.spec
     labels = {
@@ -155,6 +183,8 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     job_labels = dict(labels)
     if spec.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+    if spec.priority_class:
+        job_labels[KUEUE_PRIORITY_LABEL] = spec.priority_class
     test_hooks = test_annotations(request.test_hooks, request.device) if settings.test_hooks else {}
     image, pull_policy = image_for(request, settings)
     volumes, mounts = pvc_volumes(request.job_kind.data_paths(spec))
@@ -175,7 +205,9 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         "env": env,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
         "terminationMessagePath": "/dev/termination-log",
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        # File only: the engine always writes its summary there, and a log tail (what
+        # FallbackToLogsOnError would take) may quote data into status.message.
+        "terminationMessagePolicy": "File",
     }
     if mounts:
         container["volumeMounts"] = mounts
@@ -191,6 +223,10 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         "automountServiceAccountToken": True,
         "securityContext": POD_SECURITY_CONTEXT,
         "containers": [container],
+        # After SIGTERM (Kueue preemption, eviction, deletion) the engine finishes the step, chunk
+        # or image in flight and saves it (gpubatch_jobs.preempt) within this many seconds.
+        "terminationGracePeriodSeconds": spec.termination_grace_period_seconds
+        or settings.default_termination_grace_s,
     }
     if volumes:
         pod_spec["volumes"] = volumes

@@ -1,11 +1,20 @@
-"""The job pods' ServiceAccount, Role and RoleBinding for one namespace.
+"""The job pods' identities in one namespace: a ServiceAccount and a RoleBinding to a ClusterRole.
 
-A job pod reports progress by merge-patching the `gpubatch.dev/progress`
-annotation on its own Pod, so its ServiceAccount may `get` and `patch` pods in
-its namespace and nothing else. The operator creates these three objects in
-each namespace where it launches a Job (the chart pre-creates them where it
-can); existing ones are left as they are. All carry `gpubatch.dev/job-identity:
-"true"`, by which the operator watches the ServiceAccounts to re-create a deleted one.
+The chart ships two ClusterRoles (charts/gpubatch/templates/job-rbac.yaml) whose
+rules are below: the job identity's (a pod patches the `gpubatch.dev/progress`
+annotation on itself; the chart's ValidatingAdmissionPolicy holds it to its own
+pod and that annotation) and the Spark driver's (it makes, watches and deletes
+executor pods and their ConfigMap; a second policy holds its pod creation to
+executor pods owned by it). The operator creates the ServiceAccount and a
+RoleBinding to the ClusterRole in each namespace where it launches a Job: it
+holds `bind` on exactly those two ClusterRoles, so it grants their rules
+without holding them itself (RBAC's standard way to delegate).
+
+Both objects carry `gpubatch.dev/job-identity: "true"` (the operator watches
+the ServiceAccounts to re-create a deleted one) and, when the ClusterRole is
+known, an owner reference to it: `helm uninstall` deletes the ClusterRole and
+the garbage collector then deletes every binding and ServiceAccount the
+operator made, in every namespace.
 """
 
 from __future__ import annotations
@@ -14,15 +23,20 @@ from typing import Any
 
 from gpubatch_jobs.contract import JOB_IDENTITY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL
 
+RBAC_API = "rbac.authorization.k8s.io/v1"
+
+# The job identity: patch (a merge-patch of the progress annotation on its own pod: the
+# chart's ValidatingAdmissionPolicy refuses anything else). No get, list or watch.
 JOB_POD_RULES: list[dict[str, Any]] = [
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},
 ]
 
-# A PredictJob whose Spark executors are pods (spark.master k8s://..., or spark.executors
-# alone): its pod is the Spark driver and runs as a ServiceAccount of its own, made only in
-# namespaces where such a job runs. Spark (client mode) gets its own pod (the executors'
-# owner), creates, watches, lists and deletes executor pods, and keeps the executors'
-# configuration in a ConfigMap it creates and deletes; the pod also patches its progress.
+# A PredictJob whose Spark executors are pods (spark.executors, or the cluster's own API server
+# as spark.master): its pod is the Spark driver and runs as a ServiceAccount of its own, bound
+# only in namespaces where such a job runs. Spark (client mode) gets its own pod (the executors'
+# owner), creates, watches, lists and deletes executor pods (the chart's policy admits only pods
+# owned by the driver, on an allowed image, without a token, host paths or another identity), and
+# keeps the executors' configuration in a ConfigMap; the pod also patches its progress.
 SPARK_DRIVER_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete", "patch"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "delete"]},
@@ -35,25 +49,33 @@ def needs_spark_driver(spec: Any) -> bool:
     return getattr(spec, "engine", None) == "spark" and spark is not None and bool(spark.on_kubernetes)
 
 
-def job_rbac_objects(namespace: str, service_account: str, rules: list[dict[str, Any]] | None = None,
-                     annotations: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """[ServiceAccount, Role, RoleBinding], all named `service_account`; `rules` default JOB_POD_RULES;
-    `annotations` on the ServiceAccount (workload identity for s3:// paths, e.g. eks.amazonaws.com/role-arn)."""
-    meta = {
+def cluster_role_owner(cluster_role: dict[str, Any]) -> dict[str, Any]:
+    """An owner reference to a ClusterRole (no blockOwnerDeletion: nothing waits on it)."""
+    meta = cluster_role.get("metadata", {})
+    return {"apiVersion": RBAC_API, "kind": "ClusterRole", "name": meta.get("name", ""), "uid": meta.get("uid", "")}
+
+
+def job_rbac_objects(namespace: str, service_account: str, cluster_role: str = "gpubatch-job",
+                     annotations: dict[str, str] | None = None,
+                     owner: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """[ServiceAccount, RoleBinding], both named `service_account`; the binding grants the ClusterRole
+    `cluster_role` in `namespace` only; `annotations` on the ServiceAccount (workload identity for s3://
+    paths, e.g. eks.amazonaws.com/role-arn); `owner`: an owner reference (to that ClusterRole)."""
+    meta: dict[str, Any] = {
         "name": service_account,
         "namespace": namespace,
         "labels": {MANAGED_BY_LABEL: MANAGED_BY, NAME_LABEL: "gpubatch", JOB_IDENTITY_LABEL: "true"},
     }
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {**meta, "annotations": dict(annotations)} if annotations else meta},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
-         "rules": JOB_POD_RULES if rules is None else rules},
         {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "apiVersion": RBAC_API,
             "kind": "RoleBinding",
             "metadata": meta,
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": service_account},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
             "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
         },
     ]

@@ -49,6 +49,15 @@ class OperatorContext:
         for key in list(self.store.resources):
             self.reconciler.queue.add(key)
 
+    def dead_loops(self) -> list[str]:
+        """The loops this operator needs that have ended on their own (an uncaught error): /healthz goes red."""
+        dead = []
+        if self.election_task is not None and self.election_task.done():
+            dead.append("leader election")
+        if any(task.done() for task in self.tasks):
+            dead.append("reconcile workers")
+        return dead
+
     def stop_workers(self) -> None:
         """Another replica leads now: no more Jobs or status writes from this one."""
         for task in self.tasks:

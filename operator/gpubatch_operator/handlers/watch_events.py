@@ -16,6 +16,10 @@ def resource_event(operator_ctx: OperatorContext, event_type: str | None, body: 
     key = operator_ctx.store.put_resource(body, deleted=deleted)
     if deleted:
         operator_ctx.reconciler.forget(key)
+        if operator_ctx.tasks and operator_ctx.store.namespace_empty(key[1]):
+            # The leader only: the last gpubatch resource of the namespace is gone, and with it
+            # every reason for the job identities there.
+            operator_ctx.reconciler.namespace_emptied(key[1])
     else:
         operator_ctx.reconciler.note(operator_ctx.store.resources[key])
 
