@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import ssl
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,16 @@ class PodAnnotationProgress:
                 "Content-Type": "application/merge-patch+json",
             },
         )
-        with urllib.request.urlopen(request, timeout=5, context=self.ssl) as response:
-            response.read()
+        try:
+            with urllib.request.urlopen(request, timeout=5, context=self.ssl) as response:
+                response.read()
+        except urllib.error.HTTPError as err:
+            # The API server's own reason (a Status object's message) says what to fix.
+            try:
+                reason = json.loads(err.read() or b"{}").get("message", "")
+            except ValueError:
+                reason = ""
+            raise RuntimeError(f"PATCH pod annotation {PROGRESS_ANNOTATION}: HTTP {err.code} {reason}".strip()) from err
 
 
 def termination_message(summary: dict[str, Any]) -> str:

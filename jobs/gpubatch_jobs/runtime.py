@@ -47,6 +47,7 @@ class RunContext:
     progress_sinks: list[ProgressSink] = field(default_factory=list)
     progress_interval_s: float = PROGRESS_INTERVAL_S
     _last_progress: float = field(default=0.0, repr=False)
+    _sink_failed: bool = field(default=False, repr=False)  # the first failing report is a warning
     # (stage, first time, done then): the rate and ETA are measured from a stage's first report.
     _rate_start: tuple[str, float, int] | None = field(default=None, repr=False)
 
@@ -146,7 +147,8 @@ class RunContext:
             try:
                 sink(event)
             except Exception as err:  # progress must never kill the job
-                log.debug("progress sink failed: %s", err)
+                (log.debug if self._sink_failed else log.warning)("progress report failed: %s", err)
+                self._sink_failed = True
 
 
     def _rate(self, stage: str, now: float, done: int, total: int) -> dict[str, float]:
