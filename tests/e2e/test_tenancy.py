@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from tests.cluster import harness
 from tests.e2e.conftest import claim_dir, diagnose, get, make_claims
@@ -243,23 +247,58 @@ def test_the_operator_and_job_identities_answer_as_documented(
     assert not can_i(k8s_cluster, job, "get", "secrets", e2e_namespace)
 
 
+def patch_with_token(cluster: harness.Cluster, namespace: str, pod: str, token: str,
+                     patch: dict[str, Any]) -> tuple[int, str]:
+    """A merge PATCH of a pod straight to the API server with a bearer token, as a job pod's
+    reporter sends it (kubectl would GET first, which the job identity may not)."""
+    config = yaml.safe_load(Path(cluster.kubeconfig).read_text())["clusters"][0]["cluster"]
+    context = ssl.create_default_context(cafile=config["certificate-authority"])
+    request = urllib.request.Request(f"{config['server']}/api/v1/namespaces/{namespace}/pods/{pod}",
+                                     data=json.dumps(patch).encode(), method="PATCH",
+                                     headers={"Authorization": f"Bearer {token}",
+                                              "Content-Type": "application/merge-patch+json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
 def test_the_job_identity_cannot_patch_another_pods_labels(k8s_cluster: harness.Cluster, e2e_namespace: str,
                                                            tenant: str) -> None:
     """RBAC allows the job identity `patch pods`; the chart's admission policy holds it to its own pod (the
-    token's pod-name claim: an impersonated request has none, like a token used from elsewhere)."""
-    pods = k8s_cluster.get("pods", "-n", e2e_namespace)["items"]
-    if not pods:  # the path tests above leave their failed job pods behind
-        submit(k8s_cluster, e2e_namespace, "RenderJob", "a-pod", render(input={"path": "/etc/hostname"}))
-        wait_final(k8s_cluster, e2e_namespace, "renderjob", "a-pod", timeout=300)
-        pods = k8s_cluster.get("pods", "-n", e2e_namespace)["items"]
-    victim = pods[0]["metadata"]["name"]
-    job = f"system:serviceaccount:{e2e_namespace}:gpubatch-job"
-    for patch in ({"metadata": {"labels": {"hijacked": "yes"}}},
-                  {"metadata": {"annotations": {"gpubatch.dev/progress": '{"done":1,"total":1}'}}}):
-        result = k8s_cluster.kubectl("-n", e2e_namespace, "patch", "pod", victim, "--type=merge", "-p",
-                                     json.dumps(patch), f"--as={job}")
-        assert result.returncode != 0 and "only its own pod" in result.stderr, result.stderr
-    assert "hijacked" not in (get(k8s_cluster, e2e_namespace, "pod", victim)["metadata"].get("labels") or {})
+    token's pod-name claim) and to the progress annotation. Real tokens of the job ServiceAccount
+    (TokenRequest): one bound to no pod (a token used from elsewhere), one bound to pod A."""
+    submit(k8s_cluster, e2e_namespace, "RenderJob", "pod-a", render(input={"path": "pvc://data/none.csv"}))
+    submit(k8s_cluster, e2e_namespace, "RenderJob", "pod-b", render(input={"path": "pvc://data/none.csv"}))
+    names = {}
+    for job in ("pod-a", "pod-b"):
+        wait_final(k8s_cluster, e2e_namespace, "renderjob", job, timeout=300)
+        names[job] = k8s_cluster.get("pods", "-n", e2e_namespace, "-l", f"job-name={job}-render")["items"][0]
+    pod_a, pod_b = (names[j]["metadata"] for j in ("pod-a", "pod-b"))
+
+    def token(*bound: str) -> str:
+        result = k8s_cluster.kubectl("-n", e2e_namespace, "create", "token", "gpubatch-job", *bound, check=True)
+        return result.stdout.strip()
+
+    loose = token()
+    bound_a = token("--bound-object-kind=Pod", f"--bound-object-name={pod_a['name']}",
+                    f"--bound-object-uid={pod_a['uid']}")
+    label = {"metadata": {"labels": {"hijacked": "yes"}}}
+    progress = {"metadata": {"annotations": {"gpubatch.dev/progress": '{"done":1,"total":1}'}}}
+    for tok, pod, patch, refusal in ((loose, pod_b, label, "only its own pod"),
+                                     (loose, pod_b, progress, "only its own pod"),
+                                     (bound_a, pod_b, label, "only its own pod"),
+                                     (bound_a, pod_b, progress, "only its own pod"),
+                                     (bound_a, pod_a, label, "only the gpubatch.dev/progress annotation")):
+        code, body = patch_with_token(k8s_cluster, e2e_namespace, pod["name"], tok, patch)
+        assert code in (403, 422) and refusal in body, (pod["name"], patch, code, body)
+    # Its own pod's progress annotation: allowed (what every job pod does).
+    code, body = patch_with_token(k8s_cluster, e2e_namespace, pod_a["name"], bound_a, progress)
+    assert code == 200, body
+    for pod in (pod_a, pod_b):
+        labels = get(k8s_cluster, e2e_namespace, "pod", pod["name"])["metadata"].get("labels") or {}
+        assert "hijacked" not in labels, labels
 
 
 def test_job_pods_report_progress_through_the_policy(k8s_cluster: harness.Cluster, e2e_namespace: str,
