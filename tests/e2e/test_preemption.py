@@ -63,7 +63,9 @@ def claims(k8s_cluster: harness.Cluster, e2e_namespace: str, kueue: Kueue, data_
     data = claim_dir(data_dir, e2e_namespace, "data")
     claim_dir(data_dir, e2e_namespace, "out")
     rng = np.random.default_rng(11)
-    x = rng.normal(size=(40_000, 12)).astype(np.float32)
+    # 80,000 rows: epochs of some 7 s on one CPU, so that a preemption 1-3 s after an epoch's
+    # checkpoint lands mid-epoch (with 40,000 it came during the epoch's last steps).
+    x = rng.normal(size=(80_000, 12)).astype(np.float32)
     label = (x[:, 0] - 0.7 * x[:, 3] + 0.2 * rng.normal(size=len(x)) > 0).astype(int)
     pd.DataFrame({**{f"f{i}": x[:, i] for i in range(12)}, "label": label}).to_parquet(data / "rows.parquet")
     import h5py
@@ -139,7 +141,7 @@ def test_trainjob_preempted_by_kueue_and_evicted_resumes_to_the_step(
     # Mid-epoch 2: the epoch-1 checkpoint is in status, and a few more steps are done.
     harness.wait_until(lambda: (status(cluster, ns, "trainjob", "low").get("checkpoint") or {}).get("epoch", 0) >= 1,
                        timeout=600, interval=0.5, what=f"the first epoch checkpoint:\n{diagnose(cluster, ns)}")
-    time.sleep(2)
+    time.sleep(1)
     cluster.apply(render_job("urgent", "batch-high", seqLen=16, width=32, height=32), namespace=ns)
     preempted = harness.wait_until(
         lambda: (s := status(cluster, ns, "trainjob", "low")).get("preemptions", 0) >= 1 and s, timeout=300,

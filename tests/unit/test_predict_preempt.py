@@ -89,3 +89,23 @@ def test_sigterm_keeps_finished_chunks_and_the_rerun_equals_an_uninterrupted_run
             np.testing.assert_allclose(got[column], want[column], atol=1e-6, err_msg=column)
         else:
             assert got[column].tolist() == want[column].tolist(), column
+
+
+def test_each_kept_chunk_is_reported_as_the_checkpoint(tmp_path: Path) -> None:
+    """Like a TrainJob's epoch, each saved chunk reaches the progress sinks at once (status.checkpoint
+    in a pod), whatever the progress interval: what a restart would keep, growing by a chunk."""
+    from gpubatch_jobs.predict import run
+    from gpubatch_jobs.runtime import RunContext
+    from gpubatch_jobs.spec.kinds import PredictJobSpec
+
+    model = make_artifact(tmp_path / "model")
+    make_rows(lengths=[300] * 20, seed=3).to_parquet(tmp_path / "rows.parquet", index=False)  # 4 chunks
+    events: list[dict] = []
+    body = {"model": str(model), "batchSize": 8, "chunkRows": CHUNK_ROWS, "device": {"policy": "cpu"},
+            "input": {"path": str(tmp_path / "rows.parquet")}, "output": {"path": str(tmp_path / "out.parquet")}}
+    summary = run(PredictJobSpec.model_validate(body),
+                  RunContext(base_dir=tmp_path, progress_sinks=[events.append], progress_interval_s=3600))
+    assert summary["chunks"] == 4
+    kept = [e["checkpoint"]["done"] for e in events if "checkpoint" in e]
+    assert kept == [CHUNK_ROWS, 2 * CHUNK_ROWS, 3 * CHUNK_ROWS, 4 * CHUNK_ROWS], events
+    assert all(e["checkpoint"]["place"].endswith(".out.parquet.chunks") for e in events if "checkpoint" in e)

@@ -189,6 +189,8 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
         if store is not None:
             store.save(index, probabilities[row_lo:row_hi])
             rows_kept += row_hi - row_lo
+            if ctx is not None:  # like a TrainJob's epoch: status.checkpoint shows what a restart keeps
+                ctx.progress(done, total_windows, stage="predict", force=True, checkpoint=store.checkpoint(rows_kept))
             stop_if_asked()
     elapsed = time.perf_counter() - started
     traces = sum(model.traces for model in cache.models.values())
