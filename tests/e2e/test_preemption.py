@@ -245,7 +245,12 @@ def test_predictjob_preempted_by_kueue_keeps_its_chunks(
     assert wait_final(cluster, ns, "renderjob", "urgent-render")["phase"] == "Succeeded"
     done = wait_final(cluster, ns, "predictjob", "labels-low")
     assert done["phase"] == "Succeeded", diagnose(cluster, ns)
-    assert done["result"]["resumedChunks"] == kept // 6000 and done["result"]["chunks"] == 20
+    # The last pod resumed after every chunk the preempted one kept (more only if a later pod of the
+    # job was also stopped after saving some: then status counts that preemption too).
+    assert done["result"]["chunks"] == 20, done
+    assert (done["result"]["resumedChunks"] == kept // 6000
+            or (done["result"]["resumedChunks"] > kept // 6000 and done["preemptions"] > 1)), \
+        f"kept {kept} rows when preempted; {done}\n{diagnose(cluster, ns)}"
 
     cluster.apply(predict_job("labels-ref", None), namespace=ns)
     assert wait_final(cluster, ns, "predictjob", "labels-ref")["phase"] == "Succeeded"

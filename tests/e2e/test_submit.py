@@ -46,8 +46,10 @@ def claims(k8s_cluster: harness.Cluster, e2e_namespace: str, operator_release: s
 
 
 def last_json(text: str) -> dict[str, Any]:
-    """The last JSON object line (the engine's summary; stderr lines may come after it in a log)."""
-    return dict(json.loads(next(line for line in reversed(text.splitlines()) if line.startswith("{"))))
+    """The last JSON object line (the engine's summary; stderr lines may come after it in a log),
+    without its null fields, as status.result holds it (a merge patch cannot store a null)."""
+    summary = json.loads(next(line for line in reversed(text.splitlines()) if line.startswith("{")))
+    return {key: value for key, value in summary.items() if value is not None}
 
 
 def pods_of(cluster: harness.Cluster, ns: str, uid: str) -> list[dict[str, Any]]:
