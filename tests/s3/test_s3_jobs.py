@@ -298,7 +298,9 @@ def test_train_sigterm_mid_epoch_resumes_to_the_step_from_s3(
 def test_render_sigterm_uploads_the_partial_file_and_another_node_resumes(
         s3_server: SeaweedS3, s3_env: dict[str, str], bucket: str, tmp_path: Path) -> None:
     _put_series(tmp_path, bucket)
-    manifest = _render_manifest(tmp_path, bucket, shards=1, width=320, height=240, batchSize=32)
+    # One image a batch, each committed: slow enough (some 10 s) that the signal 1 s after the
+    # partial file appears lands mid-run; with 32 a batch a fast run was over 2 s after it.
+    manifest = _render_manifest(tmp_path, bucket, shards=1, width=320, height=240, batchSize=1)
     victim = subprocess.Popen([sys.executable, "-m", "gpubatch_jobs.cli", "run", str(manifest)],
                               env={**os.environ, **s3_env, "GPUBATCH_SCRATCH": str(tmp_path / "scratch-1")},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -308,7 +310,7 @@ def test_render_sigterm_uploads_the_partial_file_and_another_node_resumes(
         assert victim.poll() is None, victim.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "no partial file within 10 minutes"
         time.sleep(0.1)
-    time.sleep(2)
+    time.sleep(1)
     victim.send_signal(signal.SIGTERM)
     stdout, stderr = victim.communicate(timeout=300)
     assert victim.returncode == 143, stderr[-3000:]
