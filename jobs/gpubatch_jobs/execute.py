@@ -23,8 +23,8 @@ from gpubatch_jobs.contract import (
     EXIT_OK,
     EXIT_UNEXPECTED,
 )
-from gpubatch_jobs.engines import run_engine
 from gpubatch_jobs.errors import GpubatchError, excerpt
+from gpubatch_jobs.kinds import find
 from gpubatch_jobs.podreport import write_termination_log
 from gpubatch_jobs.runtime import RunContext, close_progress_line
 from gpubatch_jobs.spec import SpecError
@@ -37,7 +37,7 @@ def execute(kind: str, spec: CommonSpec, ctx: RunContext, *, termination_log: bo
     """Run the engine; print the summary JSON as the last stdout line; return the exit code."""
     started = time.time()
     try:
-        summary: dict[str, Any] = run_engine(kind, spec, ctx)
+        summary: dict[str, Any] = find(kind).run(spec, ctx)
         code = EXIT_OK
     except SpecError as err:
         summary, code = _failure(kind, "BadSpec", str(err), EXIT_BAD_INPUT), EXIT_BAD_INPUT
