@@ -98,7 +98,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         name=resource.metadata.name,
         base_dir=Path(args.base_dir).resolve() if args.base_dir else Path(args.file).resolve().parent,
         mounts=dict(args.mount or []),
-        instruction=instruction_for_policy(args.device) if args.device else None,
+        # The one place `gpubatch run` turns a policy (--device, else the spec's) into an instruction.
+        instruction=instruction_for_policy(args.device or str(spec.device.policy)),
         progress_sinks=([] if args.quiet else [stderr_progress_bar])
         + ([progress_file(Path(args.progress_file))] if args.progress_file else []),
         progress_interval_s=0.5,
@@ -193,7 +194,7 @@ def build_parser(prog: str = "gpubatch") -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.add_argument("--require-gpu", action="store_true", help="exit 75 unless a GPU is usable")
     doctor.add_argument("--policy", choices=["auto", "gpu", "cpu"], default=None,
-                        help="the policy to check (default: GPUBATCH_DEVICE or auto)")
+                        help="the policy to check (default: the instruction the operator gave this pod, else auto)")
     doctor.set_defaults(func=cmd_doctor)
 
     crd = sub.add_parser("crds", help="write (or --check) charts/gpubatch/crds from the models")

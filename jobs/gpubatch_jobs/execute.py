@@ -48,7 +48,7 @@ def execute(kind: str, spec: CommonSpec, ctx: RunContext, *, termination_log: bo
     except MemoryError as err:
         summary, code = _failure(kind, "OutOfMemory", f"host out of memory: {err}", EXIT_HOST_OOM), EXIT_HOST_OOM
     except Exception as err:  # noqa: BLE001 - the pod's exit code must say what kind of failure this was
-        summary, code = unexpected(kind, err, on_gpu=ctx.device_instruction(spec.device.policy).device == "gpu")
+        summary, code = unexpected(kind, err, on_gpu=ctx.instruction is not None and ctx.instruction.device == "gpu")
     summary.setdefault("elapsedSeconds", round(time.time() - started, 3))
     close_progress_line()
     if code != EXIT_OK:

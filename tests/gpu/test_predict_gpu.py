@@ -27,7 +27,7 @@ pytestmark = pytest.mark.gpu
 def gpu_ready() -> None:
     backend = keras_backend()
     reset_cache()
-    if select_device(instruction_for_policy("auto"), framework=backend).kind != "gpu":
+    if select_device(instruction_for_policy("auto"), framework=backend).device != "gpu":
         pytest.skip(f"no usable GPU for {backend} (KERAS_BACKEND)")
 
 

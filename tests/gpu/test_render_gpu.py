@@ -50,7 +50,7 @@ def spec(tmp_path: Path, **fields: Any) -> RenderJobSpec:
 
 def test_end_to_end_on_the_gpu(tmp_path: Path) -> None:
     summary = engine.run(spec(tmp_path), RunContext(base_dir=tmp_path))
-    assert summary["device"] == "gpu" and summary["backend"] == "cupy" and summary["fallbacks"] == []
+    assert summary["device"] == "gpu" and summary["renderer"] == "cupy" and summary["fallbacks"] == []
     with h5py.File(tmp_path / "out.h5", "r") as f:
         assert f["images"].shape == (29_901, 224, 224)
         series = np.load(tmp_path / "series.npy")
