@@ -93,7 +93,7 @@ def test_rendered_file_matches_matplotlib_read_back(workdir: Path) -> None:
         starts, images = f["index"][:50], f["images"][:50]
         windows = np.stack([src["close"][s: s + SEQ_LEN] for s in starts])
     reference = MatplotlibRenderer(params).render_batch(windows)
-    from gpubatch_jobs.render.geometry import ink_iou
+    from tests.ink import ink_iou
 
     assert min(ink_iou(a, b) for a, b in zip(images, reference, strict=True)) >= 0.9
 
