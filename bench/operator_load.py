@@ -44,10 +44,11 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "operator"), str(REPO / "jobs")]
 
+from gpubatch_jobs.contract import API  # noqa: E402
+from gpubatch_jobs.kinds import find as job_kind  # noqa: E402
 from gpubatch_jobs.spec import parse_spec  # noqa: E402
 from gpubatch_operator.builders import JobRequest, build_job  # noqa: E402
 from gpubatch_operator.client import KubeClient, namespaced  # noqa: E402
-from gpubatch_operator.kinds import API, job_kind  # noqa: E402
 from gpubatch_operator.naming import job_name  # noqa: E402
 from gpubatch_operator.settings import Settings  # noqa: E402
 from tests.cluster import harness  # noqa: E402
@@ -67,7 +68,7 @@ def resources(kind: str, n: int, namespace: str) -> list[dict[str, Any]]:
 
 def jobs_for(kind: str, n: int, namespace: str) -> list[dict[str, Any]]:
     spec, plugin = parse_spec(kind, SPECS[kind]), job_kind(kind)
-    return [build_job(JobRequest(job_kind=plugin, name=f"b{i:05d}", namespace=namespace, uid="00000000-bench",
+    return [build_job(JobRequest(plugin=plugin, name=f"b{i:05d}", namespace=namespace, uid="00000000-bench",
                                  spec=spec, job_name=job_name(f"b{i:05d}", plugin.command), device="cpu"),
                       Settings()) | {"metadata": {
                                      "name": job_name(f"b{i:05d}", plugin.command), "namespace": namespace,

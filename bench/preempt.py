@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "GPUBATCH_FAKE_GPU": "none", "CUDA_VISIBLE_DEVICES": ""}
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def table(rows: int, path: Path) -> None:

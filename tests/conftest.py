@@ -10,6 +10,7 @@ pass by skipping them.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -17,8 +18,19 @@ from subprocess import CompletedProcess
 import pytest
 
 from tests.cluster import harness
+from tests.fakegpu import sitecustomize as fake_gpu_shim
 
 KubectlRunner = Callable[..., CompletedProcess[str]]
+
+
+# GPUBATCH_FAKE_GPU=none|ok:N|broken fakes the GPU here and in every Python process the tests
+# start (tests/fakegpu/sitecustomize.py): production code reads no test switch.
+FAKE_GPU_DIR = str(Path(__file__).resolve().parent / "fakegpu")
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [FAKE_GPU_DIR, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != FAKE_GPU_DIR)])
+if FAKE_GPU_DIR not in sys.path:
+    sys.path.insert(0, FAKE_GPU_DIR)  # for tests that hand their sys.path to a subprocess
+fake_gpu_shim.install()
 
 
 def _in_ci() -> bool:

@@ -27,6 +27,7 @@ from typing import Any
 
 from gpubatch_jobs.contract import ENV_WORKER_HOSTS, instruction_for_policy
 from gpubatch_jobs.errors import EXIT_BAD_INPUT
+from gpubatch_jobs.kinds import KINDS, find
 from gpubatch_jobs.runtime import (
     RunContext,
     close_progress_line,
@@ -71,39 +72,46 @@ def cmd_run(args: argparse.Namespace) -> int:
         resource = load_manifest(args.file)
     except SpecError as err:
         return fail_before_run(err.kind, str(err))
-    kind = type(resource).__name__
+    kind = resource.kind  # type: ignore[attr-defined]
+    plugin = find(kind)
     spec = resource.spec  # type: ignore[attr-defined]
+    group = plugin.worker_group
     if args.workers is not None:
-        if kind != "TrainJob":
-            return fail_before_run(kind, f"--workers applies to a TrainJob (spec.workers), not a {kind}")
+        if group is None:
+            with_group = [p.kind for p in KINDS.values() if p.worker_group is not None]
+            return fail_before_run(kind, f"--workers applies to a kind with a worker group "
+                                   f"({', '.join(with_group)}), not a {kind}")
         from gpubatch_jobs.spec import parse_spec
 
         try:
             spec = parse_spec(kind, {**spec.model_dump(by_alias=True, mode="json", exclude_unset=True),
-                                     "workers": args.workers}, source=f"{args.file} with --workers {args.workers}")
+                                     group.field: args.workers}, source=f"{args.file} with --workers {args.workers}")
         except SpecError as err:
             return fail_before_run(kind, str(err))
-    if kind == "TrainJob" and spec.workers > 1 and not os.environ.get(ENV_WORKER_HOSTS):
+    if plugin.group_size(spec) > 1 and not os.environ.get(ENV_WORKER_HOSTS):
         # The group's supervisor: N worker processes of this same command (gpubatch_jobs/workers.py).
         from gpubatch_jobs.workers import run_group
 
         argv = [args.file, *(f"--mount={claim}={folder}" for claim, folder in (args.mount or []))]
-        return run_group(argv, spec, spec.workers, args.device, args.quiet)
+        return run_group(kind, argv, spec, plugin.group_size(spec), args.device, args.quiet)
     ctx = RunContext(
         name=resource.metadata.name,
         base_dir=Path(args.base_dir).resolve() if args.base_dir else Path(args.file).resolve().parent,
         mounts=dict(args.mount or []),
-        instruction=instruction_for_policy(args.device) if args.device else None,
+        # The one place `gpubatch run` turns a policy (--device, else the spec's) into an instruction.
+        instruction=instruction_for_policy(args.device or str(spec.device.policy)),
         progress_sinks=([] if args.quiet else [stderr_progress_bar])
         + ([progress_file(Path(args.progress_file))] if args.progress_file else []),
         progress_interval_s=0.5,
     )
     if args.shard is not None:
         index, count = args.shard
-        if kind != "RenderJob" or count != spec.shards:
-            return fail_before_run(kind, f"--shard {index}/{count}: the manifest's spec.shards is "
-                                   f"{getattr(spec, 'shards', 1)}; --shard applies to a RenderJob with that many "
-                                   "shards")
+        if plugin.shards is None:
+            return fail_before_run(kind, f"--shard {index}/{count}: a {kind} is not sharded; --shard applies to "
+                                   f"a kind with shards ({', '.join(p.kind for p in KINDS.values() if p.shards)})")
+        if count != plugin.shards.count(spec):
+            return fail_before_run(kind, f"--shard {index}/{count}: the manifest's spec.{plugin.shards.field} is "
+                                   f"{plugin.shards.count(spec)}; --shard i/N takes N equal to it")
         ctx.shard_index = index
     from gpubatch_jobs import preempt
     from gpubatch_jobs.contract import EXIT_TERMINATED
@@ -186,7 +194,7 @@ def build_parser(prog: str = "gpubatch") -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.add_argument("--require-gpu", action="store_true", help="exit 75 unless a GPU is usable")
     doctor.add_argument("--policy", choices=["auto", "gpu", "cpu"], default=None,
-                        help="the policy to check (default: GPUBATCH_DEVICE or auto)")
+                        help="the policy to check (default: the instruction the operator gave this pod, else auto)")
     doctor.set_defaults(func=cmd_doctor)
 
     crd = sub.add_parser("crds", help="write (or --check) charts/gpubatch/crds from the models")

@@ -53,8 +53,9 @@ from gpubatch_jobs.contract import (
     FINAL_PHASES,
     OWNER_UID_LABEL,
 )
+from gpubatch_jobs.kinds import KINDS, find
 from gpubatch_jobs.spec import SpecError
-from gpubatch_jobs.spec.kinds import KINDS, GpubatchResource
+from gpubatch_jobs.spec.kinds import GpubatchResource
 from gpubatch_jobs.spec.manifest import load_manifest, parse_manifest
 
 Manifest = GpubatchResource | dict[str, Any] | str | os.PathLike[str]
@@ -64,7 +65,7 @@ __all__ = ["Client", "ClusterJob", "GpubatchClientError", "LocalJob", "exit_code
 
 READER_IMAGE_ENV = "GPUBATCH_LOG_READER_IMAGE"
 DEFAULT_READER_IMAGE = "gpubatch/gpubatch-cpu:0.1.0"  # the chart's default CPU job image
-REASON_CODES = {reason: code for code, reason in contract.FAIL_AT_ONCE.items()} | {"InvalidSpec": EXIT_BAD_INPUT}
+REASON_CODES = {reason: code for code, reason in contract.FAIL_AT_ONCE.items()} | {contract.INVALID_SPEC: EXIT_BAD_INPUT}
 
 
 class GpubatchClientError(Exception):
@@ -204,7 +205,7 @@ class Client:
             raise GpubatchClientError(f"the manifest's metadata.namespace ({resource.metadata.namespace}) differs "
                                       f"from the namespace asked for ({self.namespace}); drop one of them")
         body["metadata"]["namespace"] = namespace
-        info = contract.KINDS[resource.kind]  # type: ignore[attr-defined]
+        info = KINDS[resource.kind].info  # type: ignore[attr-defined]
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -221,9 +222,9 @@ class Client:
         if self.local:
             raise GpubatchClientError("Client(local=True) keeps no resources; use the handle submit() returned")
         kind, name = split_name(name, kind)
-        found = [(k, obj) for k in ([kind] if kind else list(contract.KINDS)) if (obj := self._read(k, name))]
+        found = [(k, obj) for k in ([kind] if kind else list(KINDS)) if (obj := self._read(k, name))]
         if not found:
-            what = kind or " or ".join(contract.KINDS)
+            what = kind or " or ".join(KINDS)
             raise GpubatchClientError(f"no {what} named {name!r} in namespace {self.namespace}; "
                                       f"`gpubatch get -n {self.namespace}` lists them")
         if len(found) > 1:
@@ -237,9 +238,9 @@ class Client:
         if self.local:
             return []
         items: list[dict[str, Any]] = []
-        for info in contract.KINDS.values():
+        for plugin in KINDS.values():
             items += self._custom().list_namespaced_custom_object(
-                API_GROUP, API_VERSION, self.namespace, info.plural).get("items") or []
+                API_GROUP, API_VERSION, self.namespace, plugin.plural).get("items") or []
         return sorted(items, key=lambda o: (o["metadata"].get("creationTimestamp", ""), o["metadata"]["name"]))
 
     def _read(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
@@ -247,7 +248,7 @@ class Client:
 
         try:
             return self._custom().get_namespaced_custom_object(  # type: ignore[no-any-return]
-                API_GROUP, API_VERSION, namespace or self.namespace, contract.KINDS[kind].plural, name)
+                API_GROUP, API_VERSION, namespace or self.namespace, KINDS[kind].plural, name)
         except ApiException as err:
             if err.status == 404:
                 return None
@@ -288,13 +289,12 @@ def split_name(name: str, kind: str | None = None) -> tuple[str | None, str]:
         kind = word
     if kind:
         word = kind.lower().split(".")[0]
-        short = {info.short_name: info.kind for info in contract.KINDS.values()}
-        plural = {info.plural: info.kind for info in contract.KINDS.values()}
         try:
-            kind = short.get(word) or plural.get(word) or contract.kind_info(word).kind
+            kind = find(word).kind
         except KeyError:
+            shorts = ", ".join(plugin.info.short_name for plugin in KINDS.values())
             raise GpubatchClientError(f"{kind!r}: not a gpubatch kind; use one of "
-                                      f"{', '.join(contract.KINDS)} (or rj, tj, pj)") from None
+                                      f"{', '.join(KINDS)} (or {shorts})") from None
     return kind, name
 
 
@@ -462,7 +462,7 @@ class ClusterJob:
 
         try:
             self.client._custom().delete_namespaced_custom_object(
-                API_GROUP, API_VERSION, self.namespace, contract.KINDS[self.kind].plural, self.name,
+                API_GROUP, API_VERSION, self.namespace, KINDS[self.kind].plural, self.name,
                 propagation_policy="Foreground")
         except ApiException as err:
             if err.status != 404:

@@ -3,7 +3,8 @@
 The operator (operator/gpubatch_operator) and the engine in the pod
 (`gpubatch-job KIND`) agree on nothing that is not written here:
 
-- the kinds table: kind, plural, short name, the entrypoint's word, the engine package;
+- a kind's row (`KindInfo`: kind, plural, short name, the entrypoint's word); each kind
+  declares its row in its plug-in (gpubatch_jobs/kinds/);
 - the environment the operator gives the job container (`ENV_*`);
 - the device instruction: the operator decides `gpu` or `cpu`; the pod obeys
   and, when the GPU is unusable or fails, does what `onGpuFailure` says
@@ -36,33 +37,16 @@ API = f"{API_GROUP}/{API_VERSION}"
 
 @dataclass(frozen=True)
 class KindInfo:
-    """One gpubatch kind as both sides name it."""
+    """One gpubatch kind as both sides name it: the contract row of a kind's plug-in.
+
+    The table of kinds is the plug-in registry, gpubatch_jobs/kinds/: one declaration per kind.
+    """
 
     kind: str  # RenderJob
     plural: str  # renderjobs
     singular: str  # renderjob
     short_name: str  # rj
     command: str  # render, as in `gpubatch-job render` and the Job name `NAME-render`
-    engine: str  # the engine package, imported only when a job runs
-
-
-KINDS: dict[str, KindInfo] = {
-    info.kind: info
-    for info in (
-        KindInfo("RenderJob", "renderjobs", "renderjob", "rj", "render", "gpubatch_jobs.render"),
-        KindInfo("TrainJob", "trainjobs", "trainjob", "tj", "train", "gpubatch_jobs.train"),
-        KindInfo("PredictJob", "predictjobs", "predictjob", "pj", "predict", "gpubatch_jobs.predict"),
-    )
-}
-
-
-def kind_info(name: str) -> KindInfo:
-    """The kind for `RenderJob`, `renderjob` or `render` (any case)."""
-    wanted = name.lower().removesuffix("job")
-    for info in KINDS.values():
-        if info.command == wanted:
-            return info
-    raise KeyError(f"unknown kind {name!r}; expected one of {', '.join(KINDS)}")
 
 
 # --- devices and policies ------------------------------------------------------------------------
@@ -139,6 +123,10 @@ ENV_PVC_ROOT = "GPUBATCH_PVC_ROOT"  # where claims are mounted (default POD_PVC_
 ENV_TERMINATION_LOG = "GPUBATCH_TERMINATION_LOG"  # where the summary goes (default TERMINATION_LOG)
 ENV_LOG_LEVEL = "GPUBATCH_LOG_LEVEL"
 ENV_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"  # set by the Job controller in an Indexed Job
+ENV_POD_IP = "POD_IP"  # downward API, on a Spark driver's pod: executors reach the driver by it
+# A CUDA base image sets it to `all`; on a node whose runtime exposes every GPU to every
+# container, a CPU pod of the GPU image is given `void` so it sees none (builders/pod.py).
+ENV_NVIDIA_VISIBLE_DEVICES = "NVIDIA_VISIBLE_DEVICES"
 # TrainJob workers > 1: every worker's host:port, comma-separated, in index order (the
 # headless Service's stable names in a pod, loopback ports under `gpubatch run --workers`);
 # a worker's own index is ENV_COMPLETION_INDEX.
@@ -146,7 +134,7 @@ ENV_WORKER_HOSTS = "GPUBATCH_WORKER_HOSTS"
 WORKER_PORT = 2222  # the port every worker pod listens on (TensorFlow's gRPC, JAX's coordinator)
 
 POD_PVC_ROOT = "/mnt/pvc"  # pvc://CLAIM/sub is mounted at /mnt/pvc/CLAIM
-TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_LOG = "/dev/termination-log"  # the container's terminationMessagePath
 TERMINATION_LIMIT = 4096  # bytes the kubelet keeps of a termination message
 CONTAINER_NAME = "main"
 
@@ -204,13 +192,25 @@ TEST_ANNOTATION_PREFIX = f"{API_GROUP}/test-"
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 PHASES = (PENDING, RUNNING, SUCCEEDED, FAILED)
 FINAL_PHASES = frozenset({SUCCEEDED, FAILED})
-CONDITION_TYPES = ("JobCreated", "Running", "Succeeded", "Failed", "FellBackToCPU")
+# Condition types, in the order status.conditions lists them.
+JOB_CREATED, COND_RUNNING, COND_SUCCEEDED, COND_FAILED, FELL_BACK_TO_CPU = (
+    "JobCreated", "Running", "Succeeded", "Failed", "FellBackToCPU")
+CONDITION_TYPES = (JOB_CREATED, COND_RUNNING, COND_SUCCEEDED, COND_FAILED, FELL_BACK_TO_CPU)
+
+# The reason of the latest transition (status.conditions[].reason, the Event's reason), beside
+# JOB_CREATED and the fallback and refusal reasons below.
+QUEUED = "Queued"  # a Job Kueue has not admitted yet
+UNSCHEDULABLE = "Unschedulable"  # a pod no node fits (yet)
+STARTED = "Started"  # a pod is running
+COMPLETED = "Completed"  # the Job completed: the outputs are published
+GROUP_RESTARTING = "GroupRestarting"  # a worker failed: the whole group starts again
+INVALID_SPEC = "InvalidSpec"  # the stored spec does not validate (written around the CRD's schema)
+JOB_FAILED = "Failed"  # a Job failed with no exit code of the contract to name it
 
 # Why a resource moved to the CPU.
 NO_GPU_NODES, GPU_UNSCHEDULABLE, GPU_UNUSABLE = "NoGpuNodes", "GpuUnschedulable", "GpuUnusable"
 # A GPU Job Kueue kept suspended (not admitted: the queue's GPU quota is used up) past gpuPendingTimeout.
 GPU_QUOTA_EXHAUSTED = "GpuQuotaExhausted"
-FALLBACK_REASONS = (NO_GPU_NODES, GPU_UNSCHEDULABLE, GPU_UNUSABLE, GPU_QUOTA_EXHAUSTED)
 
 # Why the operator refused a resource at once (Failed, no Job made; docs/security.md).
 IMAGE_NOT_ALLOWED = "ImageNotAllowed"  # spec.image outside the operator's allow-list

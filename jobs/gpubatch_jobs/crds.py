@@ -17,8 +17,9 @@ from typing import Any
 import yaml
 
 from gpubatch_jobs.contract import RESOURCE_NAME_PATTERN
+from gpubatch_jobs.kinds import KINDS, find
 from gpubatch_jobs.spec import API_GROUP, API_VERSION
-from gpubatch_jobs.spec.kinds import KINDS, NAMES, JobStatus, spec_class
+from gpubatch_jobs.spec.kinds import JobStatus
 
 CATEGORY = "gpubatch"
 DEFAULT_DIR = Path("charts/gpubatch/crds")
@@ -161,8 +162,10 @@ NAME_RULE = {
 
 
 def crd_for(kind: str) -> dict[str, Any]:
-    names = NAMES[kind]
-    spec_schema = openapi_schema(spec_class(kind))
+    """The CRD of a kind in the plug-in registry (gpubatch_jobs/kinds/)."""
+    plugin = find(kind)
+    kind, info = plugin.kind, plugin.info
+    spec_schema = openapi_schema(plugin.spec)
     status_schema = _status_schema()
     status_schema["properties"]["conditions"].pop("x-kubernetes-list-map-keys")
     status_schema["properties"]["conditions"]["x-kubernetes-list-type"] = "atomic"
@@ -170,7 +173,7 @@ def crd_for(kind: str) -> dict[str, Any]:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{names['plural']}.{API_GROUP}",
+            "name": f"{info.plural}.{API_GROUP}",
             "labels": {"app.kubernetes.io/part-of": "gpubatch"},
         },
         "spec": {
@@ -179,9 +182,9 @@ def crd_for(kind: str) -> dict[str, Any]:
             "names": {
                 "kind": kind,
                 "listKind": f"{kind}List",
-                "plural": names["plural"],
-                "singular": names["singular"],
-                "shortNames": names["shortNames"],
+                "plural": info.plural,
+                "singular": info.singular,
+                "shortNames": [info.short_name],
                 "categories": [CATEGORY],
             },
             "versions": [
@@ -205,7 +208,7 @@ def crd_for(kind: str) -> dict[str, Any]:
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": f"{kind}: {(spec_class(kind).__doc__ or kind).strip().splitlines()[0]}",
+                            "description": f"{kind}: {(plugin.spec.__doc__ or kind).strip().splitlines()[0]}",
                             "required": ["spec"],
                             "x-kubernetes-validations": [NAME_RULE],
                             "properties": {

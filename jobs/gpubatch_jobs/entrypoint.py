@@ -120,20 +120,23 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _kind_name(kind_word: str) -> str | None:
+    from gpubatch_jobs.kinds import find
+
     try:
-        return contract.kind_info(kind_word).kind
+        return find(kind_word).kind
     except KeyError:
         return None
 
 
 def _run(kind_word: str) -> int:
     from gpubatch_jobs.execute import execute
+    from gpubatch_jobs.kinds import find
     from gpubatch_jobs.podreport import PodAnnotationProgress, write_termination_log
     from gpubatch_jobs.runtime import RunContext
     from gpubatch_jobs.spec import SpecError, parse_spec
 
     try:
-        kind = contract.kind_info(kind_word).kind
+        kind = find(kind_word).kind
         spec = parse_spec(kind, _read_spec())
         instruction = _instruction()
     except (KeyError, SpecError, ContractError) as err:

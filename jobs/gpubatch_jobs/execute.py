@@ -23,8 +23,8 @@ from gpubatch_jobs.contract import (
     EXIT_OK,
     EXIT_UNEXPECTED,
 )
-from gpubatch_jobs.engines import run_engine
 from gpubatch_jobs.errors import GpubatchError, excerpt
+from gpubatch_jobs.kinds import find
 from gpubatch_jobs.podreport import write_termination_log
 from gpubatch_jobs.runtime import RunContext, close_progress_line
 from gpubatch_jobs.spec import SpecError
@@ -37,7 +37,7 @@ def execute(kind: str, spec: CommonSpec, ctx: RunContext, *, termination_log: bo
     """Run the engine; print the summary JSON as the last stdout line; return the exit code."""
     started = time.time()
     try:
-        summary: dict[str, Any] = run_engine(kind, spec, ctx)
+        summary: dict[str, Any] = find(kind).run(spec, ctx)
         code = EXIT_OK
     except SpecError as err:
         summary, code = _failure(kind, "BadSpec", str(err), EXIT_BAD_INPUT), EXIT_BAD_INPUT
@@ -48,7 +48,7 @@ def execute(kind: str, spec: CommonSpec, ctx: RunContext, *, termination_log: bo
     except MemoryError as err:
         summary, code = _failure(kind, "OutOfMemory", f"host out of memory: {err}", EXIT_HOST_OOM), EXIT_HOST_OOM
     except Exception as err:  # noqa: BLE001 - the pod's exit code must say what kind of failure this was
-        summary, code = unexpected(kind, err, on_gpu=ctx.device_instruction(spec.device.policy).device == "gpu")
+        summary, code = unexpected(kind, err, on_gpu=ctx.instruction is not None and ctx.instruction.device == "gpu")
     summary.setdefault("elapsedSeconds", round(time.time() - started, 3))
     close_progress_line()
     if code != EXIT_OK:

@@ -1,4 +1,4 @@
-"""What every engine gets from its caller: paths, progress, device policy, shard.
+"""What every engine gets from its caller: paths, progress, the device instruction, shard.
 
 The same engine code runs under `gpubatch run` on a laptop and under
 `gpubatch-job` in a pod; `RunContext` is the one place where the two differ
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpubatch_jobs.contract import DeviceInstruction, instruction_for_policy
+from gpubatch_jobs.contract import ContractError, DeviceInstruction
 from gpubatch_jobs.errors import BadInput, excerpt
 from gpubatch_jobs.storage import PVC_PREFIX, Place, is_s3, split_pvc
 
@@ -40,7 +40,8 @@ class RunContext:
     # In a job pod (gpubatch-job): only pvc:// and s3:// paths, and a pvc:// path must really
     # lead (symlinks followed) to a place under its claim's mount. See `resolve`.
     confined: bool = False
-    # The device instruction: the operator's (pod), or --device's (gpubatch run); None: the spec's policy.
+    # The device instruction: the operator's (a pod), or `gpubatch run`'s, made from --device or
+    # the spec's policy by contract.instruction_for_policy. Engines read this, never the policy.
     instruction: DeviceInstruction | None = None
     # None: this process renders every shard; an int: only that one (Indexed Job pod).
     shard_index: int | None = None
@@ -132,9 +133,12 @@ class RunContext:
             return place
         return Place(self.resolve(path, field_name=field_name))
 
-    def device_instruction(self, spec_policy: str) -> DeviceInstruction:
-        """The instruction this run was given; without one (gpubatch run, tests) the spec's policy's."""
-        return self.instruction or instruction_for_policy(str(spec_policy))
+    def device_instruction(self) -> DeviceInstruction:
+        """The instruction this run was given by its caller (the pod's entrypoint, `gpubatch run`)."""
+        if self.instruction is None:
+            raise ContractError("the run has no device instruction: its caller turns the device policy into "
+                                "one (contract.instruction_for_policy) before the engine starts")
+        return self.instruction
 
     def progress(self, done: int, total: int, *, stage: str = "", force: bool = False, **extra: Any) -> None:
         """Report progress; sinks are called at most every `progress_interval_s` seconds."""

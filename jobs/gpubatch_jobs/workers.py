@@ -136,7 +136,7 @@ def run_attempt(argv: list[str], workers: int, device: str, logs: Path, quiet: b
     return GroupResult(code if code >= 0 else 128 - code, failed_summary or summary, failed, tail)
 
 
-def run_group(argv: list[str], spec: Any, workers: int, device_override: str | None, quiet: bool) -> int:
+def run_group(kind: str, argv: list[str], spec: Any, workers: int, device_override: str | None, quiet: bool) -> int:
     """Run the group until it succeeds or gives up; print the summary last; return the exit code."""
     from gpubatch_jobs.devices import cuda
 
@@ -173,7 +173,7 @@ def run_group(argv: list[str], spec: Any, workers: int, device_override: str | N
                   file=sys.stderr)
             if result.log_tail:
                 print(result.log_tail, file=sys.stderr)
-    summary = dict(result.summary or {"ok": False, "kind": "TrainJob", "reason": "WorkerFailed",
+    summary = dict(result.summary or {"ok": False, "kind": kind, "reason": "WorkerFailed",
                                       "message": f"worker {result.failed_worker} failed with exit {result.code}",
                                       "exitCode": result.code})
     group = dict(summary.get("workers") or {"total": workers})

@@ -29,18 +29,27 @@ from datetime import datetime, timezone
 from typing import Any
 
 from gpubatch_jobs.contract import (
+    COMPLETED,
     EXIT_GPU_UNUSABLE,
     FAIL_AT_ONCE,
+    FELL_BACK_TO_CPU,
     GPU_QUOTA_EXHAUSTED,
     GPU_UNSCHEDULABLE,
     GPU_UNUSABLE,
+    GROUP_RESTARTING,
+    INVALID_SPEC,
+    JOB_CREATED,
+    JOB_FAILED,
     NO_GPU_NODES,
+    QUEUED,
+    STARTED,
+    UNSCHEDULABLE,
     log_folder,
 )
+from gpubatch_jobs.kinds import KindPlugin
 from gpubatch_jobs.runtime import format_progress
 from gpubatch_jobs.spec import parse_duration
 from gpubatch_jobs.spec.common import CommonSpec
-from gpubatch_operator.kinds import JobKind
 from gpubatch_operator.naming import job_name
 from gpubatch_operator.observe import JobView, PodView, parse_summary
 from gpubatch_operator.state import FAILED, FINAL, PENDING, RUNNING, SUCCEEDED, Outcome
@@ -54,7 +63,7 @@ QUEUE_LOOK_S = 15.0
 
 @dataclass(frozen=True)
 class World:
-    job_kind: JobKind  # the kind's plug-in; `kind` elsewhere is the name (RenderJob)
+    plugin: KindPlugin  # the kind's plug-in (gpubatch_jobs/kinds/); `kind` elsewhere is its name
     name: str
     namespace: str
     uid: str
@@ -127,12 +136,12 @@ def _decide(world: World) -> Plan:
     if status.get("phase") in FINAL:
         return Plan(outcome=None)
     if world.spec is None:
-        return Plan(Outcome(FAILED, "InvalidSpec", world.spec_error or "the spec does not validate"))
+        return Plan(Outcome(FAILED, INVALID_SPEC, world.spec_error or "the spec does not validate"))
     if world.refusal is not None:
         return Plan(Outcome(FAILED, *world.refusal))
     spec = world.spec
-    first = job_name(world.name, world.job_kind.command)
-    rerun = job_name(world.name, world.job_kind.command, cpu_rerun=True)
+    first = job_name(world.name, world.plugin.command)
+    rerun = job_name(world.name, world.plugin.command, cpu_rerun=True)
     mine = {j.name: j for j in world.jobs if j.owner_uid == world.uid}
     fallback = _stored_fallback(status)
 
@@ -149,7 +158,7 @@ def _decide(world: World) -> Plan:
 
 def _stored_fallback(status: dict[str, Any]) -> tuple[str, str] | None:
     for condition in status.get("conditions") or []:
-        if condition.get("type") == "FellBackToCPU" and condition.get("status") == "True":
+        if condition.get("type") == FELL_BACK_TO_CPU and condition.get("status") == "True":
             return condition.get("reason", ""), condition.get("message", "")
     return None
 
@@ -164,16 +173,16 @@ def _start(world: World, spec: CommonSpec, first: str) -> Plan:
             fallback = (NO_GPU_NODES, f"no node offers allocatable {world.gpu_resource}; running on the CPU image")
     device = "gpu" if policy == "gpu" or (policy == "auto" and fallback is None) else "cpu"
     outcome = Outcome(
-        PENDING, "JobCreated", f"Job {first} created on the {device} image",
+        PENDING, JOB_CREATED, f"Job {first} created on the {device} image",
         device=device, job_name=first, attempts=1, fallback=fallback,
     )
     return Plan(outcome, [CreateJob(first, device, 1, fallback[0] if fallback else None)])
 
 
 def _fall_back(world: World, current: str, reason: str, message: str) -> Plan:
-    rerun = job_name(world.name, world.job_kind.command, cpu_rerun=True)
+    rerun = job_name(world.name, world.plugin.command, cpu_rerun=True)
     outcome = Outcome(
-        PENDING, "FellBackToCPU", f"{message}; re-running as Job {rerun} on the CPU image",
+        PENDING, FELL_BACK_TO_CPU, f"{message}; re-running as Job {rerun} on the CPU image",
         device="cpu", job_name=rerun, attempts=2, fallback=(reason, message),
     )
     # Create before delete: a crash in between leaves both Jobs, and the next
@@ -185,12 +194,12 @@ def _follow(
     world: World, spec: CommonSpec, job: JobView | None, name: str, device: str, attempt: int,
     fallback: tuple[str, str] | None,
 ) -> Plan:
-    group = world.job_kind.workers(spec)
+    group = world.plugin.group_size(spec)
     restarts = group_restarts(world.status) if group > 1 else 0
     pods = [p for p in world.pods if p.job_name == name and (job is None or p.job_uid == job.uid)]
 
     def outcome(phase: str, reason: str, message: str, **extra: Any) -> Outcome:
-        extra.setdefault("workers", _workers_status(spec, group, pods, restarts))
+        extra.setdefault("workers", _workers_status(world.plugin, spec, pods, restarts))
         reporters = [*world.departed, *pods]
         extra.setdefault("checkpoint", _checkpoint(reporters, world.status))
         extra.setdefault("preempted_pods", tuple(dict.fromkeys(p.name for p in reporters if p.preempted)))
@@ -201,7 +210,7 @@ def _follow(
         # Recorded in status but not seen: not in the cache yet, or deleted by
         # someone (or by a worker group's restart). Creating it again under the same
         # name is harmless either way.
-        created = outcome(PENDING, "JobCreated", f"Job {name} created on the {device} image")
+        created = outcome(PENDING, JOB_CREATED, f"Job {name} created on the {device} image")
         return Plan(created, [CreateJob(name, device, attempt + restarts)], requeue_after=5.0)
     if job.deleting:
         return Plan(outcome=None, requeue_after=2.0)
@@ -209,7 +218,7 @@ def _follow(
     progress = _progress([p for p in pods if p.completion_index == 0] if group > 1 else pods)
     if job.complete:
         return Plan(outcome(
-            SUCCEEDED, "Completed", f"Job {name} completed on the {device} image",
+            SUCCEEDED, COMPLETED, f"Job {name} completed on the {device} image",
             progress="100%", result=_group_result(pods) if group > 1 else _result(pods),
             start_time=job.start_time, completion_time=job.completion_time or iso(world.now),
         ))
@@ -228,7 +237,7 @@ def _follow(
         if auto_gpu:
             deadline = job.suspended_since + pending_timeout_s(spec, world.default_pending_timeout)  # type: ignore[operator]
             text += f"; moves to the CPU image at {iso(deadline)} if still waiting"
-        queued = outcome(PENDING, "Queued", f"Job {name} {text}")
+        queued = outcome(PENDING, QUEUED, f"Job {name} {text}")
         if auto_gpu and job.suspended_since is not None:
             # Kueue never changes a Job's image or requests: only the operator can offer the CPU instead.
             timeout = pending_timeout_s(spec, world.default_pending_timeout)
@@ -252,21 +261,21 @@ def _follow(
                 message = f"the GPU pod stayed unschedulable for {waited:.0f}s (gpuPendingTimeout {timeout:g}s)"
                 return _fall_back(world, name, GPU_UNSCHEDULABLE, f"{message}: {why}" if why else message)
             why = stuck[0].unschedulable_message or "unschedulable"
-            pending = outcome(PENDING, "Unschedulable",
+            pending = outcome(PENDING, UNSCHEDULABLE,
                               f"Job {name} waits for a GPU node ({why}); moves to the CPU image at "
                               f"{iso(min(since) + timeout)} if still waiting (gpuPendingTimeout {timeout:g}s)")
             return Plan(pending, requeue_after=timeout - waited + 0.05)
     blocked = next((p for p in pods if p.unschedulable_since is not None), None)
     if blocked is not None:
-        return Plan(outcome(PENDING, "Unschedulable",
+        return Plan(outcome(PENDING, UNSCHEDULABLE,
                             f"Job {name} is unschedulable: {blocked.unschedulable_message or 'no node fits its pod'}"))
     if any(p.phase == "Running" for p in pods):
         per_second, eta = _rate([p for p in pods if p.completion_index == 0] if group > 1 else pods)
         return Plan(outcome(
-            RUNNING, "Started", f"Job {name} is running on the {device} image",
+            RUNNING, STARTED, f"Job {name} is running on the {device} image",
             progress=progress, start_time=job.start_time, per_second=per_second, eta_seconds=eta,
         ))
-    return Plan(outcome(PENDING, "JobCreated", f"Job {name} created on the {device} image", progress=progress))
+    return Plan(outcome(PENDING, JOB_CREATED, f"Job {name} created on the {device} image", progress=progress))
 
 
 def _failed(world: World, spec: CommonSpec, job: JobView, pods: list[PodView], device: str,
@@ -282,7 +291,7 @@ def _failed(world: World, spec: CommonSpec, job: JobView, pods: list[PodView], d
     if code == EXIT_GPU_UNUSABLE and device == "gpu" and attempt == 1 and spec.device.fallback_on_gpu_failure:
         message = "the GPU pod exited 75 (GPU requested but unusable)" + (f": {detail}" if detail else "")
         return _fall_back(world, job.name, GPU_UNUSABLE, message)
-    reason = FAIL_AT_ONCE.get(code or -1, job.failed_reason or "Failed")
+    reason = FAIL_AT_ONCE.get(code or -1, job.failed_reason or JOB_FAILED)
     message = detail or job.failed_message or f"Job {job.name} failed"
     if code is not None and not detail and f"exit code {code}" not in message:
         message = f"{message} (exit code {code})"
@@ -298,12 +307,16 @@ def group_restarts(status: dict[str, Any]) -> int:
         return 0
 
 
-def _workers_status(spec: CommonSpec, group: int, pods: list[PodView], restarts: int) -> dict[str, Any] | None:
-    if group <= 1:
+def _workers_status(plugin: KindPlugin, spec: CommonSpec, pods: list[PodView], restarts: int
+                    ) -> dict[str, Any] | None:
+    """status.workers of a worker group (the kind's WorkerGroup hook gives its size and batch)."""
+    group = plugin.worker_group
+    if group is None or group.size(spec) <= 1:
         return None
     ready = sum(1 for p in pods if p.phase == "Running")
-    return {"ready": ready, "total": group, "perWorkerBatchSize": getattr(spec, "batch_size", group) // group,
-            "groupRestarts": restarts}
+    status = {"ready": ready, "total": group.size(spec), "groupRestarts": restarts}
+    per_worker = group.batch_per_worker(spec)
+    return status if per_worker is None else {**status, "perWorkerBatchSize": per_worker}
 
 
 def _restart_group(world: World, spec: CommonSpec, job: JobView, pods: list[PodView], device: str,
@@ -326,12 +339,12 @@ def _restart_group(world: World, spec: CommonSpec, job: JobView, pods: list[PodV
                                 (p.exit_code or 0) <= 128, p.completion_index or 0))
     who = f"worker {failed.completion_index} (pod {failed.name}) exited {failed.exit_code}" if failed \
         else f"Job {job.name} failed ({job.failed_reason or 'no exit code seen'})"
-    message = (f"{who}; restarting the whole group of {world.job_kind.workers(spec)} as attempt "
+    message = (f"{who}; restarting the whole group of {world.plugin.group_size(spec)} as attempt "
                f"{attempt + restarts + 1} (restart {restarts + 1} of at most {spec.backoff_limit}), "
                "resuming from the last checkpoint")
     restarting = replace(
-        outcome(PENDING, "GroupRestarting", message,
-                workers=_workers_status(spec, world.job_kind.workers(spec), [], restarts + 1)),
+        outcome(PENDING, GROUP_RESTARTING, message,
+                workers=_workers_status(world.plugin, spec, [], restarts + 1)),
         attempts=attempt + restarts + 1,
     )
     return Plan(restarting, [DeleteJob(job.name, propagation="Foreground")], requeue_after=2.0)

@@ -41,9 +41,9 @@ from typing import Any
 import kopf
 
 from gpubatch_jobs.contract import API_GROUP, API_VERSION, JOB_IDENTITY_LABEL
+from gpubatch_jobs.kinds import plurals
 from gpubatch_operator.client import connection_info
 from gpubatch_operator.handlers import lifecycle, watch_events
-from gpubatch_operator.kinds import JOB_KINDS
 from gpubatch_operator.naming import MANAGED_BY, MANAGED_BY_LABEL
 from gpubatch_operator.settings import Settings
 
@@ -90,8 +90,8 @@ async def resource_event(type: str, event: kopf.RawEvent, memo: kopf.Memo, **_: 
     watch_events.resource_event(memo["operator_ctx"], type, dict(event["object"]))
 
 
-for _kind in JOB_KINDS.values():
-    kopf.on.event(API_GROUP, API_VERSION, _kind.plural, id=f"{_kind.plural}-events")(resource_event)
+for _plural in plurals():
+    kopf.on.event(API_GROUP, API_VERSION, _plural, id=f"{_plural}-events")(resource_event)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)

@@ -16,9 +16,9 @@ from gpubatch_jobs.contract import (
     API_GROUP,
     CONTAINER_NAME,
     DEVICE_LABEL,
-    KINDS,
     PROGRESS_ANNOTATION,
 )
+from gpubatch_jobs.kinds import KINDS as KIND_PLUGINS
 
 Key = tuple[str, str, str]  # (kind, namespace, name) of a gpubatch resource
 
@@ -43,12 +43,14 @@ def controller(metadata: dict[str, Any], kinds: tuple[str, ...] | frozenset[str]
     return None
 
 
-OUR_KINDS = frozenset(KINDS)
+def our_kinds() -> frozenset[str]:
+    """The kinds in the plug-in registry (gpubatch_jobs/kinds/)."""
+    return frozenset(KIND_PLUGINS)
 
 
 def owner_uid(metadata: dict[str, Any]) -> str | None:
     """The UID of the gpubatch resource controlling a Job (its owner reference), else None."""
-    owner = controller(metadata, OUR_KINDS, API_GROUP)
+    owner = controller(metadata, our_kinds(), API_GROUP)
     return owner[0] if owner else None
 
 

@@ -30,10 +30,11 @@ builds is covered, and tests/unit/test_chart_rbac.py that the chart says the sam
 
 from __future__ import annotations
 
-from gpubatch_jobs.contract import API_GROUP, KINDS
+from gpubatch_jobs.contract import API_GROUP
+from gpubatch_jobs.kinds import plurals
 from gpubatch_operator.settings import Settings
 
-_PLURALS = [info.plural for info in KINDS.values()]  # the contract's kinds table
+_PLURALS = plurals()  # the kinds' plug-ins (gpubatch_jobs/kinds/)
 
 OPERATOR_RBAC: list[tuple[str, str, tuple[str, ...]]] = [
     *((API_GROUP, plural, ("get", "list", "watch")) for plural in _PLURALS),

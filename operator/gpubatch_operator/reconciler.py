@@ -1,4 +1,4 @@
-"""The one reconciler every kind plugs into (through `kinds.JobKind`).
+"""The one reconciler every kind plugs into (through its plug-in, gpubatch_jobs/kinds/).
 
 Workers take resource keys from the work queue, read the world from the
 store, let `decide()` choose, carry out its actions against the API, move the
@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gpubatch_jobs.contract import API_GROUP, API_REFUSED, FINAL_PHASES, NAME_TAKEN
+from gpubatch_jobs import kinds
+from gpubatch_jobs.contract import API, API_GROUP, API_REFUSED, FINAL_PHASES, NAME_TAKEN
 from gpubatch_jobs.errors import safe_message
 from gpubatch_jobs.spec import SpecError, parse_spec
 from gpubatch_operator import metrics, policy
@@ -33,7 +34,6 @@ from gpubatch_operator.builders import (
     build_worker_network_policy,
     build_worker_service,
 )
-from gpubatch_operator.builders.rbac import needs_spark_driver
 from gpubatch_operator.client import ApiError, KubeClient, namespaced
 from gpubatch_operator.decide import (
     CreateJob,
@@ -44,8 +44,7 @@ from gpubatch_operator.decide import (
     iso,
 )
 from gpubatch_operator.job_rbac import JobRbac
-from gpubatch_operator.kinds import API, job_kind
-from gpubatch_operator.observe import OUR_KINDS, Key, controller
+from gpubatch_operator.observe import Key, controller, our_kinds
 from gpubatch_operator.pacing import StatusPacer
 from gpubatch_operator.queue_reason import QueueReasons
 from gpubatch_operator.settings import Settings
@@ -153,7 +152,7 @@ class Reconciler:
         self.queue.add(view.key)
 
     def world(self, view: ResourceView, status: dict[str, Any]) -> World:
-        kind = job_kind(view.kind)
+        plugin = kinds.find(view.kind)
         try:
             spec, error = parse_spec(view.kind, view.spec, source=f"{view.kind} {view.name}"), None
         except SpecError as err:
@@ -164,7 +163,7 @@ class Reconciler:
             refusal = policy.refusal(view.name, spec, self.settings)  # before anything is made for it
         return World(
             refusal=refusal,
-            job_kind=kind, name=view.name, namespace=view.namespace, uid=view.uid, generation=view.generation,
+            plugin=plugin, name=view.name, namespace=view.namespace, uid=view.uid, generation=view.generation,
             spec=spec, spec_error=error, status=status, jobs=jobs, pods=pods,
             departed=self.store.departed_pods(view.uid),
             gpu_nodes=self.store.gpu_node_count(), now=time.time(),
@@ -186,7 +185,7 @@ class Reconciler:
         if held and world.spec is not None and world.spec.queue_name and status.get("phase") not in FINAL_PHASES:
             world = replace(world, queue_message=await self.queue_reasons.reason(view.namespace, held[-1].uid))
         plan = decide(world)
-        spark_driver = world.spec is not None and needs_spark_driver(world.spec)
+        spark_driver = world.spec is not None and world.plugin.is_spark_driver(world.spec)
         if world.spec is not None and world.refusal is None and status.get("phase") not in FINAL_PHASES and (
                 plan.actions or not self.job_rbac.known(view.namespace, spark_driver)):
             # Before a Job is made, and again after the ServiceAccount was lost while one runs.
@@ -221,11 +220,11 @@ class Reconciler:
             return
         assert world.spec is not None
         request = JobRequest(
-            job_kind=world.job_kind, name=view.name, namespace=view.namespace, uid=view.uid, spec=world.spec,
+            plugin=world.plugin, name=view.name, namespace=view.namespace, uid=view.uid, spec=world.spec,
             job_name=action.job_name, device=action.device,
             attempt=action.attempt, test_hooks=view.test_annotations,
         )
-        if world.job_kind.workers(world.spec) > 1:
+        if world.plugin.group_size(world.spec) > 1:
             await self._ensure_owned(request, namespaced("v1", "services", view.namespace), "Service",
                                      build_worker_service(request))
             await self._ensure_owned(request, namespaced("networking.k8s.io/v1", "networkpolicies", view.namespace),
@@ -253,7 +252,7 @@ class Reconciler:
                 raise
             name = body["metadata"]["name"]
             existing = await self.client.get(f"{path}/{name}")
-            await self._judge_owner(request.job_kind.kind, request.name, request.uid, kind, name, existing)
+            await self._judge_owner(request.plugin.kind, request.name, request.uid, kind, name, existing)
 
     async def _check_owner(self, view: ResourceView, job_name: str) -> None:
         """A 409 for our Job name: ours (a restart), an earlier resource's of the same name (wait
@@ -266,7 +265,7 @@ class Reconciler:
     async def _judge_owner(kind: str, name: str, uid: str, child_kind: str, child: str,
                            existing: dict[str, Any]) -> None:
         meta = existing.get("metadata", {})
-        owner = controller(meta, OUR_KINDS, API_GROUP)
+        owner = controller(meta, our_kinds(), API_GROUP)
         if owner is not None and owner[0] == uid:
             return
         if owner is not None and owner[1] == name and any(
@@ -291,7 +290,7 @@ class Reconciler:
             if wait > 0:
                 self.queue.add_after(view.key, wait)
                 return
-        path = namespaced(API, job_kind(view.kind).plural, view.namespace, view.name, "status")
+        path = namespaced(API, kinds.find(view.kind).plural, view.namespace, view.name, "status")
         await self.client.merge_patch(path, {"status": patch})
         self.written[view.key] = {**new, "_uid": view.uid}
         self.last_write[view.key] = now

@@ -21,9 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpubatch_jobs.contract import (
-    CONDITION_TYPES,
+    COND_FAILED,
+    COND_RUNNING,
+    COND_SUCCEEDED,
     FAILED,
+    FELL_BACK_TO_CPU,
     FINAL_PHASES,
+    JOB_CREATED,
     PENDING,
     RUNNING,
     SUCCEEDED,
@@ -39,8 +43,6 @@ ALLOWED: dict[str | None, frozenset[str]] = {
     FAILED: frozenset(),
 }
 
-# Condition types (the contract's; docs/architecture.md "The state machine").
-JOB_CREATED, COND_RUNNING, COND_SUCCEEDED, COND_FAILED, FELL_BACK = CONDITION_TYPES
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ def advance(status: dict[str, Any], outcome: Outcome, *, generation: int, now: s
     if outcome.job_name:
         conditions.set(JOB_CREATED, True, "Created", f"Job {outcome.job_name} on the {outcome.device} image")
     if outcome.fallback:
-        conditions.set(FELL_BACK, True, outcome.fallback[0], outcome.fallback[1], warning=True)
+        conditions.set(FELL_BACK_TO_CPU, True, outcome.fallback[0], outcome.fallback[1], warning=True)
     if outcome.phase == RUNNING:
         conditions.set(COND_RUNNING, True, outcome.reason, outcome.message)
     elif COND_RUNNING in conditions.out:

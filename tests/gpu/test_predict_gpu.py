@@ -16,8 +16,8 @@ from gpubatch_jobs.contract import instruction_for_policy
 from gpubatch_jobs.devices import reset_cache, select_device
 from gpubatch_jobs.predict import run
 from gpubatch_jobs.predict.device import keras_backend
-from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec.kinds import PredictJobSpec
+from tests.unit.local import run_context
 from tests.unit.test_predict_support import CLASSES, make_artifact, make_rows, naive_predictions
 
 pytestmark = pytest.mark.gpu
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.gpu
 def gpu_ready() -> None:
     backend = keras_backend()
     reset_cache()
-    if select_device(instruction_for_policy("auto"), framework=backend).kind != "gpu":
+    if select_device(instruction_for_policy("auto"), framework=backend).device != "gpu":
         pytest.skip(f"no usable GPU for {backend} (KERAS_BACKEND)")
 
 
@@ -39,7 +39,7 @@ def test_gpu_predictions_match_the_reference(gpu_ready: None, tmp_path: Path) ->
     rows.to_parquet(tmp_path / "rows.parquet", index=False)
     spec = PredictJobSpec.model_validate({"model": str(artifact), "input": {"path": "rows.parquet"},
                                           "output": {"path": "pred.parquet"}, "device": {"policy": "gpu"}})
-    summary = run(spec, RunContext(base_dir=tmp_path))
+    summary = run(spec, run_context(spec, base_dir=tmp_path))
     assert summary["device"] == "gpu" and summary["traces"] == 1 and summary["batchSize"] >= 32
     got = pd.read_parquet(tmp_path / "pred.parquet")
     want = naive_predictions(artifact, rows, summary["windowSize"], summary["stride"])

@@ -11,9 +11,10 @@ import pytest
 
 from gpubatch_jobs.render import engine
 from gpubatch_jobs.render.cpu import render_batch
-from gpubatch_jobs.render.geometry import RenderParams, ink_iou
-from gpubatch_jobs.runtime import RunContext
+from gpubatch_jobs.render.geometry import RenderParams
 from gpubatch_jobs.spec.kinds import RenderJobSpec
+from tests.ink import ink_iou
+from tests.unit.local import run_context
 
 pytestmark = pytest.mark.gpu
 cupy = pytest.importorskip("cupy")
@@ -49,8 +50,8 @@ def spec(tmp_path: Path, **fields: Any) -> RenderJobSpec:
 
 
 def test_end_to_end_on_the_gpu(tmp_path: Path) -> None:
-    summary = engine.run(spec(tmp_path), RunContext(base_dir=tmp_path))
-    assert summary["device"] == "gpu" and summary["backend"] == "cupy" and summary["fallbacks"] == []
+    summary = engine.run(told := spec(tmp_path), run_context(told, base_dir=tmp_path))
+    assert summary["device"] == "gpu" and summary["renderer"] == "cupy" and summary["fallbacks"] == []
     with h5py.File(tmp_path / "out.h5", "r") as f:
         assert f["images"].shape == (29_901, 224, 224)
         series = np.load(tmp_path / "series.npy")
@@ -65,7 +66,7 @@ def test_out_of_memory_halves_the_batch(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(engine, "setup_framework", tiny_pool)
     try:
-        summary = engine.run(spec(tmp_path, batchSize=20_000), RunContext(base_dir=tmp_path))
+        summary = engine.run(told := spec(tmp_path, batchSize=20_000), run_context(told, base_dir=tmp_path))
     finally:
         cupy.get_default_memory_pool().set_limit(size=0)
     assert summary["device"] == "gpu" and summary["oomBackoffs"] >= 1

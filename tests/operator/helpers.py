@@ -12,10 +12,10 @@ import copy
 import time
 from typing import Any
 
+from gpubatch_jobs.kinds import find
 from gpubatch_jobs.spec import parse_spec
 from gpubatch_operator.builders import JobRequest, build_job
 from gpubatch_operator.decide import World, iso
-from gpubatch_operator.kinds import job_kind
 from gpubatch_operator.naming import ATTEMPT_LABEL, DEVICE_LABEL, job_name, owner_labels
 from gpubatch_operator.observe import JobView, PodView
 from gpubatch_operator.settings import Settings
@@ -74,9 +74,9 @@ class JobMaker:
         return self
 
     def request(self) -> JobRequest:
-        command = job_kind(self._kind).command
+        command = find(self._kind).command
         return JobRequest(
-            job_kind=job_kind(self._kind), name=self._name, namespace="ns", uid=UID,
+            plugin=find(self._kind), name=self._name, namespace="ns", uid=UID,
             spec=parse_spec(self._kind, self._spec), job_name=job_name(self._name, command),
             device=self._device, attempt=self._attempt, test_hooks=self._annotations,
         )
@@ -179,7 +179,7 @@ class WorldMaker:
     def obj(self) -> World:
         kind = self._body["kind"]
         return World(
-            job_kind=job_kind(kind), name=self._body["metadata"]["name"], namespace="ns", uid=UID, generation=1,
+            plugin=find(kind), name=self._body["metadata"]["name"], namespace="ns", uid=UID, generation=1,
             spec=parse_spec(kind, self._body["spec"]), spec_error=None, status=self._status,
             jobs=self._jobs, pods=self._pods, gpu_nodes=self._gpu_nodes, now=self._now, **self._defaults,
         )

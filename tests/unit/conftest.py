@@ -13,12 +13,13 @@ import pytest
 from gpubatch_jobs.devices import cuda, reset_cache
 from gpubatch_jobs.devices import select as device_select
 from gpubatch_jobs.devices.base import CudaProbe, GpuInfo
+from tests.fakegpu.sitecustomize import FAKE_ENV
 
 
 @pytest.fixture(autouse=True)
 def _fresh_device_cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("GPUBATCH_DEVICE", raising=False)
-    monkeypatch.delenv(cuda.FAKE_ENV, raising=False)
+    monkeypatch.delenv(FAKE_ENV, raising=False)
     reset_cache()
     yield
     reset_cache()
@@ -42,9 +43,10 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> FakeGpu:
             if not ok:
                 raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
 
+        smoke.cache_clear = lambda: None  # type: ignore[attr-defined]  # as functools.cache's
         monkeypatch.setattr(device_select, "smoke_test", smoke)
         if installed:
-            for backend in device_select.GPU_BACKENDS.values():
+            for backend in device_select.GPU_PROBES.values():
                 monkeypatch.setattr(backend, "installed", lambda: True)
         return calls
 

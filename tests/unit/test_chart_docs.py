@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gpubatch_jobs.spec import KINDS
+from gpubatch_jobs.kinds import KINDS
 from tests.unit.test_chart_support import CHART_DIR, helm
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "install.md"
@@ -36,7 +36,7 @@ def test_gpubatch_jobs_validate() -> None:
     jobs = [doc for doc in DOCUMENTS if doc["kind"] in KINDS]
     assert jobs
     for doc in jobs:
-        KINDS[doc["kind"]].model_validate(doc)
+        KINDS[doc["kind"]].model.model_validate(doc)
 
 
 def test_the_queued_job_points_at_the_local_queue() -> None:

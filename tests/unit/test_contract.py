@@ -8,13 +8,10 @@ from pathlib import Path
 import yaml
 
 from gpubatch_jobs import contract
-from gpubatch_jobs.engines import ENGINES
+from gpubatch_jobs.kinds import KINDS, find
 from gpubatch_jobs.spec import DevicePolicy, JobPhase
-from gpubatch_jobs.spec.kinds import KINDS as SPEC_KINDS
-from gpubatch_jobs.spec.kinds import NAMES
 from gpubatch_operator import decide, state
 from gpubatch_operator.builders.job import FAIL_AT_ONCE_EXIT_CODES
-from gpubatch_operator.kinds import JOB_KINDS
 from gpubatch_operator.rbac import OPERATOR_RBAC
 from gpubatch_operator.settings import DEVICE_POLICIES
 from tests.operator.helpers import make_job
@@ -23,21 +20,23 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "gpubatch"
 
 
-def test_every_table_of_kinds_is_the_contracts() -> None:
-    assert set(JOB_KINDS) == set(SPEC_KINDS) == set(ENGINES) == set(NAMES) == set(contract.KINDS)
-    for kind, info in contract.KINDS.items():
-        assert JOB_KINDS[kind].plural == info.plural and JOB_KINDS[kind].command == info.command
-        assert NAMES[kind]["shortNames"] == [info.short_name] and ENGINES[kind] == info.engine
-        assert contract.kind_info(info.command) is info and contract.kind_info(kind) is info
+def test_every_kind_is_found_by_each_of_its_names() -> None:
+    assert list(KINDS) == ["RenderJob", "TrainJob", "PredictJob"]
+    for kind, plugin in KINDS.items():
+        info = plugin.info
+        assert isinstance(info, contract.KindInfo) and info.kind == kind
+        for word in (kind, kind.upper(), info.plural, info.singular, info.short_name, info.command):
+            assert find(word) is plugin
+        assert plugin.model.model_fields["spec"].annotation is plugin.spec
 
 
 def test_the_operators_rbac_names_exactly_the_contracts_kinds() -> None:
     ours = {resource.split("/")[0] for group, resource, _ in OPERATOR_RBAC if group == contract.API_GROUP}
-    assert ours == {info.plural for info in contract.KINDS.values()}
+    assert ours == {plugin.plural for plugin in KINDS.values()}
 
 
 def test_the_crds_are_the_contracts_kinds() -> None:
-    for info in contract.KINDS.values():
+    for info in (plugin.info for plugin in KINDS.values()):
         crd = yaml.safe_load((CHART / "crds" / f"{info.singular}.yaml").read_text())
         assert crd["spec"]["group"] == contract.API_GROUP
         assert crd["spec"]["names"]["plural"] == info.plural and crd["spec"]["names"]["kind"] == info.kind

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from gpubatch_jobs import crds
-from gpubatch_jobs.spec import KINDS
+from gpubatch_jobs.kinds import KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 

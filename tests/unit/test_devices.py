@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ AUTO, GPU, CPU = (instruction_for_policy(p) for p in ("auto", "gpu", "cpu"))
 def test_auto_picks_the_gpu_when_probe_and_smoke_pass(fake_gpu) -> None:
     calls = fake_gpu(smoke_ok=True)
     choice = select_device(AUTO, framework="tensorflow")
-    assert (choice.kind, choice.backend, choice.fell_back) == ("gpu", "tensorflow", False)
+    assert (choice.device, choice.framework, choice.fell_back) == ("gpu", "tensorflow", False)
     assert calls == ["tensorflow"]
     assert "passed the tensorflow smoke test" in choice.reason
 
@@ -27,13 +28,13 @@ def test_auto_picks_the_gpu_when_probe_and_smoke_pass(fake_gpu) -> None:
 def test_auto_tries_the_next_framework_when_one_fails(fake_gpu) -> None:
     calls = fake_gpu(smoke_ok={"torch": False, "tensorflow": True})
     choice = select_device(AUTO)
-    assert choice.backend == "tensorflow" and calls == ["torch", "tensorflow"]
+    assert choice.framework == "tensorflow" and calls == ["torch", "tensorflow"]
 
 
 def test_auto_falls_back_to_cpu_when_the_smoke_fails(fake_gpu) -> None:
     fake_gpu(smoke_ok=False)
     choice = select_device(AUTO, framework="cupy")
-    assert (choice.kind, choice.fell_back) == ("cpu", True)
+    assert (choice.device, choice.fell_back) == ("cpu", True)
     assert "no kernel image" in choice.reason
 
 
@@ -48,14 +49,14 @@ def test_gpu_policy_without_usable_gpu_fails_clearly(fake_gpu) -> None:
 
 
 def test_no_gpu_on_this_machine_means_cpu() -> None:
-    assert select_device(AUTO).kind == "cpu"
+    assert select_device(AUTO).device == "cpu"
     with pytest.raises(GpuUnusable):
         select_device(GPU)
 
 
 def test_cpu_policy_never_probes(fake_gpu) -> None:
     calls = fake_gpu(smoke_ok=True)
-    assert select_device(CPU).kind == "cpu" and calls == []
+    assert select_device(CPU).device == "cpu" and calls == []
 
 
 @pytest.mark.parametrize(("policy", "device", "on_failure"), [("auto", "gpu", "cpu"), ("gpu", "gpu", "exit"),
@@ -68,7 +69,7 @@ def test_a_policy_becomes_an_instruction_in_one_place(policy: str, device: str, 
 def test_the_pod_obeys_the_operators_device(fake_gpu, env: str, kind: str) -> None:
     fake_gpu(smoke_ok=True)
     instruction = DeviceInstruction.from_env({"GPUBATCH_DEVICE": env, "GPUBATCH_ON_GPU_FAILURE": "exit"})
-    assert instruction is not None and select_device(instruction).kind == kind
+    assert instruction is not None and select_device(instruction).device == kind
 
 
 def test_the_device_environment_holds_a_device_not_a_policy() -> None:
@@ -103,7 +104,8 @@ def test_cuda_visible_devices_is_honoured(monkeypatch: pytest.MonkeyPatch, visib
     from gpubatch_jobs.devices.base import CudaProbe, GpuInfo
 
     gpus = [GpuInfo(0, "A", 1, 1, "GPU-a"), GpuInfo(1, "B", 1, 1, "GPU-b")]
-    monkeypatch.setattr(cuda, "_raw_probe", lambda: CudaProbe(gpus=gpus, source="nvml"))
+    found = functools.cache(lambda: CudaProbe(gpus=gpus, source="nvml"))  # cached, as the real one
+    monkeypatch.setattr(cuda, "_raw_probe", found)
     if visible is None:
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     else:

@@ -17,6 +17,7 @@ import pytest
 
 from gpubatch_jobs import contract, execute
 from gpubatch_jobs.contract import DeviceInstruction
+from gpubatch_jobs.kinds import KindPlugin
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec import parse_spec
 from gpubatch_operator.decide import CreateJob, decide, iso
@@ -40,10 +41,10 @@ from tests.operator.helpers import (
 
 def run_failing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, err: BaseException,
                 instruction: DeviceInstruction | None) -> tuple[int, dict]:
-    def engine(kind, spec, ctx):  # type: ignore[no-untyped-def]
+    def engine(plugin, spec, ctx):  # type: ignore[no-untyped-def]
         raise err
 
-    monkeypatch.setattr(execute, "run_engine", engine)
+    monkeypatch.setattr(KindPlugin, "run", engine)
     log = tmp_path / "termination-log"
     monkeypatch.setenv(contract.ENV_TERMINATION_LOG, str(log))
     spec = parse_spec("RenderJob", BASE_SPECS["RenderJob"])

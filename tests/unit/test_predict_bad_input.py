@@ -11,8 +11,8 @@ import pytest
 
 from gpubatch_jobs.errors import EXIT_BAD_INPUT
 from gpubatch_jobs.execute import execute
-from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec.kinds import PredictJobSpec
+from tests.unit.local import run_context
 from tests.unit.test_predict_support import FEATURES, make_artifact, make_rows
 
 
@@ -64,7 +64,7 @@ def _run(tmp: Path, model: Path, table: pd.DataFrame | None, capsys: pytest.Capt
     if table is not None:
         table.to_parquet(tmp / "rows.parquet", index=False)
     body = {"model": str(model), "input": {"path": "rows.parquet"}, "output": {"path": "out/pred.parquet"}, **spec}
-    code = execute("PredictJob", PredictJobSpec.model_validate(body), RunContext(base_dir=tmp), termination_log=False)
+    code = execute("PredictJob", PredictJobSpec.model_validate(body), run_context(PredictJobSpec.model_validate(body), base_dir=tmp), termination_log=False)
     assert code == EXIT_BAD_INPUT
     assert not (tmp / "out" / "pred.parquet").exists()
     assert not list((tmp / "out").glob(".pred.parquet*")) if (tmp / "out").exists() else True
@@ -145,7 +145,7 @@ def test_existing_output_is_kept_without_overwrite(artifact: Path, tmp_path: Pat
     make_rows().to_parquet(tmp_path / "rows.parquet", index=False)
     (tmp_path / "pred.parquet").write_text("an earlier result")
     body = {"model": str(artifact), "input": {"path": "rows.parquet"}, "output": {"path": "pred.parquet"}}
-    code = execute("PredictJob", PredictJobSpec.model_validate(body), RunContext(base_dir=tmp_path),
+    code = execute("PredictJob", PredictJobSpec.model_validate(body), run_context(PredictJobSpec.model_validate(body), base_dir=tmp_path),
                    termination_log=False)
     assert code == EXIT_BAD_INPUT and "overwrite" in capsys.readouterr().err
     assert (tmp_path / "pred.parquet").read_text() == "an earlier result"
@@ -157,7 +157,7 @@ def test_failure_after_the_start_leaves_the_old_output(artifact: Path, tmp_path:
     (tmp_path / "pred.parquet").write_text("an earlier result")
     body = {"model": str(artifact), "input": {"path": "rows.parquet"},
             "output": {"path": "pred.parquet", "overwrite": True}}
-    code = execute("PredictJob", PredictJobSpec.model_validate(body), RunContext(base_dir=tmp_path),
+    code = execute("PredictJob", PredictJobSpec.model_validate(body), run_context(PredictJobSpec.model_validate(body), base_dir=tmp_path),
                    termination_log=False)
     assert code == EXIT_BAD_INPUT
     assert (tmp_path / "pred.parquet").read_text() == "an earlier result"

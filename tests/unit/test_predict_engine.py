@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gpubatch_jobs.contract import instruction_for_policy
 from gpubatch_jobs.predict import batching, run
 from gpubatch_jobs.predict.batching import ModelCache, RunStats, choose_batch_size, predict_plan
 from gpubatch_jobs.predict.runner import CompiledModel
 from gpubatch_jobs.predict.windows import plan_windows
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec.kinds import PredictJobSpec
+from tests.unit.local import run_context
 from tests.unit.test_predict_support import (
     CLASSES,
     N_FEATURES,
@@ -38,7 +40,7 @@ def predict(artifact: Path, table: pd.DataFrame, tmp: Path, out: str = "pred.par
     source = tmp / "rows.parquet"
     table.to_parquet(source, index=False)
     body = {"model": str(artifact), "input": {"path": str(source)}, "output": {"path": str(tmp / out)}, **spec}
-    return run(PredictJobSpec.model_validate(body), RunContext(base_dir=tmp))
+    return run(spec := PredictJobSpec.model_validate(body), run_context(spec, base_dir=tmp))
 
 
 @pytest.mark.parametrize(("batch", "window", "stride"), [(4, None, None), (7, 6, 2), ("auto", 4, 4), (64, 6, 1)])
@@ -97,7 +99,7 @@ def test_chunks_across_row_groups_equal_the_reference(artifact: Path, monkeypatc
     table.to_parquet(source, index=False, row_group_size=7)  # row groups of 7 rows: every chunk spans several
     body = {"model": str(artifact), "input": {"path": str(source)}, "output": {"path": str(tmp_path / "p.parquet")},
             "batchSize": 4}
-    summary = run(PredictJobSpec.model_validate(body), RunContext(base_dir=tmp_path))
+    summary = run(spec := PredictJobSpec.model_validate(body), run_context(spec, base_dir=tmp_path))
     got = pd.read_parquet(tmp_path / "p.parquet")
     want = naive_predictions(artifact, table, summary["windowSize"], summary["stride"])
     merged = got.merge(want, on=["doc", "pos"], suffixes=("", "_ref"))
@@ -226,7 +228,7 @@ def test_hdf5_output(artifact: Path, rows: pd.DataFrame, tmp_path: Path) -> None
 def test_csv_input_and_overwrite(artifact: Path, rows: pd.DataFrame, tmp_path: Path) -> None:
     rows.to_csv(tmp_path / "rows.csv", index=False)
     body = {"model": str(artifact), "input": {"path": "rows.csv"}, "output": {"path": "out.parquet"}, "batchSize": 8}
-    ctx = RunContext(base_dir=tmp_path)
+    ctx = RunContext(base_dir=tmp_path, instruction=instruction_for_policy("auto"))  # the specs' default
     run(PredictJobSpec.model_validate(body), ctx)
     body["output"] = {"path": "out.parquet", "overwrite": True}
     assert run(PredictJobSpec.model_validate(body), ctx)["items"]["rows"] == len(rows)

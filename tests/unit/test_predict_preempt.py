@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tests.unit.local import run_context
 from tests.unit.test_predict_support import make_artifact, make_rows
 
 CHUNK_ROWS = 1500
@@ -95,7 +96,6 @@ def test_each_kept_chunk_is_reported_as_the_checkpoint(tmp_path: Path) -> None:
     """Like a TrainJob's epoch, each saved chunk reaches the progress sinks at once (status.checkpoint
     in a pod), whatever the progress interval: what a restart would keep, growing by a chunk."""
     from gpubatch_jobs.predict import run
-    from gpubatch_jobs.runtime import RunContext
     from gpubatch_jobs.spec.kinds import PredictJobSpec
 
     model = make_artifact(tmp_path / "model")
@@ -103,8 +103,8 @@ def test_each_kept_chunk_is_reported_as_the_checkpoint(tmp_path: Path) -> None:
     events: list[dict] = []
     body = {"model": str(model), "batchSize": 8, "chunkRows": CHUNK_ROWS, "device": {"policy": "cpu"},
             "input": {"path": str(tmp_path / "rows.parquet")}, "output": {"path": str(tmp_path / "out.parquet")}}
-    summary = run(PredictJobSpec.model_validate(body),
-                  RunContext(base_dir=tmp_path, progress_sinks=[events.append], progress_interval_s=3600))
+    spec = PredictJobSpec.model_validate(body)
+    summary = run(spec, run_context(spec, base_dir=tmp_path, progress_sinks=[events.append], progress_interval_s=3600))
     assert summary["chunks"] == 4
     kept = [e["checkpoint"]["done"] for e in events if "checkpoint" in e]
     assert kept == [CHUNK_ROWS, 2 * CHUNK_ROWS, 3 * CHUNK_ROWS, 4 * CHUNK_ROWS], events

@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gpubatch_jobs.contract import instruction_for_policy
 from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.predict import run
 from gpubatch_jobs.predict.spark_session import spark_conf
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec.kinds import PredictJobSpec, SparkSpec
+from tests.unit.local import run_context
 from tests.unit.test_predict_support import CLASSES, make_artifact, make_rows
 
 pytestmark = pytest.mark.spark
@@ -34,7 +36,7 @@ def _spec(engine: str, out: str, **extra: object) -> PredictJobSpec:
 
 
 def test_spark_equals_local(workdir: Path) -> None:
-    ctx = RunContext(base_dir=workdir)
+    ctx = RunContext(base_dir=workdir, instruction=instruction_for_policy("auto"))  # the specs' default
     local = run(_spec("local", "local.parquet"), ctx)
     spark = run(_spec("spark", "spark.parquet", spark={"master": "local[2]", "partitions": 3}), ctx)
     assert spark["engine"] == "spark" and spark["device"] == "cpu" and spark["batchSize"] == 8
@@ -53,7 +55,7 @@ def test_spark_bad_data_is_bad_input_before_any_task(workdir: Path) -> None:
     spec = PredictJobSpec.model_validate({"model": "model", "input": {"path": "dup.parquet"},
                                           "output": {"path": "dup-out.parquet"}, "engine": "spark"})
     with pytest.raises(BadInput, match="more than once"):
-        run(spec, RunContext(base_dir=workdir))
+        run(spec, run_context(spec, base_dir=workdir))
     assert not (workdir / "dup-out.parquet").exists()
 
 
@@ -79,7 +81,7 @@ def test_spark_and_local_write_the_same_file(workdir: Path, suffix: str) -> None
     """One output contract: one file at output.path, the input's row order, the same columns and types."""
     import pyarrow.parquet as pq
 
-    ctx = RunContext(base_dir=workdir)
+    ctx = RunContext(base_dir=workdir, instruction=instruction_for_policy("auto"))  # the specs' default
     run(_spec("local", f"same-local{suffix}"), ctx)
     run(_spec("spark", f"same-spark{suffix}", spark={"master": "local[2]", "partitions": 3}), ctx)
     local, spark = workdir / f"same-local{suffix}", workdir / f"same-spark{suffix}"

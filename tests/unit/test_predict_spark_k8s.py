@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.kinds import find
 from gpubatch_jobs.predict.spark_executor import DISCOVERY_SCRIPT, command
 from gpubatch_jobs.predict.spark_k8s import executor_template, kubernetes_conf, master_url
 from gpubatch_jobs.predict.spark_session import spark_conf
 from gpubatch_jobs.spec.kinds import SparkSpec
-from gpubatch_operator.builders.rbac import SPARK_DRIVER_RULES, needs_spark_driver
+from gpubatch_operator.builders.rbac import SPARK_DRIVER_RULES
 from tests.operator.helpers import make_job
 
 ENV = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443", "POD_IP": "10.88.0.7"}
@@ -133,7 +134,8 @@ def test_spark_driver_rules_are_exactly_what_spark_needs() -> None:
     rules = {(r["resources"][0]): set(r["verbs"]) for r in SPARK_DRIVER_RULES}
     assert rules == {"pods": {"get", "list", "watch", "create", "delete", "patch"},
                      "configmaps": {"get", "list", "create", "delete"}}
-    assert needs_spark_driver(make_job("p", "PredictJob").set(engine="spark", spark={"executors": 2}).request().spec)
+    spec = make_job("p", "PredictJob").set(engine="spark", spark={"executors": 2}).request().spec
+    assert find("PredictJob").is_spark_driver(spec)
 
 
 @pytest.mark.parametrize("master", ["k8s://https://attacker.example:6443", "k8s://https://10.0.0.9:443",

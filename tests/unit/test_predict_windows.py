@@ -7,7 +7,7 @@ import pytest
 
 from gpubatch_jobs.artifacts import window_starts
 from gpubatch_jobs.predict.batching import padded
-from gpubatch_jobs.predict.windows import RowAverager, gather_windows, plan_windows, window_counts
+from gpubatch_jobs.predict.windows import RowAverager, plan_windows, window_counts
 
 
 @pytest.mark.parametrize(
@@ -54,18 +54,6 @@ def test_plan_matches_the_artifact_contract(window: int, stride_part: int) -> No
 def test_plan_rejects_impossible_settings(window: int, stride: int) -> None:
     with pytest.raises(ValueError):
         plan_windows(np.array([0]), np.array([5]), window, stride)
-
-
-def test_gather_pads_short_documents_and_the_last_batch() -> None:
-    features = np.arange(1, 1 + 7 * 2, dtype=np.float32).reshape(7, 2)
-    plan = plan_windows(np.array([0, 2]), np.array([2, 5]), 4, 2)  # windows at 0 (2 real rows), 2, 3
-    out = gather_windows(features, plan, 0, 3, batch=5)
-    assert out.shape == (5, 4, 2)
-    assert out[0, :2].tolist() == features[:2].tolist()
-    assert not out[0, 2:].any()  # padded steps of the short document
-    assert out[1].tolist() == features[2:6].tolist()
-    assert out[2].tolist() == features[3:7].tolist()
-    assert not out[3:].any()  # padding windows of the last batch
 
 
 def test_padded_batches_keep_one_shape() -> None:

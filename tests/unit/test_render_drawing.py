@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from gpubatch_jobs.render.cpu import render_batch, render_batch_serial
-from gpubatch_jobs.render.geometry import RenderParams, ink_iou, normalise, pixel_coords
+from gpubatch_jobs.render.geometry import RenderParams, normalise, pixel_coords
 from gpubatch_jobs.render.kernel_source import HOST_SOURCE
 from gpubatch_jobs.render.reference import MatplotlibRenderer, render_seed_style
+from tests.ink import ink_iou
 
 
 def walks(n: int, length: int, seed: int = 0) -> np.ndarray:

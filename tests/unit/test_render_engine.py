@@ -19,8 +19,8 @@ from gpubatch_jobs.render import gpu as gpu_module
 from gpubatch_jobs.render.cpu import render_batch
 from gpubatch_jobs.render.geometry import RenderParams
 from gpubatch_jobs.render.reference import MatplotlibRenderer
-from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec.kinds import RenderJobSpec
+from tests.unit.local import run_context
 
 N_POINTS = 700
 SEQ_LEN = 20
@@ -53,8 +53,9 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def context(folder: Path, **fields: Any) -> RunContext:
-    return RunContext(base_dir=folder, progress_interval_s=0.0, **fields)
+def render(spec: Any, folder: Path, **fields: Any) -> dict[str, Any]:
+    """engine.run as `gpubatch run` calls it: the spec's policy turned into the instruction."""
+    return engine.run(spec, run_context(spec, base_dir=folder, progress_interval_s=0.0, **fields))
 
 
 def expected_images(folder: Path, valid: np.ndarray) -> np.ndarray:
@@ -68,7 +69,7 @@ VALID = np.array([s for s in range(N_POINTS - SEQ_LEN + 1) if not 81 <= s <= 100
 
 
 def test_output_holds_images_labels_index_and_parameters(workdir: Path) -> None:
-    summary = engine.run(make_spec(), context(workdir))
+    summary = render(make_spec(), workdir)
     assert summary["ok"] and summary["device"] == "cpu" and summary["batchSize"] == 64
     assert summary["images"] == len(VALID) and summary["skipped"] == {"nonFinite": 20}
     assert summary["imagesPerSecond"] > 0 and summary["fallbacks"] == []
@@ -86,13 +87,13 @@ def test_output_holds_images_labels_index_and_parameters(workdir: Path) -> None:
 
 
 def test_rendered_file_matches_matplotlib_read_back(workdir: Path) -> None:
-    engine.run(make_spec(width=96, height=64, output={"path": "out/big.h5"}), context(workdir))
+    render(make_spec(width=96, height=64, output={"path": "out/big.h5"}), workdir)
     params = RenderParams(SEQ_LEN, 96, 64, 1.5)
     with h5py.File(workdir / "out" / "big.h5", "r") as f, h5py.File(workdir / "data" / "series.h5", "r") as src:
         starts, images = f["index"][:50], f["images"][:50]
         windows = np.stack([src["close"][s: s + SEQ_LEN] for s in starts])
     reference = MatplotlibRenderer(params).render_batch(windows)
-    from gpubatch_jobs.render.geometry import ink_iou
+    from tests.ink import ink_iou
 
     assert min(ink_iou(a, b) for a, b in zip(images, reference, strict=True)) >= 0.9
 
@@ -112,12 +113,12 @@ def interrupt_after(images: int):  # type: ignore[no-untyped-def]
 def test_interrupted_run_resumes_to_exactly_the_clean_result(workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     final = workdir / "out" / "charts.h5"
     with pytest.raises(Interrupt):
-        engine.run(make_spec(), context(workdir, progress_sinks=[interrupt_after(200)]))
+        render(make_spec(), workdir, progress_sinks=[interrupt_after(200)])
     assert not final.exists()
     partial = workdir / "out" / ".charts.h5.partial"
     with h5py.File(partial, "r") as f:
         assert 200 <= f.attrs["done"] < len(VALID)
-    summary = engine.run(make_spec(), context(workdir))
+    summary = render(make_spec(), workdir)
     assert 200 <= summary["resumedFrom"] < len(VALID)
     assert summary["rendered"] == len(VALID) - summary["resumedFrom"]
     assert not partial.exists()
@@ -133,17 +134,19 @@ def test_killed_process_resumes_to_exactly_n_images(workdir: Path) -> None:
     script = (
         "import json,os,signal,sys\n"
         "from gpubatch_jobs.render import engine\n"
+        "from gpubatch_jobs.contract import DeviceInstruction\n"
         "from gpubatch_jobs.runtime import RunContext\n"
         "from gpubatch_jobs.spec.kinds import RenderJobSpec\n"
         "spec = RenderJobSpec.model_validate(json.loads(sys.argv[1]))\n"
         "def sink(event):\n"
         "    if event['done'] >= 64: os.kill(os.getpid(), signal.SIGKILL)\n"
-        "engine.run(spec, RunContext(base_dir=sys.argv[2], progress_interval_s=0.0, progress_sinks=[sink]))\n"
+        "engine.run(spec, RunContext(base_dir=sys.argv[2], progress_interval_s=0.0, progress_sinks=[sink],\n"
+        "                            instruction=DeviceInstruction('cpu')))\n"
     )
     killed = subprocess.run([sys.executable, "-c", script, json.dumps(spec.wire()), str(workdir)], timeout=300)
     assert killed.returncode == -9
     assert not (workdir / "out" / "killed.h5").exists()
-    summary = engine.run(spec, context(workdir))
+    summary = render(spec, workdir)
     assert summary["resumedFrom"] >= 64
     with h5py.File(workdir / "out" / "killed.h5", "r") as f:
         assert f["index"][()].tolist() == VALID.tolist()
@@ -154,8 +157,8 @@ def test_killed_process_resumes_to_exactly_n_images(workdir: Path) -> None:
 
 def test_partial_from_another_spec_is_discarded(workdir: Path) -> None:
     with pytest.raises(Interrupt):
-        engine.run(make_spec(), context(workdir, progress_sinks=[interrupt_after(100)]))
-    summary = engine.run(make_spec(lineWidth=2.5), context(workdir))
+        render(make_spec(), workdir, progress_sinks=[interrupt_after(100)])
+    summary = render(make_spec(lineWidth=2.5), workdir)
     assert summary["resumedFrom"] == 0 and summary["rendered"] == len(VALID)
 
 
@@ -169,7 +172,7 @@ def test_partial_from_another_spec_is_discarded(workdir: Path) -> None:
 )
 def test_bad_input_leaves_nothing_under_the_output_name(workdir: Path, change: dict[str, Any], field: str) -> None:
     with pytest.raises(BadInput, match=field.replace(".", r"\.")):
-        engine.run(make_spec(**change), context(workdir))
+        render(make_spec(**change), workdir)
     assert not (workdir / "out" / "charts.h5").exists()
 
 
@@ -177,7 +180,7 @@ def test_all_sequences_non_finite_is_an_error(workdir: Path) -> None:
     with h5py.File(workdir / "data" / "nan.h5", "w") as f:
         f["close"] = np.full(50, np.nan)
     with pytest.raises(BadInput, match="nothing to render"):
-        engine.run(make_spec(input={"path": "data/nan.h5", "labels": None}), context(workdir))
+        render(make_spec(input={"path": "data/nan.h5", "labels": None}), workdir)
     assert not (workdir / "out" / "charts.h5").exists()
 
 
@@ -187,23 +190,23 @@ def test_unwritable_output_folder_is_bad_input(workdir: Path) -> None:
     locked = workdir / "locked"
     locked.mkdir(mode=0o500)
     with pytest.raises(BadInput, match="not writable"):
-        engine.run(make_spec(output={"path": "locked/x.h5"}), context(workdir))
+        render(make_spec(output={"path": "locked/x.h5"}), workdir)
 
 
 def test_existing_output_is_kept_unless_overwrite(workdir: Path) -> None:
-    engine.run(make_spec(), context(workdir))
-    again = engine.run(make_spec(), context(workdir))
+    render(make_spec(), workdir)
+    again = render(make_spec(), workdir)
     assert again["alreadyComplete"] and again["rendered"] == 0
     with pytest.raises(BadInput, match="spec.output.overwrite"):
-        engine.run(make_spec(lineWidth=2.0), context(workdir))
-    replaced = engine.run(make_spec(lineWidth=2.0, output={"overwrite": True}), context(workdir))
+        render(make_spec(lineWidth=2.0), workdir)
+    replaced = render(make_spec(lineWidth=2.0, output={"overwrite": True}), workdir)
     assert replaced["rendered"] == len(VALID)
 
 
 def test_shards_in_one_process_give_one_virtual_dataset(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    summary = engine.run(make_spec(shards=3), context(workdir))
+    summary = render(make_spec(shards=3), workdir)
     assert summary["assembled"] and len(summary["parts"]) == 3
-    whole = engine.run(make_spec(output={"path": "out/whole.h5"}), context(workdir))
+    whole = render(make_spec(output={"path": "out/whole.h5"}), workdir)
     monkeypatch.chdir("/")  # sources are found next to the virtual file, not in the working directory
     with h5py.File(workdir / "out" / "charts.h5", "r") as vds, h5py.File(whole["output"], "r") as single:
         assert vds["images"].is_virtual
@@ -214,19 +217,19 @@ def test_shards_in_one_process_give_one_virtual_dataset(workdir: Path, monkeypat
 
 def test_shard_pods_render_their_part_and_the_last_assembles(workdir: Path) -> None:
     final = workdir / "out" / "charts.h5"
-    results = [engine.run(make_spec(shards=3), context(workdir, shard_index=i)) for i in (2, 0, 1)]
+    results = [render(make_spec(shards=3), workdir, shard_index=i) for i in (2, 0, 1)]
     assert [r["assembled"] for r in results] == [False, False, True]
     assert results[0]["preview"] is None and results[1]["preview"] is not None
     assert sum(r["images"] for r in results) == len(VALID)
     with h5py.File(final, "r") as f:
         assert f["index"][()].tolist() == VALID.tolist()
-    rerun = engine.run(make_spec(shards=3), context(workdir, shard_index=1))
+    rerun = render(make_spec(shards=3), workdir, shard_index=1)
     assert rerun["alreadyComplete"] and rerun["assembled"]
 
 
 def test_shard_index_out_of_range(workdir: Path) -> None:
     with pytest.raises(BadInput, match="spec.shards"):
-        engine.run(make_spec(shards=2), context(workdir, shard_index=2))
+        render(make_spec(shards=2), workdir, shard_index=2)
 
 
 # --- device choice and fallbacks (the GPU is faked; the CPU work is real) ---
@@ -235,7 +238,7 @@ def test_shard_index_out_of_range(workdir: Path) -> None:
 class FlakyGpuRenderer:
     """A stand-in for CupyRenderer: draws on the CPU, fails as told."""
 
-    device, backend, depth = "gpu", "cupy", 2
+    device, name, depth = "gpu", "cupy", 2
     fail_at_batch: int | None = None
     oom_above: int | None = None
     submitted: list[int] = []
@@ -272,7 +275,7 @@ def flaky_gpu(monkeypatch: pytest.MonkeyPatch, fake_gpu: Any) -> type[FlakyGpuRe
 
 def test_gpu_error_mid_run_finishes_on_the_cpu(workdir: Path, flaky_gpu: type[FlakyGpuRenderer]) -> None:
     flaky_gpu.fail_at_batch = 3
-    summary = engine.run(make_spec(device={"policy": "auto"}), context(workdir))
+    summary = render(make_spec(device={"policy": "auto"}), workdir)
     assert summary["device"] == "cpu" and len(summary["fallbacks"]) == 1
     assert summary["fallbacks"][0]["from"] == "gpu" and "illegal memory access" in summary["fallbacks"][0]["reason"]
     with h5py.File(workdir / "out" / "charts.h5", "r") as f:
@@ -283,13 +286,13 @@ def test_gpu_error_mid_run_finishes_on_the_cpu(workdir: Path, flaky_gpu: type[Fl
 def test_gpu_error_without_fallback_exits_75(workdir: Path, flaky_gpu: type[FlakyGpuRenderer]) -> None:
     flaky_gpu.fail_at_batch = 1
     with pytest.raises(GpuUnusable, match="fallbackOnError"):
-        engine.run(make_spec(device={"policy": "gpu"}, fallbackOnError=False), context(workdir))
+        render(make_spec(device={"policy": "gpu"}, fallbackOnError=False), workdir)
     assert not (workdir / "out" / "charts.h5").exists()
 
 
 def test_gpu_out_of_memory_halves_the_batch_and_goes_on(workdir: Path, flaky_gpu: type[FlakyGpuRenderer]) -> None:
     flaky_gpu.oom_above = 20
-    summary = engine.run(make_spec(device={"policy": "gpu"}, batchSize=64), context(workdir))
+    summary = render(make_spec(device={"policy": "gpu"}, batchSize=64), workdir)
     assert summary["device"] == "gpu" and summary["batchSize"] == 16 and summary["oomBackoffs"] == 2
     assert summary["batchSizeRequested"] == 64 and summary["fallbacks"] == []
     with h5py.File(workdir / "out" / "charts.h5", "r") as f:
@@ -299,14 +302,14 @@ def test_gpu_out_of_memory_halves_the_batch_and_goes_on(workdir: Path, flaky_gpu
 def test_auto_batch_size_comes_from_free_gpu_memory(workdir: Path, flaky_gpu: type[FlakyGpuRenderer],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine, "gpu_memory", lambda: [(1 << 20, 80 << 30)])  # 1 MiB free
-    summary = engine.run(make_spec(device={"policy": "gpu"}, batchSize="auto"), context(workdir))
+    summary = render(make_spec(device={"policy": "gpu"}, batchSize="auto"), workdir)
     params = RenderParams(SEQ_LEN, 32, 24, 1.5)
     assert summary["batchSize"] == gpu_module.auto_batch_size(params, 1 << 20) == 103  # 1 MiB / 4 / 3 slots / 848 B
 
 
 def test_gpu_renderer_that_cannot_start_falls_back(workdir: Path, fake_gpu: Any) -> None:
     fake_gpu(smoke_ok=True)  # the probe says GPU, but CuPy is not importable here
-    summary = engine.run(make_spec(device={"policy": "auto"}), context(workdir))
+    summary = render(make_spec(device={"policy": "auto"}), workdir)
     assert summary["device"] == "cpu"
     if summary["fallbacks"]:  # where CuPy is missing: recorded as a fallback at image 0
         assert summary["fallbacks"][0]["atImage"] == 0
@@ -315,7 +318,7 @@ def test_gpu_renderer_that_cannot_start_falls_back(workdir: Path, fake_gpu: Any)
 def test_policy_gpu_without_a_gpu_is_gpu_unusable(workdir: Path, fake_gpu: Any) -> None:
     fake_gpu(smoke_ok=False)
     with pytest.raises(GpuUnusable):
-        engine.run(make_spec(device={"policy": "gpu"}), context(workdir))
+        render(make_spec(device={"policy": "gpu"}), workdir)
 
 
 def test_gpubatch_run_end_to_end(workdir: Path) -> None:

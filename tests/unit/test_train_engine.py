@@ -21,10 +21,10 @@ from gpubatch_jobs.artifacts import (
     window_starts,
 )
 from gpubatch_jobs.errors import BadInput, GpuUnusable
-from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec.kinds import TrainJobSpec
 from gpubatch_jobs.train import run
 from gpubatch_jobs.train.scores import classification_scores
+from tests.unit.local import run_context
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +56,7 @@ def spec_of(model: dict[str, Any], path: str, **extra: Any) -> TrainJobSpec:
 def test_dnn_writes_the_artifact_and_the_reloaded_model_scores_the_same(tmp_path: Path) -> None:
     blobs().to_csv(tmp_path / "blobs.csv", index=False)
     spec = spec_of({"type": "dnn", "hiddenUnits": [8]}, "blobs.csv", input={"idColumn": "row_id"})
-    summary = run(spec, RunContext(base_dir=tmp_path))
+    summary = run(spec, run_context(spec, base_dir=tmp_path))
 
     out = tmp_path / "out" / "model"
     for name in (MODEL_FILE, PREPROCESSING_FILE, METRICS_FILE, CURVES_FILE, SUMMARY_FILE):
@@ -103,7 +103,7 @@ def test_rnn_labels_every_row_and_reloads(tmp_path: Path) -> None:
     spec = spec_of({"type": "rnn", "cell": "gru", "layers": 1, "hiddenSize": 8, "bidirectional": True,
                     "windowSize": 12, "windowStride": 6}, "docs.parquet",
                    input={"idColumn": "doc", "positionColumn": "pos"}, validationSplit=0.25, epochs=2)
-    summary = run(spec, RunContext(base_dir=tmp_path))
+    summary = run(spec, run_context(spec, base_dir=tmp_path))
     assert summary["items"]["unit"] == "windows"
     metrics = json.loads((tmp_path / "out/model" / METRICS_FILE).read_text())
     assert metrics["samples"]["documents"] == {"train": 9, "validation": 3}
@@ -137,7 +137,7 @@ def test_cnn_trains_on_render_style_hdf5(tmp_path: Path) -> None:
         f.create_dataset("images", data=images)
         f.create_dataset("labels", data=labels)
     spec = spec_of({"type": "cnn", "filters": [4, 8]}, "charts.h5", epochs=2)
-    summary = run(spec, RunContext(base_dir=tmp_path))
+    summary = run(spec, run_context(spec, base_dir=tmp_path))
     assert summary["items"] == {"unit": "images", "train": 48, "validation": 12, "inputRows": 60}
     model, prep = load_artifact(tmp_path / "out/model")
     assert prep.image_shape == [12, 12] and prep.classes == ["0", "1"]
@@ -152,7 +152,7 @@ def test_balanced_class_weights_are_recorded_and_lift_the_minority(tmp_path: Pat
     for weighting in ("none", "balanced"):
         spec = spec_of({"type": "dnn", "hiddenUnits": [8], "dropout": 0.0}, "skewed.csv", classWeight=weighting,
                        epochs=4, output={"path": f"out/{weighting}"})
-        run(spec, RunContext(base_dir=tmp_path))
+        run(spec, run_context(spec, base_dir=tmp_path))
         metrics = json.loads((tmp_path / "out" / weighting / METRICS_FILE).read_text())
         recalls[weighting] = metrics["validation"]["perClass"]["b"]["recall"]
         if weighting == "balanced":
@@ -167,17 +167,17 @@ def test_balanced_class_weights_are_recorded_and_lift_the_minority(tmp_path: Pat
 def test_rerun_returns_the_finished_result_and_refuses_another_spec(tmp_path: Path) -> None:
     blobs(n=120).to_csv(tmp_path / "blobs.csv", index=False)
     spec = spec_of({"type": "dnn", "hiddenUnits": [4]}, "blobs.csv", epochs=1)
-    first = run(spec, RunContext(base_dir=tmp_path))
-    again = run(spec, RunContext(base_dir=tmp_path))
+    first = run(spec, run_context(spec, base_dir=tmp_path))
+    again = run(spec, run_context(spec, base_dir=tmp_path))
     assert again["alreadyFinished"] and again["specFingerprint"] == first["specFingerprint"]
 
     changed = spec_of({"type": "dnn", "hiddenUnits": [6]}, "blobs.csv", epochs=1)
     with pytest.raises(BadInput) as caught:
-        run(changed, RunContext(base_dir=tmp_path))
+        run(changed, run_context(changed, base_dir=tmp_path))
     assert caught.value.field == "spec.output.path" and "overwrite" in str(caught.value)
 
     replacing = spec_of({"type": "dnn", "hiddenUnits": [6]}, "blobs.csv", epochs=2, output={"overwrite": True})
-    summary = run(replacing, RunContext(base_dir=tmp_path))
+    summary = run(replacing, run_context(replacing, base_dir=tmp_path))
     assert summary["epochs"] == 2 and summary["resumedFromEpoch"] == 0
 
 
@@ -187,7 +187,7 @@ def test_device_policy_gpu_without_a_gpu_is_exit_75(tmp_path: Path, monkeypatch:
     devices.reset_cache()
     spec = spec_of({"type": "dnn", "hiddenUnits": [4]}, "blobs.csv", epochs=1, device={"policy": "gpu"})
     with pytest.raises(GpuUnusable) as caught:
-        run(spec, RunContext(base_dir=tmp_path))
+        run(spec, run_context(spec, base_dir=tmp_path))
     assert caught.value.exit_code == 75
     assert not (tmp_path / "out/model" / MODEL_FILE).exists()
 
@@ -196,7 +196,8 @@ def test_broken_gpu_falls_back_to_cpu_with_the_reason(tmp_path: Path, monkeypatc
     blobs(n=60).to_csv(tmp_path / "blobs.csv", index=False)
     monkeypatch.setenv("GPUBATCH_FAKE_GPU", "broken")
     devices.reset_cache()
-    summary = run(spec_of({"type": "dnn", "hiddenUnits": [4]}, "blobs.csv", epochs=1), RunContext(base_dir=tmp_path))
+    spec = spec_of({"type": "dnn", "hiddenUnits": [4]}, "blobs.csv", epochs=1)
+    summary = run(spec, run_context(spec, base_dir=tmp_path))
     assert summary["device"] == "cpu" and summary["mixedPrecision"] is False
     assert "launch failure" in summary["deviceReason"]
 
@@ -208,8 +209,8 @@ def test_a_gpu_with_tensor_cores_turns_mixed_precision_on(tmp_path: Path, monkey
     monkeypatch.setenv("GPUBATCH_FAKE_GPU", "ok:1")  # a faked compute capability 9.0 GPU
     devices.reset_cache()
     try:
-        summary = run(spec_of({"type": "dnn", "hiddenUnits": [4]}, "blobs.csv", epochs=1),
-                      RunContext(base_dir=tmp_path))
+        spec = spec_of({"type": "dnn", "hiddenUnits": [4]}, "blobs.csv", epochs=1)
+        summary = run(spec, run_context(spec, base_dir=tmp_path))
     finally:
         keras.config.set_dtype_policy("float32")
     assert summary["device"] == "gpu" and summary["mixedPrecision"] is True

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from gpubatch_jobs.errors import BadInput
-from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec.kinds import TrainJobSpec
 from gpubatch_jobs.train import run
+from tests.unit.local import run_context
 from tests.unit.test_train_bad_input import sequences
 
 
@@ -24,7 +24,7 @@ def test_repeated_position_in_training_names_document_and_rows(tmp_path: Path) -
         "input": {"path": "lines.parquet", "idColumn": "doc", "positionColumn": "pos"},
         "output": {"path": "out/model"}})
     with pytest.raises(BadInput) as caught:
-        run(spec, RunContext(base_dir=tmp_path))
+        run(spec, run_context(spec, base_dir=tmp_path))
     assert caught.value.field == "spec.input.positionColumn"
     assert "document 'd1' has position 3 more than once (rows 9 and 19)" in str(caught.value)
     assert not (tmp_path / "out").exists()
@@ -60,7 +60,7 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> None:
     from gpubatch_jobs.artifacts import load_artifact
 
     _documents().to_parquet(tmp_path / "rows.parquet", index=False)
-    whole = run(_spec("whole"), RunContext(base_dir=tmp_path))
+    whole = run(_spec("whole"), run_context(_spec("whole"), base_dir=tmp_path))
     assert whole["epochs"] == 4
 
     def kill_after_epoch_2(event: dict) -> None:
@@ -68,10 +68,10 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> None:
             raise Killed
 
     with pytest.raises(Killed):
-        run(_spec("resumed"), RunContext(base_dir=tmp_path, progress_sinks=[kill_after_epoch_2],
+        run(_spec("resumed"), run_context(_spec("resumed"), base_dir=tmp_path, progress_sinks=[kill_after_epoch_2],
                                          progress_interval_s=0.0))
     assert not (tmp_path / "resumed" / "model.keras").exists()
-    resumed = run(_spec("resumed"), RunContext(base_dir=tmp_path))
+    resumed = run(_spec("resumed"), run_context(_spec("resumed"), base_dir=tmp_path))
     assert resumed["resumedFromEpoch"] == 2 and resumed["epochs"] == 4
 
     a, _ = load_artifact(tmp_path / "whole")

@@ -44,20 +44,20 @@ class CudaProbe:
 class DeviceChoice:
     """The device an engine will use, and why."""
 
-    kind: str  # gpu | cpu
-    backend: str  # the framework that passed the smoke test, or "cpu"
+    device: str  # gpu | cpu
+    framework: str  # the framework whose probe passed the smoke test, or "cpu"
     reason: str
     fell_back: bool = False
     gpus: tuple[GpuInfo, ...] = ()
 
     @property
     def is_gpu(self) -> bool:
-        return self.kind == "gpu"
+        return self.device == "gpu"
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "device": self.kind,
-            "backend": self.backend,
+            "device": self.device,
+            "framework": self.framework,
             "reason": self.reason,
             "fellBack": self.fell_back,
             "gpus": [g.name for g in self.gpus],

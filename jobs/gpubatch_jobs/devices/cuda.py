@@ -5,10 +5,8 @@ memory is free" without initialising CUDA, so probing is cheap and leaves the
 GPU untouched for the framework that will use it. `nvidia-smi` is the second
 source. `CUDA_VISIBLE_DEVICES` is honoured the way CUDA honours it.
 
-Tests fake the hardware through one variable, `GPUBATCH_FAKE_GPU`, read only
-here: `none` (no GPU), `ok:N` (N healthy 80 GB GPUs) or `broken` (one GPU that
-NVML lists but every framework fails to use). It drives the fallback paths in
-subprocesses (`gpubatch run`, the pod entrypoint) where monkeypatching can't.
+Tests fake the hardware by replacing `_raw_probe` (tests/fakegpu/sitecustomize.py);
+nothing here reads a test switch.
 """
 
 from __future__ import annotations
@@ -21,27 +19,9 @@ import subprocess
 
 from gpubatch_jobs.devices.base import CudaProbe, GpuInfo
 
-FAKE_ENV = "GPUBATCH_FAKE_GPU"
-_FAKE_TOTAL = 80 * 1024**3
-
 
 class _NvmlMemory(ctypes.Structure):
     _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
-
-
-def fake_mode() -> str | None:
-    return os.environ.get(FAKE_ENV) or None
-
-
-def _fake_probe(mode: str) -> CudaProbe:
-    if mode == "none":
-        return CudaProbe(source="fake", error="no NVIDIA driver (faked)")
-    count = int(mode.split(":", 1)[1]) if mode.startswith("ok:") else 1
-    gpus = [
-        GpuInfo(i, "Fake GPU (GPUBATCH_FAKE_GPU)", _FAKE_TOTAL, _FAKE_TOTAL, f"GPU-fake-{i}", "9.0")
-        for i in range(count)
-    ]
-    return CudaProbe(gpus=gpus, driver_version="fake", cuda_driver_version="12.4", source="fake")
 
 
 def _visible(gpus: list[GpuInfo]) -> list[GpuInfo]:
@@ -119,9 +99,6 @@ def _smi_probe() -> CudaProbe:
 
 @functools.cache
 def _raw_probe() -> CudaProbe:
-    mode = fake_mode()
-    if mode:
-        return _fake_probe(mode)
     found = _nvml_probe()
     if found.source == "none":
         by_smi = _smi_probe()
@@ -142,13 +119,9 @@ def probe() -> CudaProbe:
 
 def gpu_memory() -> list[tuple[int, int]]:
     """(free, total) bytes for each visible GPU, read fresh (not cached)."""
-    if fake_mode():
-        return [(g.memory_free_bytes, g.memory_total_bytes) for g in probe().gpus]
     reset_cache()
     return [(g.memory_free_bytes, g.memory_total_bytes) for g in probe().gpus]
 
 
 def reset_cache() -> None:
-    clear = getattr(_raw_probe, "cache_clear", None)  # absent while a test has replaced it
-    if clear is not None:
-        clear()
+    _raw_probe.cache_clear()

@@ -16,8 +16,8 @@ import sys
 from typing import Any
 
 from gpubatch_jobs.devices import cuda
-from gpubatch_jobs.devices.frameworks import CPU, GPU_BACKENDS, Backend
-from gpubatch_jobs.devices.select import FIX_HINTS, requested_policy, smoke_test
+from gpubatch_jobs.devices.frameworks import CPU, GPU_PROBES, FrameworkProbe
+from gpubatch_jobs.devices.select import FIX_HINTS, requested_instruction, smoke_test
 from gpubatch_jobs.errors import EXIT_GPU_UNUSABLE, EXIT_OK
 
 
@@ -29,24 +29,24 @@ def _attempt(fn: Any) -> dict[str, Any]:
         return {"ok": False, "error": f"{type(err).__name__}: {err}"[:300]}
 
 
-def check_framework(backend: Backend, gpu_present: bool) -> dict[str, Any]:
-    row: dict[str, Any] = {"framework": backend.name, "installed": backend.installed(), "version": backend.version()}
+def check_framework(framework_probe: FrameworkProbe, gpu_present: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"framework": framework_probe.name, "installed": framework_probe.installed(), "version": framework_probe.version()}
     if not row["installed"]:
-        row["note"] = f"not installed (pip install {backend.distributions[0]})"
+        row["note"] = f"not installed (pip install {framework_probe.distributions[0]})"
         return row
     if not gpu_present:
         row["seesGpu"] = False
         row["note"] = "no GPU visible to the driver"
         return row
     try:
-        row["build"] = backend.build_info()
+        row["build"] = framework_probe.build_info()
     except Exception as err:  # build info is informative only
         row["build"] = {"error": str(err)[:200]}
     try:
-        smoke_test.__wrapped__(backend.name)  # uncached: the doctor always measures afresh
+        smoke_test.__wrapped__(framework_probe.name)  # uncached: the doctor always measures afresh
         row["seesGpu"] = True
-        row["matmul"] = _attempt(backend.smoke)
-        row["trainStep"] = _attempt(backend.train_step)
+        row["matmul"] = _attempt(framework_probe.smoke)
+        row["trainStep"] = _attempt(framework_probe.train_step)
     except Exception as err:
         row["seesGpu"] = False
         row["error"] = f"{type(err).__name__}: {err}"[:300]
@@ -56,11 +56,11 @@ def check_framework(backend: Backend, gpu_present: bool) -> dict[str, Any]:
 def diagnose(policy: str | None = None) -> dict[str, Any]:
     """Everything the doctor knows, as one JSON-ready dict."""
     probe = cuda.probe()
-    frameworks = [check_framework(b, bool(probe.gpus)) for b in GPU_BACKENDS.values()]
+    frameworks = [check_framework(b, bool(probe.gpus)) for b in GPU_PROBES.values()]
     usable = [f["framework"] for f in frameworks if f.get("matmul", {}).get("ok") and f.get("trainStep", {}).get("ok")]
     cpu = {"framework": "cpu", "installed": True, "version": CPU.version(),
            "matmul": _attempt(CPU.smoke), "trainStep": _attempt(CPU.train_step)}
-    wanted = requested_policy(policy)
+    wanted = requested_instruction(policy)
     problems = []
     if not probe.gpus:
         problems.append(probe.error or "no NVIDIA GPU visible")
@@ -69,13 +69,15 @@ def diagnose(policy: str | None = None) -> dict[str, Any]:
     return {
         "host": platform.node(),
         "python": sys.version.split()[0],
-        "policy": wanted,
+        "policy": policy,  # --policy, when given
+        "instruction": {"device": wanted.device, "onGpuFailure": wanted.on_gpu_failure},
+        "gpuRequired": wanted.device == "gpu" and not wanted.fall_back_here,
         "cudaVisibleDevices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "driver": probe.as_dict(),
         "frameworks": frameworks + [cpu],
         "usableGpuFrameworks": usable,
         "gpuUsable": bool(usable),
-        "device": "gpu" if usable and wanted != "cpu" else "cpu",
+        "device": "gpu" if usable and wanted.device == "gpu" else "cpu",
         "problems": problems,
         "fix": FIX_HINTS if problems else None,
     }
@@ -89,8 +91,14 @@ def _yes(value: Any) -> str:
     return "yes" if value else "no"
 
 
+def _told(report: dict[str, Any]) -> str:
+    told = report["instruction"]
+    where = f"policy {report['policy']}" if report["policy"] else "instruction"
+    return f"{where}: device {told['device']}, on GPU failure {told['onGpuFailure']}"
+
+
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"gpubatch doctor  (python {report['python']}, policy {report['policy']})", ""]
+    lines = [f"gpubatch doctor  (python {report['python']}, {_told(report)})", ""]
     driver = report["driver"]
     if driver["gpus"]:
         lines.append(f"Driver {driver['driverVersion']}  CUDA (driver) {driver['cudaDriverVersion']}  via {driver['source']}")
@@ -117,7 +125,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"GPU usable with: {', '.join(report['usableGpuFrameworks'])}. Jobs run on: {report['device']}.")
     else:
         lines.append(f"No usable GPU: {'; '.join(report['problems'])}.")
-        lines.append(f"Jobs run on: cpu (policy {report['policy']}).")
+        lines.append(f"Jobs run on: cpu ({_told(report)}).")
         lines.append(f"To use a GPU: {report['fix']}.")
     return "\n".join(lines)
 
@@ -128,7 +136,7 @@ def run_doctor(as_json: bool = False, require_gpu: bool = False, policy: str | N
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    need_gpu = require_gpu or report["policy"] == "gpu"
+    need_gpu = require_gpu or report["gpuRequired"]
     code = EXIT_GPU_UNUSABLE if need_gpu and not report["gpuUsable"] else EXIT_OK
     report["exitCode"] = code
     print(json.dumps(report, indent=2) if as_json else format_report(report))

@@ -1,6 +1,6 @@
-"""One small backend per framework (TensorFlow, PyTorch, JAX, CuPy) and the CPU.
+"""One small probe per framework (TensorFlow, PyTorch, JAX, CuPy) and the CPU.
 
-Every backend answers the same questions the same way: is it installed, which
+Every probe answers the same questions the same way: is it installed, which
 version and CUDA/cuDNN build, does it see a GPU, does a small matmul and one
 tiny training step work on it, and how to set it up for the device chosen.
 Frameworks are imported only inside these methods, never at module import.
@@ -19,8 +19,8 @@ from gpubatch_jobs.devices.base import is_installed
 MATMUL_N = 512
 
 
-class Backend(abc.ABC):
-    """The interface; CPU is a real backend, not a special case."""
+class FrameworkProbe(abc.ABC):
+    """The interface; CPU is a real probe, not a special case."""
 
     name = "base"
     module = ""
@@ -78,7 +78,7 @@ def _reference() -> tuple[Any, Any, Any]:
     return a, b, a.astype("float64") @ b.astype("float64")
 
 
-class CpuBackend(Backend):
+class CpuProbe(FrameworkProbe):
     name = "cpu"
     module = "numpy"
     distributions = ("numpy",)
@@ -105,7 +105,7 @@ class CpuBackend(Backend):
         return _timed(step)
 
 
-class TensorFlowBackend(Backend):
+class TensorFlowProbe(FrameworkProbe):
     name = "tensorflow"
     module = "tensorflow"
     distributions = ("tensorflow", "tensorflow-cpu", "tf-nightly")
@@ -163,7 +163,7 @@ class TensorFlowBackend(Backend):
             pass
 
 
-class TorchBackend(Backend):
+class TorchProbe(FrameworkProbe):
     name = "torch"
     module = "torch"
     distributions = ("torch",)
@@ -217,7 +217,7 @@ class TorchBackend(Backend):
             torch.backends.cudnn.benchmark = True
 
 
-class JaxBackend(Backend):
+class JaxProbe(FrameworkProbe):
     name = "jax"
     module = "jax"
     distributions = ("jax",)
@@ -278,7 +278,7 @@ class JaxBackend(Backend):
             os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
-class CupyBackend(Backend):
+class CupyProbe(FrameworkProbe):
     name = "cupy"
     module = "cupy"
     distributions = ("cupy-cuda12x", "cupy-cuda11x", "cupy")
@@ -332,8 +332,8 @@ class CupyBackend(Backend):
             cupy.get_default_memory_pool().set_limit(fraction=self.POOL_FRACTION)
 
 
-CPU = CpuBackend()
+CPU = CpuProbe()
 # The auto chain, in the order tried: the frameworks, then the CPU.
-GPU_BACKENDS: dict[str, Backend] = {
-    b.name: b for b in (TorchBackend(), TensorFlowBackend(), JaxBackend(), CupyBackend())
+GPU_PROBES: dict[str, FrameworkProbe] = {
+    b.name: b for b in (TorchProbe(), TensorFlowProbe(), JaxProbe(), CupyProbe())
 }

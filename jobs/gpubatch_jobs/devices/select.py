@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 
-from gpubatch_jobs.contract import DEVICE_POLICIES, ENV_DEVICE, DeviceInstruction
+from gpubatch_jobs.contract import DeviceInstruction, instruction_for_policy
 from gpubatch_jobs.devices import cuda
 from gpubatch_jobs.devices.base import DeviceChoice
-from gpubatch_jobs.devices.frameworks import CPU, GPU_BACKENDS, Backend
+from gpubatch_jobs.devices.frameworks import CPU, GPU_PROBES, FrameworkProbe
 from gpubatch_jobs.errors import GpuUnusable
 
 log = logging.getLogger("gpubatch")
-
-POLICY_ENV = ENV_DEVICE
 
 FIX_HINTS = (
     "check that the NVIDIA driver is installed on the node (nvidia-smi works), "
@@ -34,34 +31,31 @@ FIX_HINTS = (
 )
 
 
-def requested_policy(policy: str | None = None) -> str:
-    """For `gpubatch doctor`: the policy asked, else the device the operator gave this pod, else auto."""
-    chosen = policy or os.environ.get(POLICY_ENV) or "auto"
-    if chosen not in DEVICE_POLICIES:
-        raise ValueError(f"{POLICY_ENV}={chosen!r}: must be one of {', '.join(DEVICE_POLICIES)}")
-    return chosen
+def requested_instruction(policy: str | None = None) -> DeviceInstruction:
+    """For `gpubatch doctor`: the policy asked (--policy), else the instruction the operator gave
+    this pod (the contract's GPUBATCH_DEVICE and GPUBATCH_ON_GPU_FAILURE), else policy auto.
+
+    Raises ContractError (a ValueError) naming the variable or the policy when either is wrong."""
+    if policy:
+        return instruction_for_policy(policy)
+    return DeviceInstruction.from_env() or instruction_for_policy("auto")
 
 
-def candidates(framework: str) -> list[Backend]:
+def candidates(framework: str) -> list[FrameworkProbe]:
     if framework == "any":
-        return list(GPU_BACKENDS.values())
-    if framework not in GPU_BACKENDS:
-        raise ValueError(f"unknown framework {framework!r}; expected any, {', '.join(GPU_BACKENDS)}")
-    return [GPU_BACKENDS[framework]]
+        return list(GPU_PROBES.values())
+    if framework not in GPU_PROBES:
+        raise ValueError(f"unknown framework {framework!r}; expected any, {', '.join(GPU_PROBES)}")
+    return [GPU_PROBES[framework]]
 
 
 @functools.cache
 def smoke_test(name: str) -> None:
     """Raise unless framework `name` sees a GPU and computes correctly on it. Cached."""
-    fake = cuda.fake_mode()
-    if fake == "broken":
-        raise RuntimeError("CUDA error: unspecified launch failure (faked by GPUBATCH_FAKE_GPU=broken)")
-    if fake and fake.startswith("ok"):
-        return
-    backend = GPU_BACKENDS[name]
-    if not backend.sees_gpu():
+    candidate = GPU_PROBES[name]
+    if not candidate.sees_gpu():
         raise RuntimeError(f"{name} is installed but sees no GPU (a CPU-only build?)")
-    backend.smoke()
+    candidate.smoke()
 
 
 def select_device(instruction: DeviceInstruction, framework: str = "any") -> DeviceChoice:
@@ -75,17 +69,17 @@ def select_device(instruction: DeviceInstruction, framework: str = "any") -> Dev
     if not probe.gpus:
         problems.append(probe.error or "no NVIDIA GPU visible")
     else:
-        for backend in candidates(framework):
-            if not backend.installed():
-                problems.append(f"{backend.name} is not installed")
+        for candidate in candidates(framework):
+            if not candidate.installed():
+                problems.append(f"{candidate.name} is not installed")
                 continue
             try:
-                smoke_test(backend.name)
+                smoke_test(candidate.name)
             except Exception as err:  # any failure means: don't trust this GPU with this framework
-                problems.append(f"{backend.name}: {type(err).__name__}: {err}")
+                problems.append(f"{candidate.name}: {type(err).__name__}: {err}")
                 continue
             gpu = probe.gpus[0]
-            return DeviceChoice("gpu", backend.name, f"{gpu.name} passed the {backend.name} smoke test",
+            return DeviceChoice("gpu", candidate.name, f"{gpu.name} passed the {candidate.name} smoke test",
                                 gpus=tuple(probe.gpus))
     summary = "; ".join(problems)
     if not instruction.fall_back_here:
@@ -99,16 +93,14 @@ def setup_framework(framework: str, choice: DeviceChoice) -> None:
     """Configure `framework` for the chosen device: memory growth, no preallocation, pool limit."""
     if framework == "cpu":
         return
-    if framework not in GPU_BACKENDS:
+    if framework not in GPU_PROBES:
         raise ValueError(f"unknown framework {framework!r}")
     # For a CPU choice this hides the GPU from the framework (TensorFlow, JAX),
     # so a CPU run never lands on a GPU the pod can still see.
-    GPU_BACKENDS[framework].setup(choice.is_gpu)
+    GPU_PROBES[framework].setup(choice.is_gpu)
 
 
 def reset_cache() -> None:
     """Forget probe and smoke results (tests, or after the environment changed)."""
     cuda.reset_cache()
-    clear = getattr(smoke_test, "cache_clear", None)  # absent while a test has replaced it
-    if clear is not None:
-        clear()
+    smoke_test.cache_clear()

@@ -58,7 +58,7 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
         check_target(output, spec.output.overwrite)
     model_dir = ctx.input_dir(spec.model, field_name="spec.model")
     input_path = ctx.input_file(spec.input.path, field_name="spec.input.path")
-    instruction = ctx.device_instruction(spec.device.policy)
+    instruction = ctx.device_instruction()
     if spec.engine == "spark":
         from gpubatch_jobs.predict.spark import run_spark
 
@@ -152,7 +152,7 @@ def _run_local(spec: PredictJobSpec, ctx: RunContext, model_dir: Any, input_path
     return {
         "ok": True,
         "engine": "local",
-        "device": choice.kind,
+        "device": choice.device,
         "backend": backend,
         "deviceReason": choice.reason,
         "fallbacks": [choice.reason] if choice.fell_back else [],

@@ -18,7 +18,6 @@ preemption and cost a little more per chunk.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -212,7 +211,3 @@ def predict_documents(docs: Documents, seq: SequenceModel, settings: PredictSett
         # distinct (batch, rows) input shapes the compiled functions saw: XLA compiles once per shape
         "compiledShapes": len({shape for model in cache.models.values() for shape in model.shapes}),
     }
-
-
-def output_path(ctx: RunContext, path: str) -> Path:
-    return ctx.resolve(path, field_name="spec.output.path")

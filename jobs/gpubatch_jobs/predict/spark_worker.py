@@ -145,7 +145,7 @@ def _predict_frame_checked(config: WorkerConfig, frame: Any, stats: Any, pd: Any
         stats.add({
             "windows": facts["windows"], "modelSeconds": facts["modelSeconds"],
             "seconds": time.perf_counter() - started, "rows": docs.n_rows,
-            "batchSizes": {str(facts["batchSize"]): 1}, "devices": {state["choice"].kind: 1},
+            "batchSizes": {str(facts["batchSize"]): 1}, "devices": {state["choice"].device: 1},
             "oomBackoffs": facts["oomBackoffs"], "traces": facts["traces"],
         })
     columns = result_columns(docs.ids, docs.positions, probabilities, state["seq"].prep.classes,

@@ -80,19 +80,6 @@ def plan_windows(doc_starts: np.ndarray, doc_lengths: np.ndarray, window: int, s
     return WindowPlan(starts=starts, valid=valid, window=window, n_rows=n_rows)
 
 
-def gather_windows(features: np.ndarray, plan: WindowPlan, lo: int, hi: int, batch: int) -> np.ndarray:
-    """Windows lo..hi as one (batch, window, features) float32 array; padded steps and rows are zero.
-
-    `batch` may exceed hi - lo: the last batch is padded with empty windows so
-    every call to the model sees the same shape.
-    """
-    rows, mask = plan.row_index(lo, hi)
-    out = np.zeros((batch, plan.window, features.shape[1]), dtype=np.float32)
-    out[: hi - lo] = features[rows]
-    out[: hi - lo][~mask] = 0.0
-    return out
-
-
 class RowAverager:
     """Sums each row's predictions over the windows covering it; `mean()` divides by coverage."""
 

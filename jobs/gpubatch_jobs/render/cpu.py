@@ -139,7 +139,7 @@ class CpuRenderer:
     """
 
     device = "cpu"
-    backend = "cpu"
+    name = "cpu"
     depth = 2
 
     def __init__(self, params: RenderParams) -> None:

@@ -108,7 +108,7 @@ def _cpu_batch(params: RenderParams) -> int:
 
 
 def _choose_device(spec: Any, ctx: Any, params: RenderParams) -> Device:
-    instruction = ctx.device_instruction(spec.device.policy)
+    instruction = ctx.device_instruction()
     choice = select_device(instruction, framework="cupy")
     fallbacks: list[dict[str, Any]] = []
     if choice.is_gpu:
@@ -330,7 +330,7 @@ def _run(spec: Any, ctx: Any, params: RenderParams, final: Path, shards: int, in
     summary: dict[str, Any] = {
         "ok": True,
         "device": device.renderer.device if device else "cpu",
-        "backend": device.renderer.backend if device else "none",
+        "renderer": device.renderer.name if device else "none",
         "deviceReason": device.reason if device else "nothing left to render",
         "batchSize": device.backoff.size if device else 0,
         "batchSizeRequested": device.requested_batch if device else 0,

@@ -37,7 +37,7 @@ class CupyRenderer:
     """Batched GPU line rendering; `submit` is asynchronous, `collect` waits for one batch."""
 
     device = "gpu"
-    backend = "cupy"
+    name = "cupy"
     depth = 2  # batches in flight; one more slot holds the batch being written
 
     def __init__(self, params: RenderParams) -> None:

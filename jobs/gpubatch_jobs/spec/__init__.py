@@ -24,7 +24,6 @@ from gpubatch_jobs.spec.common import (
 )
 from gpubatch_jobs.spec.errors import SpecError, format_validation_error
 from gpubatch_jobs.spec.kinds import (
-    KINDS,
     GpubatchResource,
     JobStatus,
     PredictJob,
@@ -35,14 +34,12 @@ from gpubatch_jobs.spec.kinds import (
     TrainJob,
     TrainJobSpec,
     TrainModelSpec,
-    kind_for,
 )
 from gpubatch_jobs.spec.manifest import load_manifest, parse_manifest, parse_spec
 
 __all__ = [
     "API_GROUP",
     "API_VERSION",
-    "KINDS",
     "Condition",
     "ConditionStatus",
     "DevicePolicy",
@@ -65,7 +62,6 @@ __all__ = [
     "TrainJobSpec",
     "TrainModelSpec",
     "format_validation_error",
-    "kind_for",
     "load_manifest",
     "parse_duration",
     "parse_manifest",

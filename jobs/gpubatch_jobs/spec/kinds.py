@@ -1,4 +1,6 @@
-"""The three kinds (RenderJob, TrainJob, PredictJob): spec, status and resource.
+"""The three kinds' models (RenderJob, TrainJob, PredictJob): spec, status and resource.
+
+Each kind's plug-in (gpubatch_jobs/kinds/) names its models here.
 
 Cross-field rules are written twice on purpose: as pydantic validators (for
 `gpubatch run` and the operator) and as CEL rules in `x-kubernetes-validations`
@@ -12,7 +14,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gpubatch_jobs.contract import KINDS as CONTRACT_KINDS
 from gpubatch_jobs.spec.common import (
     ApiModel,
     BatchSize,
@@ -171,10 +172,6 @@ class TrainJobSpec(CommonSpec):
                 f"({self.workers}), so each worker takes batchSize / workers"
             )
         return self
-
-    @property
-    def per_worker_batch_size(self) -> int:
-        return self.batch_size // self.workers
 
 
 # spark.conf keys a tenant may not set (docs/security.md): the master and where the driver
@@ -397,36 +394,8 @@ class PredictJob(GpubatchResource):
     spec: PredictJobSpec
 
 
-KINDS: dict[str, type[GpubatchResource]] = {
-    "RenderJob": RenderJob,
-    "TrainJob": TrainJob,
-    "PredictJob": PredictJob,
-}
-
-# Names the CRDs use: plural, singular, short names (kubectl get rj ...), from the contract's kinds table.
-NAMES: dict[str, dict[str, Any]] = {
-    kind: {"plural": info.plural, "singular": info.singular, "shortNames": [info.short_name]}
-    for kind, info in CONTRACT_KINDS.items()
-}
-
-
-def kind_for(name: str) -> type[GpubatchResource]:
-    """The model class for a kind name, accepting `render`, `renderjob` or `RenderJob`."""
-    wanted = name.lower().removesuffix("job")
-    for kind, model in KINDS.items():
-        if kind.lower().removesuffix("job") == wanted:
-            return model
-    raise KeyError(f"unknown kind {name!r}; expected one of {', '.join(KINDS)}")
-
-
-def spec_class(kind: str) -> type[CommonSpec]:
-    return kind_for(kind).model_fields["spec"].annotation  # type: ignore[return-value]
-
-
 __all__ = [
     "DataPath",
-    "KINDS",
-    "NAMES",
     "JobStatus",
     "PredictJob",
     "PredictJobSpec",
@@ -436,6 +405,4 @@ __all__ = [
     "TrainJob",
     "TrainJobSpec",
     "TrainModelSpec",
-    "kind_for",
-    "spec_class",
 ]

@@ -13,9 +13,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from gpubatch_jobs import kinds as registry  # read at call time: the registry imports this package
 from gpubatch_jobs.spec.common import CommonSpec
 from gpubatch_jobs.spec.errors import SpecError, format_validation_error
-from gpubatch_jobs.spec.kinds import KINDS, GpubatchResource, kind_for, spec_class
+from gpubatch_jobs.spec.kinds import GpubatchResource
 
 
 def parse_manifest(document: Any, source: str = "manifest") -> GpubatchResource:
@@ -23,10 +24,11 @@ def parse_manifest(document: Any, source: str = "manifest") -> GpubatchResource:
     if not isinstance(document, dict):
         raise SpecError(source, ["(document): must be a mapping with apiVersion, kind, metadata, spec"])
     kind = document.get("kind")
-    if kind not in KINDS:
+    plugin = registry.KINDS.get(kind) if isinstance(kind, str) else None
+    if plugin is None:
         raise SpecError(source, [describe_kind(kind)])
     try:
-        return KINDS[kind].model_validate(document)
+        return plugin.model.model_validate(document)
     except ValidationError as err:
         error = format_validation_error(err, source)
         error.kind = kind
@@ -35,9 +37,9 @@ def parse_manifest(document: Any, source: str = "manifest") -> GpubatchResource:
 
 def describe_kind(kind: Any) -> str:
     """`kind: 'Trainjob' is not one of ...; did you mean TrainJob?`"""
-    line = f"kind: {kind!r} is not one of {', '.join(KINDS)}"
+    line = f"kind: {kind!r} is not one of {', '.join(registry.KINDS)}"
     if isinstance(kind, str) and kind:
-        folded = {name.lower(): name for name in KINDS}
+        folded = {name.lower(): name for name in registry.KINDS}
         close = folded.get(kind.lower()) or folded.get(kind.lower().rstrip("s"))
         if close is None:
             matches = difflib.get_close_matches(kind.lower(), list(folded), n=1, cutoff=0.6)
@@ -50,7 +52,7 @@ def describe_kind(kind: Any) -> str:
 def parse_spec(kind: str, spec: dict[str, Any] | str, source: str = "spec") -> CommonSpec:
     """Validate a bare spec (a dict or its JSON text) for `kind`."""
     try:
-        model = spec_class(kind_for(kind).__name__)
+        model = registry.find(kind).spec
     except KeyError as err:
         raise SpecError(source, [str(err.args[0])]) from None
     try:
@@ -72,17 +74,17 @@ def load_manifest(path: str | Path) -> GpubatchResource:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as err:
         raise SpecError(str(path), [f"not valid YAML: {err}"]) from None
-    ours = [d for d in documents if isinstance(d, dict) and d.get("kind") in KINDS]
+    ours = [d for d in documents if isinstance(d, dict) and d.get("kind") in registry.KINDS]
     if not ours:
         kinds = [d.get("kind") if isinstance(d, dict) else None for d in documents]
         if not kinds:
             raise SpecError(str(path), ["(document): the file is empty; expected one of "
-                                        f"{', '.join(KINDS)}"])
+                                        f"{', '.join(registry.KINDS)}"])
         raise SpecError(str(path), [describe_kind(kind) for kind in kinds])
     if len(ours) > 1:
         raise SpecError(
             str(path),
-            [f"(document): expected exactly one of {', '.join(KINDS)} in the file, found {len(ours)}; "
+            [f"(document): expected exactly one of {', '.join(registry.KINDS)} in the file, found {len(ours)}; "
              "put each job in a file of its own"],
         )
     return parse_manifest(ours[0], str(path))

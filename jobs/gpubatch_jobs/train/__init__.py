@@ -80,7 +80,7 @@ def run(spec: Any, ctx: RunContext) -> dict[str, Any]:
     from gpubatch_jobs.train.distributed import WorkerGroup
 
     group = WorkerGroup.from_env(spec)
-    runtime = prepare_runtime(spec.backend, ctx.device_instruction(spec.device.policy), spec.mixed_precision,
+    runtime = prepare_runtime(spec.backend, ctx.device_instruction(), spec.mixed_precision,
                               group=group)
     if group is not None:
         preempt.reclaim()  # the group's runtime may have set a SIGTERM handler of its own

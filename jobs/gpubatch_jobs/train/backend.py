@@ -39,11 +39,11 @@ class Runtime:
 
     @property
     def device(self) -> str:
-        return self.choice.kind
+        return self.choice.device
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "device": self.choice.kind,
+            "device": self.choice.device,
             "backend": self.backend,
             "deviceReason": self.choice.reason,
             "fellBack": self.choice.fell_back,
@@ -94,7 +94,7 @@ def prepare_runtime(backend: str, instruction: DeviceInstruction, mixed_precisio
                 instruction = DeviceInstruction("gpu", "exit")
             group.prepare(gpu=instruction.device == "gpu")
         choice = select_device(instruction, framework=backend)
-        if choice.kind == "cpu":
+        if choice.device == "cpu":
             # Keras' torch backend picks CUDA on its own whenever torch sees a GPU.
             os.environ["KERAS_TORCH_DEVICE"] = "cpu"
         setup_framework(backend, choice)

@@ -133,9 +133,9 @@ class WorkerGroup:
         os.environ["TF_CONFIG"] = json.dumps(self.tf_config())
         import tensorflow as tf
 
-        from gpubatch_jobs.devices.frameworks import GPU_BACKENDS
+        from gpubatch_jobs.devices.frameworks import GPU_PROBES
 
-        GPU_BACKENDS["tensorflow"].setup(gpu)  # memory growth on a GPU, the GPU hidden on a CPU run
+        GPU_PROBES["tensorflow"].setup(gpu)  # memory growth on a GPU, the GPU hidden on a CPU run
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
         _patch_keras_tf_multiworker()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpubatch_operator.kinds import API
+from gpubatch_jobs.contract import API
 
 COMPONENT = "gpubatch-operator"
 

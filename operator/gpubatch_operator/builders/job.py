@@ -18,7 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpubatch_jobs.contract import ENV_WORKER_HOSTS, FAIL_AT_ONCE, WORKER_PORT, DeviceInstruction
+from gpubatch_jobs.contract import (
+    API,
+    ENV_POD_IP,
+    ENV_WORKER_HOSTS,
+    FAIL_AT_ONCE,
+    TERMINATION_LOG,
+    WORKER_PORT,
+    DeviceInstruction,
+)
+from gpubatch_jobs.kinds import KindPlugin
 from gpubatch_jobs.spec.common import CommonSpec
 from gpubatch_operator.builders.pod import (
     CONTAINER_NAME,
@@ -32,8 +41,6 @@ from gpubatch_operator.builders.pod import (
     storage_env,
     tolerations,
 )
-from gpubatch_operator.builders.rbac import needs_spark_driver
-from gpubatch_operator.kinds import API, JobKind
 from gpubatch_operator.naming import (
     ATTEMPT_LABEL,
     DEVICE_LABEL,
@@ -54,7 +61,7 @@ FAIL_AT_ONCE_EXIT_CODES = sorted(FAIL_AT_ONCE)
 class JobRequest:
     """Everything that decides the Job: the resource, its spec and this attempt's device."""
 
-    job_kind: JobKind  # the kind's plug-in; `kind` elsewhere is the name (RenderJob)
+    plugin: KindPlugin  # the kind's plug-in (gpubatch_jobs/kinds/); `kind` elsewhere is its name
     name: str
     namespace: str
     uid: str
@@ -134,7 +141,7 @@ def build_worker_service(request: JobRequest) -> dict[str, Any]:
         "metadata": {
             "name": workers_service_name(request.name),
             "namespace": request.namespace,
-            "labels": owner_labels(request.job_kind.kind, request.name, request.uid),
+            "labels": owner_labels(request.plugin.kind, request.name, request.uid),
             "ownerReferences": [owner_reference(request)],
         },
         "spec": {
@@ -161,7 +168,7 @@ def build_worker_network_policy(request: JobRequest) -> dict[str, Any]:
         "metadata": {
             "name": workers_service_name(request.name),
             "namespace": request.namespace,
-            "labels": owner_labels(request.job_kind.kind, request.name, request.uid),
+            "labels": owner_labels(request.plugin.kind, request.name, request.uid),
             "ownerReferences": [owner_reference(request)],
         },
         "spec": {
@@ -176,7 +183,7 @@ def build_worker_network_policy(request: JobRequest) -> dict[str, Any]:
 def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
     spec = request.spec
     labels = {
-        **owner_labels(request.job_kind.kind, request.name, request.uid),
+        **owner_labels(request.plugin.kind, request.name, request.uid),
         DEVICE_LABEL: request.device,
         ATTEMPT_LABEL: str(request.attempt),
     }
@@ -187,24 +194,24 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         job_labels[KUEUE_PRIORITY_LABEL] = spec.priority_class
     test_hooks = test_annotations(request.test_hooks, request.device) if settings.test_hooks else {}
     image, pull_policy = image_for(request, settings)
-    volumes, mounts = pvc_volumes(request.job_kind.data_paths(spec))
+    volumes, mounts = pvc_volumes(request.plugin.data_paths(spec))
     # The root filesystem is read-only: /tmp is the pod's scratch space.
     volumes, mounts = [SCRATCH_VOLUME, *volumes], [SCRATCH_MOUNT, *mounts]
-    spark_driver = needs_spark_driver(spec)
+    spark_driver = request.plugin.is_spark_driver(spec)
     env = container_env(spec.model_dump(by_alias=True, mode="json", exclude_unset=True), request.instruction, request.name)
     env += storage_env(spec)  # spec.storage.secretName: the Secret's AWS_* keys
     if spark_driver:
         # Spark executors reach the driver (this pod) by its IP: the cluster may have no DNS.
-        env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+        env.append({"name": ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": image,
         "imagePullPolicy": pull_policy,
-        "command": ["gpubatch-job", request.job_kind.command],
+        "command": ["gpubatch-job", request.plugin.command],
         # The spec as written (validated; defaults are the pod's own models' to fill in).
         "env": env,
         "securityContext": CONTAINER_SECURITY_CONTEXT,
-        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePath": TERMINATION_LOG,
         # File only: the engine always writes its summary there, and a log tail (what
         # FallbackToLogsOnError would take) may quote data into status.message.
         "terminationMessagePolicy": "File",
@@ -254,10 +261,10 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         "podFailurePolicy": {"rules": rules},
         "template": {"metadata": template_meta, "spec": pod_spec},
     }
-    shards = request.job_kind.shards(spec)
+    shards = request.plugin.shard_count(spec)
     if shards > 1:
         job_spec.update(completions=shards, parallelism=shards, completionMode="Indexed")
-    workers = request.job_kind.workers(spec)
+    workers = request.plugin.group_size(spec)
     if workers > 1:
         worker_group(job_spec, container, pod_spec, request, workers)
     if spec.active_deadline_seconds is not None:
@@ -282,5 +289,5 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
 
 def owner_reference(request: JobRequest) -> dict[str, Any]:
     """The resource as the controlling owner of what is built for it (Job, workers' Service)."""
-    return {"apiVersion": API, "kind": request.job_kind.kind, "name": request.name, "uid": request.uid,
+    return {"apiVersion": API, "kind": request.plugin.kind, "name": request.name, "uid": request.uid,
             "controller": True, "blockOwnerDeletion": True}

@@ -72,7 +72,7 @@ def container_env(spec_json: dict[str, Any], instruction: DeviceInstruction, nam
     if instruction.device == "cpu":
         # A CUDA base image sets NVIDIA_VISIBLE_DEVICES=all; on a node whose
         # default runtime is nvidia, a CPU pod would otherwise see every GPU.
-        env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
+        env.append({"name": contract.ENV_NVIDIA_VISIBLE_DEVICES, "value": "void"})
     return env
 
 

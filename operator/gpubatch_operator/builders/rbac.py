@@ -43,12 +43,6 @@ SPARK_DRIVER_RULES: list[dict[str, Any]] = [
 ]
 
 
-def needs_spark_driver(spec: Any) -> bool:
-    """The job pod is a Spark driver that makes executor pods."""
-    spark = getattr(spec, "spark", None)
-    return getattr(spec, "engine", None) == "spark" and spark is not None and bool(spark.on_kubernetes)
-
-
 def cluster_role_owner(cluster_role: dict[str, Any]) -> dict[str, Any]:
     """An owner reference to a ClusterRole (no blockOwnerDeletion: nothing waits on it)."""
     meta = cluster_role.get("metadata", {})
