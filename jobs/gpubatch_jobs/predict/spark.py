@@ -8,11 +8,12 @@ and sorted by position within each partition, then `mapInPandas` runs
 inference path, with the model loaded once per Python worker.
 
 One output contract for both engines: Spark writes its part files to a
-temporary folder next to the output; the driver puts the rows back in the
-input's row order (by document id and position, which the checks made
-unique) and writes one Parquet or HDF5 file, published by rename exactly as
-the local engine does. A downstream reader never needs to know which engine
-ran.
+temporary folder next to the output (with executor pods and an s3:// output,
+a `.partial` prefix beside it, through s3a://: spark_s3.py); the driver puts
+the rows back in the input's row order (by document id and position, which
+the checks made unique) and writes one Parquet or HDF5 file, published by
+rename exactly as the local engine does (an s3:// one then uploaded whole).
+A downstream reader never needs to know which engine ran.
 """
 
 from __future__ import annotations
@@ -48,13 +49,13 @@ DOCS_PER_PARTITION = 64
 
 
 def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_path: Path, output: Path,
-              instruction: DeviceInstruction, place: Place | None = None) -> dict[str, Any]:
-    """`place`: the output's place (storage.Place); remote, executor pods write their parts under it."""
+              instruction: DeviceInstruction, place: Place | None = None, s3a: bool | None = None) -> dict[str, Any]:
+    """`place`: the output's place (storage.Place). `s3a`: Spark reads s3:// inputs and writes its parts
+    through s3a:// (default: with executor pods, which cannot see this pod's scratch; spark_s3.py);
+    otherwise Spark in this pod reads the staged copies."""
     started = time.perf_counter()
     spark_spec = spec.spark or SparkSpec()
-    # Executor pods cannot see this pod's scratch: they read s3:// inputs and write their parts
-    # through s3a:// themselves (spark_s3.py); Spark in this pod reads the staged copies.
-    remote = spark_spec.on_kubernetes
+    remote = spark_spec.on_kubernetes if s3a is None else s3a
     source = s3a_url(spec.input.path) if remote and is_s3(spec.input.path) else str(input_path)
     model_location = spec.model if remote and is_s3(spec.model) else str(model_dir)
     # The driver checks the artifact's files without importing any framework (the executors load the
