@@ -123,6 +123,8 @@ def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_p
         "ok": True,
         "engine": "spark",
         "master": conf["spark.master"],
+        # how Spark itself reached s3:// paths: "s3a" (it read and wrote them), "staged" (this pod's copies)
+        "objectStorage": "s3a" if remote else "staged",
         "gpuInUdf": spark_spec.gpu_in_udf,
         "partitions": partitions,
         "device": "gpu" if devices.get("gpu") else "cpu",
