@@ -22,6 +22,7 @@ a complete file, as with the local engine.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.storage import is_s3, split_s3
 
+log = logging.getLogger("gpubatch.predict")
 ENV_SPARK_JARS = "GPUBATCH_SPARK_JARS"
 # The variables the executor pods take from the driver pod's Secret references (storage.py reads the same).
 S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
@@ -117,7 +119,13 @@ def read_parts(location: str | Path) -> Any:
 
 
 def remove_parts(location: str) -> None:
-    """Delete every object under the s3:// prefix `location` (the part files, Hadoop's _SUCCESS)."""
+    """Delete every object under the s3:// prefix `location` (the part files, Hadoop's _SUCCESS).
+
+    Called on the way out, also after a failure: a failed cleanup is logged, not raised over the
+    job's own outcome (what is left is under a `.partial` name, which readers skip)."""
     from gpubatch_jobs import storage
 
-    storage.delete_prefix(location.rstrip("/"))
+    try:
+        storage.delete_prefix(location.rstrip("/"))
+    except Exception as err:  # noqa: BLE001 - never hide the job's own error or result
+        log.warning("could not delete Spark's part files under %s: %s", location, err)
