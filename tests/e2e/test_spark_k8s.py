@@ -212,9 +212,9 @@ def test_executor_pods_read_and_write_s3_through_s3a(
     k8s_cluster.apply(_secret("spark-s3", s3, ADMIN[1]), namespace=e2e_namespace)
     job = predict_job("many-spark-s3", "unused", engine="spark", model=f"s3://{bucket}/models/smoke",
                       input={"path": f"s3://{bucket}/data/many.parquet"},
-                      output={"path": f"s3://{bucket}/out/many-spark.parquet"},
                       storage={"secretName": "spark-s3"},
                       spark={"executors": 2, "partitions": 8, "conf": SMALL}, resources=SMALL_CPU)
+    job["spec"]["output"] = {"path": f"s3://{bucket}/out/many-spark.parquet"}
     status, executors, _ = run_watching_executors(k8s_cluster, e2e_namespace, job)
     assert status["phase"] == "Succeeded", f"{status}\n{s3.log_tail()}\n{diagnose(k8s_cluster, e2e_namespace)}"
     result = status["result"]
