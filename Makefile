@@ -36,8 +36,8 @@ k8s-binaries:
 s3-server:
 	bash tests/s3/seaweedfs.sh
 
-# The real node and the image builds use Debian's container tools (root).
-NODE_DEPS := docker.io containerd runc containernetworking-plugins debootstrap iptables curl
+# The real node and the image builds use Debian's container tools (root); Maven fetches the s3a jars.
+NODE_DEPS := docker.io containerd runc containernetworking-plugins debootstrap iptables curl maven
 node-deps:
 	@missing=""; for p in $(NODE_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; apt-get update -qq && \

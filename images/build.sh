@@ -106,6 +106,11 @@ context_files() {
   (cd "$root" && git ls-files -co --exclude-standard -- pyproject.toml README.md jobs operator images |
     grep -Ev '(__pycache__/|\.pyc$)' | LC_ALL=C sort | while IFS= read -r f; do [[ -f $f ]] && echo "$f"; done)
 }
+# The s3a jars the job images COPY (fetched once, checked, cached: images/spark-jars.sh); their
+# SHA256SUMS is in the context hash, the jars themselves are ignored by git.
+if [[ " ${names[*]} " == *" cpu "* || " ${names[*]} " == *" gpu "* ]]; then
+  log "s3a jars: $(bash "$root/images/spark-jars.sh" --into "$root/images/spark-jars/jars")"
+fi
 mapfile -t ctx < <(context_files)
 ctx_hash=$(hash_files .dockerignore "${ctx[@]}")
 base_id=$(docker image inspect -f '{{.Id}}' "$base_image" 2>/dev/null || echo "$base_image")

@@ -4,12 +4,17 @@ On the real node, from the CPU image: the operator gives the job pod the
 `gpubatch-spark-driver` ServiceAccount and its IP; Spark (client mode) makes
 the executor pods, owned by the driver pod, on the same image; the output is
 the file the local engine writes. An executor deleted mid-run is replaced.
+With s3:// paths on a real S3 server (SeaweedFS on the host), the executors
+read the input and write their parts through s3a:// with the Secret's keys,
+which reach them as `secretKeyRef`s only.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,8 @@ import pytest
 from tests.cluster import harness
 from tests.e2e.conftest import CPU_IMAGE, claim_dir, diagnose, get, make_claims
 from tests.e2e.test_real_pods import SMOKE, make_data, wait_final
+from tests.e2e.test_s3_pods import _secret
+from tests.s3.server import ADMIN, SeaweedS3, running_server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -181,3 +188,51 @@ def test_only_the_driver_identity_may_make_pods(
     role = json.loads(k8s_cluster.kubectl("get", "clusterrole", binding["roleRef"]["name"], "-o", "json",
                                           check=True).stdout)
     assert {r["resources"][0] for r in role["rules"]} == {"pods", "configmaps"}
+
+
+@pytest.fixture(scope="module")
+def s3(real_node: str) -> Iterator[SeaweedS3]:
+    with running_server() as server:
+        yield server
+
+
+def test_executor_pods_read_and_write_s3_through_s3a(
+        k8s_cluster: harness.Cluster, e2e_namespace: str, data_dir: Path, trained: Path, local_output: Path,
+        s3: SeaweedS3, tmp_path: Path) -> None:
+    """Model, input and output on s3://: the output equals the local engine's on the same rows."""
+    bucket = f"e2e-spark-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(bucket)
+    fs = s3.filesystem()
+    uploads = {"data/many.parquet": claim_dir(data_dir, e2e_namespace, "data") / "many.parquet"}
+    uploads.update({f"models/smoke/{p.relative_to(trained / 'model')}": p
+                    for p in sorted((trained / "model").rglob("*")) if p.is_file()})
+    for key, path in uploads.items():
+        with fs.open_output_stream(f"{bucket}/{key}") as out:
+            out.write(path.read_bytes())
+    k8s_cluster.apply(_secret("spark-s3", s3, ADMIN[1]), namespace=e2e_namespace)
+    job = predict_job("many-spark-s3", "unused", engine="spark", model=f"s3://{bucket}/models/smoke",
+                      input={"path": f"s3://{bucket}/data/many.parquet"},
+                      storage={"secretName": "spark-s3"},
+                      spark={"executors": 2, "partitions": 8, "conf": SMALL}, resources=SMALL_CPU)
+    job["spec"]["output"] = {"path": f"s3://{bucket}/out/many-spark.parquet"}
+    status, executors, _ = run_watching_executors(k8s_cluster, e2e_namespace, job)
+    assert status["phase"] == "Succeeded", f"{status}\n{s3.log_tail()}\n{diagnose(k8s_cluster, e2e_namespace)}"
+    result = status["result"]
+    assert result["master"].startswith("k8s://https://") and result["objectStorage"] == "s3a", result
+    assert result["output"] == f"s3://{bucket}/out/many-spark.parquet", result
+
+    # Published whole under its name; the parts' `.partial` prefix is gone.
+    keys = s3.keys(bucket)
+    assert "out/many-spark.parquet" in keys and not [k for k in keys if ".partial" in k], keys
+    back = tmp_path / "many-spark.parquet"
+    with fs.open_input_stream(f"{bucket}/out/many-spark.parquet") as src:
+        back.write_bytes(src.read())
+    assert_same_predictions(local_output, back)
+
+    # Real executor pods did the work, and got the keys by reference to the Secret, never by value.
+    assert len(executors) >= 2, sorted(executors)
+    for pod in executors.values():
+        env = {e["name"]: e for e in pod["spec"]["containers"][0].get("env") or []}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+            assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "spark-s3", env.get(key)
+        assert ADMIN[1] not in json.dumps(pod)

@@ -127,8 +127,43 @@ def test_job_images_run_the_entrypoint_as_user_1000(dockerfile: str, requirement
         if "--from=" in line:
             continue
         for source in line.split()[1:-1]:
+            if source == SPARK_JARS_CONTEXT:  # made by images/build.sh (images/spark-jars.sh --into)
+                continue
             matches = list(ROOT.glob(source))
             assert matches or source.endswith("*"), f"{dockerfile}: {line!r}: {source} does not exist"
+
+
+SPARK_JARS_CONTEXT = "images/spark-jars/jars/"
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.gpu"])
+def test_job_images_put_the_s3a_jars_where_the_engine_finds_them(dockerfile: str) -> None:
+    job = dockerfile_stages(ROOT / dockerfile)["job"]
+    copy = next(line for line in job if line.startswith(f"COPY {SPARK_JARS_CONTEXT} "))
+    target = copy.split()[-1].rstrip("/")
+    assert f"ENV GPUBATCH_SPARK_JARS={target}" in job
+    # after the requirements (the slow layer stays cached), before the wheel (which changes most)
+    assert job.index(copy) > next(i for i, line in enumerate(job) if line.startswith("RUN pip install -r"))
+    assert job.index(copy) < next(i for i, line in enumerate(job) if "--from=wheel" in line)
+    assert re.search(r"spark-jars\.sh\"? --into", (IMAGES / "build.sh").read_text())
+
+
+def test_s3a_jars_match_the_hadoop_pyspark_ships() -> None:
+    """hadoop-aws must be the release of PySpark's own Hadoop client, and the AWS SDK modules one version."""
+    import pyspark
+
+    shipped = [p.name for p in (Path(pyspark.__file__).parent / "jars").glob("hadoop-client-api-*.jar")]
+    assert len(shipped) == 1, shipped
+    hadoop = shipped[0].removeprefix("hadoop-client-api-").removesuffix(".jar")
+    sums = (IMAGES / "spark-jars" / "SHA256SUMS").read_text().split("\n")
+    jars = {line.split()[1]: line.split()[0] for line in sums if line.strip()}
+    assert f"hadoop-aws-{hadoop}.jar" in jars, sorted(jars)
+    assert all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in jars.values())
+    sdk = {name.rsplit("-", 1)[1] for name in jars if name.startswith(("s3-2", "sdk-core-", "aws-core-"))}
+    assert len(sdk) == 1, sdk
+    # not the whole SDK bundle, and nothing PySpark already has (two versions on one class path)
+    assert not [name for name in jars if name.startswith(("bundle-", "netty-", "httpclient-", "slf4j-"))
+                and not name.startswith("netty-nio-client-")]
 
 
 def test_the_operator_target_is_slim() -> None:

@@ -90,10 +90,13 @@ def test_local_places_are_their_own_folder(tmp_path: Path) -> None:
         ctx.resolve("s3://bucket-a/x", field_name="spec.x")
 
 
-def test_spark_executor_pods_refuse_s3_paths_naming_the_field(tmp_path: Path) -> None:
+def test_spark_executor_pods_without_the_secrets_keys_refuse_s3_paths_naming_the_field(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from gpubatch_jobs.predict import run
     from gpubatch_jobs.spec.kinds import PredictJobSpec
 
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key, raising=False)
     spec = PredictJobSpec.model_validate({
         "model": "s3://models-bucket/rnn", "engine": "spark", "spark": {"executors": 2},
         "input": {"path": "rows.parquet", "idColumn": "doc", "positionColumn": "pos"},
@@ -101,3 +104,4 @@ def test_spark_executor_pods_refuse_s3_paths_naming_the_field(tmp_path: Path) ->
     with pytest.raises(BadInput) as err:
         run(spec, RunContext(base_dir=tmp_path))
     assert "spec.model" in str(err.value) and "executor pods" in str(err.value)
+    assert err.value.field == "spec.storage.secretName"

@@ -40,7 +40,7 @@ from gpubatch_jobs.quiet import framework_import, release_native_stderr
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.shutdown import BACKGROUND_PREFIX
 from gpubatch_jobs.spec.kinds import PredictJobSpec
-from gpubatch_jobs.storage import Place, is_s3
+from gpubatch_jobs.storage import Place
 
 log = logging.getLogger("gpubatch.predict")
 
@@ -63,7 +63,7 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
         from gpubatch_jobs.predict.spark import run_spark
 
         summary = run_spark(spec, ctx, model_dir=model_dir, input_path=input_path, output=output,
-                            instruction=instruction)
+                            instruction=instruction, place=place)
     else:
         summary = _run_local(spec, ctx, model_dir, input_path, output, instruction, started, place, name)
     place.push(name)
@@ -77,16 +77,15 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
 
 
 def _check_spark_on_kubernetes_paths(spec: PredictJobSpec) -> None:
-    """Executor pods read the input and the model and write parts themselves; s3:// is staged by the
-    driver alone (storage.py), which they cannot see: refuse it rather than fail in the executors."""
+    """Executor pods read the input and the model and write parts themselves: an s3:// path needs the
+    Secret's keys in their environment and the s3a jars in the image (spark_s3.py); refuse at once
+    what they could not read rather than fail in the executors."""
     if spec.engine != "spark" or spec.spark is None or not spec.spark.on_kubernetes:
         return
-    for field, path in (("spec.input.path", spec.input.path), ("spec.model", spec.model),
-                        ("spec.output.path", spec.output.path)):
-        if is_s3(path):
-            raise BadInput(f"{path}: s3:// paths work with engine spark on the pod's own Spark "
-                           "(no executors, master local) but not yet with executor pods; use a pvc:// path "
-                           "or run Spark in the pod (unset spark.executors and spark.master)", field=field)
+    from gpubatch_jobs.predict.spark_s3 import check_executor_access
+
+    check_executor_access({"spec.input.path": spec.input.path, "spec.model": spec.model,
+                           "spec.output.path": spec.output.path})
 
 
 def check_target_url(place: Place, name: str, overwrite: bool) -> None:

@@ -8,11 +8,12 @@ and sorted by position within each partition, then `mapInPandas` runs
 inference path, with the model loaded once per Python worker.
 
 One output contract for both engines: Spark writes its part files to a
-temporary folder next to the output; the driver puts the rows back in the
-input's row order (by document id and position, which the checks made
-unique) and writes one Parquet or HDF5 file, published by rename exactly as
-the local engine does. A downstream reader never needs to know which engine
-ran.
+temporary folder next to the output (with executor pods and an s3:// output,
+a `.partial` prefix beside it, through s3a://: spark_s3.py); the driver puts
+the rows back in the input's row order (by document id and position, which
+the checks made unique) and writes one Parquet or HDF5 file, published by
+rename exactly as the local engine does (an s3:// one then uploaded whole).
+A downstream reader never needs to know which engine ran.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from gpubatch_jobs.predict.model import inspect_artifact
 from gpubatch_jobs.predict.output import remove, write_predictions
 from gpubatch_jobs.predict.settings import PredictSettings, resolve_settings
 from gpubatch_jobs.predict.spark_k8s import delete_executors, kubernetes_conf
+from gpubatch_jobs.predict.spark_s3 import read_parts, remove_parts, s3a_url
 from gpubatch_jobs.predict.spark_session import spark_conf, start_session
 from gpubatch_jobs.predict.spark_worker import BAD_INPUT_MARKER, WorkerConfig, predict_partition
 from gpubatch_jobs.predict.table import (
@@ -41,14 +43,21 @@ from gpubatch_jobs.predict.table import (
 )
 from gpubatch_jobs.runtime import RunContext, atomic_target
 from gpubatch_jobs.spec.kinds import PredictJobSpec, SparkSpec
+from gpubatch_jobs.storage import Place, is_s3
 
 DOCS_PER_PARTITION = 64
 
 
 def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_path: Path, output: Path,
-              instruction: DeviceInstruction) -> dict[str, Any]:
+              instruction: DeviceInstruction, place: Place | None = None, s3a: bool | None = None) -> dict[str, Any]:
+    """`place`: the output's place (storage.Place). `s3a`: Spark reads s3:// inputs and writes its parts
+    through s3a:// (default: with executor pods, which cannot see this pod's scratch; spark_s3.py);
+    otherwise Spark in this pod reads the staged copies."""
     started = time.perf_counter()
     spark_spec = spec.spark or SparkSpec()
+    remote = spark_spec.on_kubernetes if s3a is None else s3a
+    source = s3a_url(spec.input.path) if remote and is_s3(spec.input.path) else str(input_path)
+    model_location = spec.model if remote and is_s3(spec.model) else str(model_dir)
     # The driver checks the artifact's files without importing any framework (the executors load the
     # model), so it never takes a GPU the executors may need and starts the JVM seconds earlier.
     backend = keras_backend()
@@ -69,21 +78,23 @@ def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_p
                       cluster=cluster)
     session = start_session(conf)
     stats = session.sparkContext.accumulator({}, StatsParam())
-    config = WorkerConfig(model_dir=str(model_dir), settings=settings, instruction=instruction,
+    config = WorkerConfig(model_dir=model_location, settings=settings, instruction=instruction,
                           gpu_in_udf=spark_spec.gpu_in_udf,
                           threads=max(1, (os.cpu_count() or 1) // min(parallelism, partitions)))
     ctx.progress(0, 1, stage="predict (spark)", force=True)
-    frame = _read(session, input_path, fmt, spec.input.dataset, settings)
+    frame = _read(session, source, input_path, fmt, spec.input.dataset, settings)
     frame = frame.repartition(partitions, settings.id_column).sortWithinPartitions(
         settings.id_column, settings.position_column)
     result = frame.mapInPandas(partial(predict_partition, config, stats=stats), _schema(frame, settings, seq))
 
     tmp = atomic_target(output)
     spark_dir = tmp.with_name(tmp.name + ".spark")
+    # Remote parts: a `.partial` prefix beside the output, read back and deleted by this pod.
+    parts = place.url(spark_dir.name) if remote and place is not None and place.is_remote else str(spark_dir)
     predict_started = time.perf_counter()
     try:
         try:
-            result.write.mode("overwrite").parquet(str(spark_dir))
+            result.write.mode("overwrite").parquet(s3a_url(parts))
         except Exception as err:
             message = str(err)
             if BAD_INPUT_MARKER in message:
@@ -91,8 +102,10 @@ def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_p
                 raise BadInput(cause) from None
             raise
         predict_seconds = time.perf_counter() - predict_started
-        write_predictions(_in_input_order(spark_dir, docs, settings), output, settings.output_format)
+        write_predictions(_in_input_order(read_parts(parts), docs, settings), output, settings.output_format)
     finally:
+        if is_s3(parts):
+            remove_parts(parts)
         remove(spark_dir)
         remove(tmp)
         facts = stats.value
@@ -110,6 +123,8 @@ def run_spark(spec: PredictJobSpec, ctx: RunContext, *, model_dir: Path, input_p
         "ok": True,
         "engine": "spark",
         "master": conf["spark.master"],
+        # how Spark itself reached s3:// paths: "s3a" (it read and wrote them), "staged" (this pod's copies)
+        "objectStorage": "s3a" if remote else "staged",
         "gpuInUdf": spark_spec.gpu_in_udf,
         "partitions": partitions,
         "device": "gpu" if devices.get("gpu") else "cpu",
@@ -146,13 +161,11 @@ def _check_input(path: Path, fmt: str, dataset: str | None, settings: PredictSet
     return group_documents(columns[settings.id_column], columns[position], np.empty((len(columns[position]), 0)))
 
 
-def _in_input_order(spark_dir: Path, docs: Documents, settings: PredictSettings) -> dict[str, Any]:
-    """Spark's part files as columns in the input's row order (as the local engine writes them)."""
+def _in_input_order(table: Any, docs: Documents, settings: PredictSettings) -> dict[str, Any]:
+    """Spark's part files (an Arrow table) as columns in the input's row order (as the local engine writes them)."""
     import numpy as np
     import pandas as pd
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(spark_dir)
     ids = table.column(settings.id_column).to_numpy(zero_copy_only=False)
     positions = table.column(settings.position_column or "").to_numpy(zero_copy_only=False)
     # Documents are numbered in grouped order (docs.ids[docs.doc_starts]); sorting Spark's rows by
@@ -165,13 +178,14 @@ def _in_input_order(spark_dir: Path, docs: Documents, settings: PredictSettings)
     return {name: table.column(name).to_numpy(zero_copy_only=False)[take] for name in table.column_names}
 
 
-def _read(session: Any, path: Path, fmt: str, dataset: str | None, settings: PredictSettings) -> Any:
+def _read(session: Any, source: str, path: Path, fmt: str, dataset: str | None, settings: PredictSettings) -> Any:
+    """`source`: where Spark reads (the file, or its s3a:// URL); `path`: the driver's copy, for HDF5."""
     wanted = [settings.id_column, settings.position_column] + [
         name for name in settings.features if name not in (settings.id_column, settings.position_column)]
     if fmt == "parquet":
-        frame = session.read.parquet(str(path))
+        frame = session.read.parquet(source)
     elif fmt == "csv":
-        frame = session.read.csv(str(path), header=True, inferSchema=True)
+        frame = session.read.csv(source, header=True, inferSchema=True)
     else:  # HDF5 has no Spark reader: read on the driver, hand over through Arrow
         import pandas as pd
 

@@ -17,7 +17,11 @@ SparkSession in this pod with these settings:
   `python -m gpubatch_jobs.predict.spark_executor`, which starts Spark's
   executor backend as Spark's own images do;
 - no claims are made or reused by Spark (that would need rights on
-  PersistentVolumeClaims).
+  PersistentVolumeClaims);
+- the object storage variables (AWS_*, from spec.storage.secretName) reach
+  the executors as the driver has them, `secretKeyRef`s to the same Secret:
+  they read and write s3:// through s3a:// (spark_s3.py) with those keys,
+  and no key is written in the template or in Spark's configuration.
 
 The pod runs under the driver ServiceAccount the operator gives it
 (`gpubatch-spark-driver`): pods create/get/list/watch/delete/patch and
@@ -44,6 +48,7 @@ from typing import Any
 
 from gpubatch_jobs.contract import ENV_POD_NAME, ENV_POD_NAMESPACE
 from gpubatch_jobs.errors import BadInput
+from gpubatch_jobs.predict.spark_s3 import S3_ENV
 from gpubatch_jobs.spec.kinds import SparkSpec
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -118,6 +123,15 @@ def _token_mount(mount: Mapping[str, Any]) -> bool:
     return str(mount.get("mountPath", "")).startswith(str(SA_DIR.parent))
 
 
+def _executor_env(entry: Mapping[str, Any]) -> bool:
+    """Plain values but the engine's own (GPUBATCH_*), and the object storage variables as the driver
+    has them: references to the Secret of spec.storage.secretName, so no key is written in a pod spec."""
+    if "value" in entry:
+        return not str(entry.get("name", "")).startswith("GPUBATCH_")
+    source = entry.get("valueFrom") or {}
+    return entry.get("name") in S3_ENV and set(source) == {"secretKeyRef"}
+
+
 def executor_template(driver: Mapping[str, Any]) -> dict[str, Any]:
     """The executor pod template: the driver pod's image, security, placement and volumes; no API token."""
     spec = driver.get("spec") or {}
@@ -129,7 +143,7 @@ def executor_template(driver: Mapping[str, Any]) -> dict[str, Any]:
         "image": main.get("image"),
         "command": [sys.executable, "-m", EXECUTOR_MODULE],
         "volumeMounts": mounts,
-        "env": [e for e in main.get("env") or [] if "value" in e and not e["name"].startswith("GPUBATCH_")],
+        "env": [e for e in main.get("env") or [] if _executor_env(e)],
     }
     for key in ("imagePullPolicy", "securityContext"):
         if key in main:

@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any
 
+from gpubatch_jobs.predict.spark_s3 import classpath_conf, s3a_conf
 from gpubatch_jobs.spec.kinds import SparkSpec
 
 ARROW_BATCH_ROWS = 20_000
@@ -52,6 +53,9 @@ def spark_conf(spark: SparkSpec, *, app: str, backend: str, partitions: int,
         conf["spark.executorEnv.TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
     else:
         conf["spark.executorEnv.CUDA_VISIBLE_DEVICES"] = ""
+    # s3a:// (executor pods read and write s3:// themselves): the jars and where the server is.
+    conf.update(classpath_conf())
+    conf.update(s3a_conf())
     conf.update(cluster or {})
     return conf
 

@@ -64,17 +64,24 @@ def _worker_state(config: WorkerConfig) -> dict[str, Any]:
             tf.config.threading.set_inter_op_parallelism_threads(config.threads)
         except RuntimeError:  # already initialised in this worker
             pass
-    from pathlib import Path
-
     from gpubatch_jobs.predict.batching import ModelCache
     from gpubatch_jobs.predict.local import model_factory
     from gpubatch_jobs.predict.model import load_sequence_model
 
-    seq = load_sequence_model(Path(config.model_dir))
+    seq = load_sequence_model(_model_folder(config.model_dir))
     _STATE.clear()
     _STATE.update(key=key, seq=seq, choice=choice, backend=backend, settings=config.settings,
                   cache=ModelCache(model_factory(seq, config.settings, backend, choice.is_gpu)))
     return _STATE
+
+
+def _model_folder(location: str) -> Any:
+    """The model folder; an s3:// one (executor pods) is downloaded to this pod's scratch once."""
+    from pathlib import Path
+
+    from gpubatch_jobs.storage import is_s3, local_input_dir
+
+    return local_input_dir(location.rstrip("/"), field_name="spec.model") if is_s3(location) else Path(location)
 
 
 def _assigned_gpus() -> list[str] | None:

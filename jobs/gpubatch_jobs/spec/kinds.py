@@ -179,7 +179,8 @@ class TrainJobSpec(CommonSpec):
 # TLS, anything that loads code or files into the driver, which runs as the Spark driver
 # identity (jars, plug-ins, listeners, extra class paths, Java options, environment,
 # Python executables), and every key the engine sets itself (predict/spark_session.py,
-# predict/spark_k8s.py). Exact keys end with "$"; the others are prefixes.
+# predict/spark_k8s.py, and the s3a:// settings of predict/spark_s3.py: where the S3 server is
+# and how credentials are read). Exact keys end with "$"; the others are prefixes.
 SPARK_CONF_REFUSED: tuple[str, ...] = (
     "spark.master$", "spark.remote", "spark.api.mode", "spark.submit.", "spark.kubernetes.", "spark.driver.",
     "spark.authenticate", "spark.ssl.", "spark.network.crypto.", "spark.io.encryption.", "spark.acls.",
@@ -190,7 +191,7 @@ SPARK_CONF_REFUSED: tuple[str, ...] = (
     "spark.executor.resource.", "spark.task.resource.", "spark.dynamicAllocation.", "spark.pyspark.",
     "spark.python.", "spark.app.name$", "spark.sql.execution.arrow.", "spark.sql.shuffle.partitions$",
     "spark.metrics.", "spark.eventLog.", "spark.shuffle.service.", "spark.decommission.", "spark.yarn.",
-    "spark.standalone.", "spark.deploy.",
+    "spark.standalone.", "spark.deploy.", "spark.hadoop.fs.s3a.",
 )
 SPARK_CONF_MAX_KEYS = 128
 
@@ -237,7 +238,8 @@ class SparkSpec(ApiModel):
         None, max_length=SPARK_CONF_MAX_KEYS,
         description=("Extra Spark configuration (executor memory and cores, SQL tuning). Keys that set the "
                      "master, spark.kubernetes.*, spark.driver.*, authentication, TLS, code or files to load, "
-                     "or that the engine sets itself are refused (docs/security.md)."),
+                     "the s3a:// settings (spark.hadoop.fs.s3a.*: from spec.storage) or that the engine sets "
+                     "itself are refused (docs/security.md)."),
         json_schema_extra={"x-kubernetes-validations": [_spark_conf_cel()]})
 
     @field_validator("conf")
