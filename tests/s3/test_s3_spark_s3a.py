@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DRIVER = """
 import json, sys
 from pathlib import Path
+from gpubatch_jobs.contract import instruction_for_policy
 from gpubatch_jobs.predict.spark import run_spark
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec.kinds import PredictJobSpec
@@ -40,7 +41,7 @@ ctx = RunContext(base_dir=Path(sys.argv[2]))
 place, name = ctx.output_file(spec.output.path, field_name="spec.output.path")
 summary = run_spark(spec, ctx, model_dir=ctx.input_dir(spec.model, field_name="spec.model"),
                     input_path=ctx.input_file(spec.input.path, field_name="spec.input.path"),
-                    output=place.path(name), instruction=ctx.device_instruction(spec.device.policy),
+                    output=place.path(name), instruction=instruction_for_policy(str(spec.device.policy)),
                     place=place, s3a=True)
 place.push(name)
 place.finish()

@@ -46,13 +46,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gpubatch_jobs.contract import ENV_POD_NAME, ENV_POD_NAMESPACE
+from gpubatch_jobs.contract import ENV_POD_IP, ENV_POD_NAME, ENV_POD_NAMESPACE
 from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.predict.spark_s3 import S3_ENV
 from gpubatch_jobs.spec.kinds import SparkSpec
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-ENV_POD_IP = "POD_IP"
 DRIVER_PORT, BLOCK_MANAGER_PORT = 7078, 7079
 EXECUTOR_CONTAINER = "executor"
 EXECUTOR_MODULE = "gpubatch_jobs.predict.spark_executor"
