@@ -40,7 +40,7 @@ from gpubatch_jobs.quiet import framework_import, release_native_stderr
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.shutdown import BACKGROUND_PREFIX
 from gpubatch_jobs.spec.kinds import PredictJobSpec
-from gpubatch_jobs.storage import Place, is_s3
+from gpubatch_jobs.storage import Place, object_store
 
 log = logging.getLogger("gpubatch.predict")
 
@@ -83,8 +83,9 @@ def _check_spark_on_kubernetes_paths(spec: PredictJobSpec) -> None:
         return
     for field, path in (("spec.input.path", spec.input.path), ("spec.model", spec.model),
                         ("spec.output.path", spec.output.path)):
-        if is_s3(path):
-            raise BadInput(f"{path}: s3:// paths work with engine spark on the pod's own Spark "
+        store = object_store(path)
+        if store is not None:
+            raise BadInput(f"{path}: {store.prefix} paths work with engine spark on the pod's own Spark "
                            "(no executors, master local) but not yet with executor pods; use a pvc:// path "
                            "or run Spark in the pod (unset spark.executors and spark.master)", field=field)
 
