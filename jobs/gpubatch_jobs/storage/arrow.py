@@ -147,8 +147,10 @@ class ArrowStore(ObjectStore):
         for attempt in range(1, tries + 1):
             try:
                 return fn()
-            except BadInput:
-                raise
+            except BadInput as err:
+                if url in str(err):
+                    raise
+                raise BadInput(f"cannot {action} {url}: {err}") from err  # a setting's error names the URL too
             except FileNotFoundError as err:
                 self.check_root(url, action)
                 raise BadInput(f"no object at {url}; check the key (list it with `{self.list_command(url)}`)",

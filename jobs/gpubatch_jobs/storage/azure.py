@@ -45,7 +45,8 @@ class AzureDriver(ArrowStore):
     root_word = "container"
     settings_env = (CONNECTION_STRING_ENV, ACCOUNT_NAME_ENV, ACCOUNT_KEY_ENV, SAS_TOKEN_ENV,
                     "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET")
-    bad_credentials_marks = ("AuthenticationFailed", "InvalidAuthenticationInfo", "NoAuthenticationInformation")
+    bad_credentials_marks = ("AuthenticationFailed", "InvalidAuthenticationInfo", "NoAuthenticationInformation",
+                             "Server failed to authenticate the request")
     missing_root_marks = ("ContainerNotFound", "The specified container does not exist")
     denied_marks = ("AuthorizationFailure", "AuthorizationPermissionMismatch", "403 This request is not authorized")
     credentials_hint = f"{CONNECTION_STRING_ENV}, or {ACCOUNT_NAME_ENV} with {ACCOUNT_KEY_ENV} or {SAS_TOKEN_ENV}"
