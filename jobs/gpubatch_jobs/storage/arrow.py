@@ -12,7 +12,7 @@ errors; this module does the transfers once for all:
   so a killed process leaves nothing under the final key. A driver whose
   stream can show a partial object (`publish_through_temp`) writes a hidden
   temporary object in the same folder and copies it server-side to the final
-  name, then deletes it;
+  name, then deletes it (and any left by a killed publish of the same name);
 - retries: transient failures back off and retry the whole (idempotent)
   transfer; permanent ones become `BadInput` naming the URL and the fix.
 """
@@ -262,6 +262,21 @@ class ArrowStore(ObjectStore):
                 self._delete_quietly(temp)
 
         self.call(url, "write", once)
+        self._delete_stale_temps(head, name)
+
+    def _delete_stale_temps(self, head: str, name: str) -> None:
+        """Temporary objects of this name left by killed publishes (the final one is now whole)."""
+        from pyarrow import fs as pafs
+
+        mark = f"{head}/.{name}{PARTIAL_MARK}-"
+        try:
+            infos = self.filesystem().get_file_info(pafs.FileSelector(head, recursive=False, allow_not_found=True))
+        except OSError as err:
+            log.debug("cannot list %s for stale temporary objects: %s", head, err)
+            return
+        for info in infos:
+            if info.type == pafs.FileType.File and info.path.startswith(mark):
+                self._delete_quietly(info.path)
 
     def _delete_quietly(self, path: str) -> None:
         try:
