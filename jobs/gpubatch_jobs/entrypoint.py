@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpubatch-job", description=__doc__.splitlines()[0])
     parser.add_argument("kind", help="render, train or predict (RenderJob, TrainJob, PredictJob)")
     args = parser.parse_args(argv)
-    from gpubatch_jobs import podlog, storage
+    from gpubatch_jobs import podlog
 
     keeper = podlog.start_from_environment()  # in a pod: the log is kept beside the outputs
     try:

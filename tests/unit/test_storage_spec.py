@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from gpubatch_jobs import contract
 from gpubatch_jobs.errors import BadInput
 from gpubatch_jobs.runtime import RunContext
 from gpubatch_jobs.spec import SpecError
+from gpubatch_jobs.spec.common import PARENT_SEGMENT_RE
 from gpubatch_jobs.spec.kinds import RenderJobSpec, TrainJobSpec
 from gpubatch_jobs.spec.manifest import parse_spec
-from gpubatch_jobs import contract
-from gpubatch_jobs.spec.common import PARENT_SEGMENT_RE
 from gpubatch_jobs.storage import Place, driver_for, object_store, parent_and_name, split_pvc
 from gpubatch_jobs.storage.azure import AzureDriver, parse_connection_string
 from gpubatch_operator.builders.pod import storage_env, storage_volumes
