@@ -294,9 +294,10 @@ class Place:
             delete(join(base, info.key))
 
     def finish(self) -> None:
-        """After success: drop the local scratch copy of a remote place."""
+        """After success: drop the local scratch copy of a remote place, and what killed publishes left there."""
         if self.remote:
             shutil.rmtree(self.local_dir, ignore_errors=True)
+            store_of(self.remote).tidy(self.remote)
 
 
 def output_folder(url: str) -> Place:

@@ -278,6 +278,26 @@ class ArrowStore(ObjectStore):
             if info.type == pafs.FileType.File and info.path.startswith(mark):
                 self._delete_quietly(info.path)
 
+    def tidy(self, prefix_url: str) -> None:
+        """Delete temporary objects `.NAME.partial-<hex>` whose NAME is published beside them: a publish
+        killed between the server-side copy and the delete (or before the copy of a name published since)."""
+        if not self.publish_through_temp:
+            return
+        from pyarrow import fs as pafs
+
+        base = self.arrow_path(prefix_url).rstrip("/")
+        try:
+            infos = self.filesystem().get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        except OSError as err:
+            log.debug("cannot list %s to tidy: %s", base, err)
+            return
+        files = {info.path for info in infos if info.type == pafs.FileType.File}
+        for path in files:
+            head, _, leaf = path.rpartition("/")
+            final, sep, suffix = leaf[1:].rpartition(f"{PARTIAL_MARK}-")
+            if leaf.startswith(".") and sep and len(suffix) == 12 and f"{head}/{final}" in files:
+                self._delete_quietly(path)
+
     def _delete_quietly(self, path: str) -> None:
         try:
             self.filesystem().delete_file(path)

@@ -98,6 +98,10 @@ class ObjectStore(Driver):
     def list_command(self, url: str) -> str:
         """The shell command that lists `url`, for messages."""
 
+    def tidy(self, prefix_url: str) -> None:
+        """After a job's success: remove what killed publishes under the prefix left behind (a driver
+        that publishes through temporary objects); nothing by default."""
+
 
 def schemes() -> tuple[str, ...]:
     return tuple(_REGISTRY)
