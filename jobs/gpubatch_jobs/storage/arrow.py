@@ -88,7 +88,14 @@ class ArrowStore(ObjectStore):
         with self._lock:
             fs = self._cache.get(settings)
             if fs is None:
-                fs = self._cache[settings] = self.make_filesystem()
+                try:
+                    fs = self._cache[settings] = self.make_filesystem()
+                except (ImportError, AttributeError, TypeError) as err:
+                    # pyarrow before 20 lacks some of these filesystems or their options (the images pin 26)
+                    import pyarrow
+
+                    raise BadInput(f"{self.scheme}:// needs pyarrow's {self.scheme} filesystem, which pyarrow "
+                                   f"{pyarrow.__version__} here lacks ({err}); pip install 'pyarrow>=20'") from err
             return fs
 
     def arrow_path(self, url: str) -> str:
