@@ -18,7 +18,7 @@ from typing import Any
 
 from gpubatch_jobs.contract import DeviceInstruction, instruction_for_policy
 from gpubatch_jobs.errors import BadInput, excerpt
-from gpubatch_jobs.storage import PVC_PREFIX, Place, object_store, schemes, split_pvc
+from gpubatch_jobs.storage import PVC_PREFIX, Place, object_store, split_pvc, url_forms
 
 log = logging.getLogger("gpubatch")
 
@@ -69,9 +69,8 @@ class RunContext:
         pvc = split_pvc(path)
         if pvc is None:
             if self.confined:
-                urls = ", ".join(f"{scheme}://" for scheme in schemes())
-                raise BadInput(f"{excerpt(path)}: a job pod reads and writes only {urls} paths; put the data "
-                               "on a claim or in a bucket", field=field_name)
+                raise BadInput(f"{excerpt(path)}: a job pod reads and writes only {url_forms()} paths; put the "
+                               "data on a claim or in a bucket", field=field_name)
             local = Path(path).expanduser()
             return _normal(local if local.is_absolute() else self.base_dir / local)
         claim, sub = pvc

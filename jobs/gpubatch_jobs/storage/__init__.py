@@ -46,6 +46,7 @@ from gpubatch_jobs.storage.driver import (
     scheme_of,
     schemes,
     store_of,
+    url_forms,
 )
 
 __all__ = [
@@ -53,7 +54,7 @@ __all__ = [
     "delete_prefix", "download", "driver_for", "exists", "is_url", "join", "list_objects", "local_input",
     "local_input_dir", "object_store", "output_file", "output_folder", "parent_and_name", "read_bytes",
     "scheme_of", "schemes", "scratch_for", "scratch_root", "split_pvc", "stat", "store_of", "upload",
-    "write_bytes",
+    "url_forms", "write_bytes",
 ]
 
 log = logging.getLogger("gpubatch.storage")

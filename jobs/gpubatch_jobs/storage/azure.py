@@ -43,6 +43,7 @@ def parse_connection_string(text: str) -> dict[str, str]:
 class AzureDriver(ArrowStore):
     scheme = "az"
     root_word = "container"
+    form = "az://CONTAINER/BLOB"
     settings_env = (CONNECTION_STRING_ENV, ACCOUNT_NAME_ENV, ACCOUNT_KEY_ENV, SAS_TOKEN_ENV,
                     "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET")
     bad_credentials_marks = ("AuthenticationFailed", "InvalidAuthenticationInfo", "NoAuthenticationInformation",

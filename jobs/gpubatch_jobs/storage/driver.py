@@ -42,6 +42,7 @@ class Driver(ABC):
     scheme: ClassVar[str]
     remote: ClassVar[bool] = True
     root_word: ClassVar[str] = "bucket"  # what the URL's first segment names, for messages
+    form: ClassVar[str] = ""  # the URL's shape, for messages: "s3://BUCKET/KEY"
 
     @property
     def prefix(self) -> str:
@@ -105,6 +106,12 @@ class ObjectStore(Driver):
 
 def schemes() -> tuple[str, ...]:
     return tuple(_REGISTRY)
+
+
+def url_forms() -> str:
+    """Every scheme's URL shape, for messages: `pvc://CLAIM/sub/path, s3://BUCKET/KEY, ...`."""
+    forms = [driver.form for driver in (driver_for(f"{scheme}://") for scheme in _REGISTRY) if driver is not None]
+    return ", ".join(forms[:-1]) + " and " + forms[-1] if len(forms) > 1 else "".join(forms)
 
 
 def scheme_of(path: str) -> str | None:

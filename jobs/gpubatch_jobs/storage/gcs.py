@@ -26,6 +26,7 @@ EMULATOR_ENV = contract.STORAGE_EMULATOR_HOST
 class GcsDriver(ArrowStore):
     scheme = "gs"
     root_word = "bucket"
+    form = "gs://BUCKET/OBJECT"
     settings_env = (CREDENTIALS_ENV, EMULATOR_ENV, "GOOGLE_CLOUD_PROJECT", "GPUBATCH_GCS_RETRY_S")
     bad_credentials_marks = ("UNAUTHENTICATED", "invalid_grant", "Invalid JWT", "invalid_client")
     missing_root_marks = ("The specified bucket does not exist", "bucket does not exist", "Bucket not found")

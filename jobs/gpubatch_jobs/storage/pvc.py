@@ -11,6 +11,7 @@ class PvcDriver(Driver):
     scheme = "pvc"
     remote = False
     root_word = "claim"
+    form = "pvc://CLAIM/sub/path"
 
     def parse(self, url: str) -> tuple[str, str]:
         """(claim, sub/path) as written: RunContext joins and confines the sub path itself."""

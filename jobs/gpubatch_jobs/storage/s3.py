@@ -20,6 +20,7 @@ from gpubatch_jobs.storage.arrow import ArrowStore, env_int
 class S3Driver(ArrowStore):
     scheme = "s3"
     root_word = "bucket"
+    form = "s3://BUCKET/KEY"
     settings_env = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
                     "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
                     "GPUBATCH_S3_RETRIES")
