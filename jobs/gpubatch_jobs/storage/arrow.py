@@ -69,6 +69,7 @@ class ArrowStore(ObjectStore):
     read_right: ClassVar[str] = ""
     write_right: ClassVar[str] = ""
     publish_through_temp: ClassVar[bool] = False
+    upload_chunk: ClassVar[int] = _CHUNK  # bytes handed to the SDK's output stream per write
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -237,7 +238,7 @@ class ArrowStore(ObjectStore):
 
         def send(target: str) -> None:
             pafs.copy_files(str(src), target, source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=self.filesystem(), chunk_size=_CHUNK)
+                            destination_filesystem=self.filesystem(), chunk_size=self.upload_chunk)
 
         try:
             self._publish(url, send)

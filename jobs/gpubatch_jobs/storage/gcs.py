@@ -35,6 +35,9 @@ class GcsDriver(ArrowStore):
     endpoint_hint = EMULATOR_ENV
     read_right = "roles/storage.objectViewer"
     write_right = "roles/storage.objectUser"
+    # Larger writes into the resumable upload: 8 MB writes ran at half the rate of one large write
+    # against the test server (bench/storage.py).
+    upload_chunk = 64 << 20
 
     def endpoint(self) -> str:
         return os.environ.get(EMULATOR_ENV) or "Google Cloud Storage"
