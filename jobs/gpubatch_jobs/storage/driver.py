@@ -141,6 +141,7 @@ def store_of(url: str) -> ObjectStore:
     """The object store of `url`; BadInput naming the URL when it is not an object-store URL."""
     store = object_store(url)
     if store is None:
-        remote = ", ".join(f"{s}://" for s, target in _REGISTRY.items() if not target.endswith(":PvcDriver"))
-        raise BadInput(f"{url} is not an object-storage URL ({remote})", path=url)
+        remote = [driver.form for driver in (driver_for(f"{scheme}://") for scheme in _REGISTRY)
+                  if driver is not None and driver.remote]
+        raise BadInput(f"{url} is not an object-storage URL ({', '.join(remote)})", path=url)
     return store
