@@ -7,7 +7,7 @@ EXTRAS ?= operator,render,train,spark,demo,dev,bench
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-deps ci-fresh unit test-cluster lint bench crds crds-check k8s-binaries s3-server node-deps images cluster-up cluster-down cluster-kubeconfig cluster-data-dir clean gpu-kit
+.PHONY: help install demo test test-deps ci-fresh unit test-cluster lint bench crds crds-check k8s-binaries s3-server gcs-server azure-server node-deps images cluster-up cluster-down cluster-kubeconfig cluster-data-dir clean gpu-kit
 
 help:
 	@echo "make demo      run every manifest under examples/ with gpubatch run"
@@ -36,6 +36,14 @@ k8s-binaries:
 s3-server:
 	bash tests/s3/seaweedfs.sh
 
+# The gs:// tests' server (fake-gcs-server, built from its pinned Go module, cached by version).
+gcs-server:
+	bash tests/objstore/fake-gcs-server.sh
+
+# The az:// tests' server (Azurite, installed with npm ci from tests/objstore/azurite/, cached by version).
+azure-server:
+	bash tests/objstore/azurite.sh
+
 # The real node and the image builds use Debian's container tools (root); Maven fetches the s3a jars.
 NODE_DEPS := docker.io containerd runc containernetworking-plugins debootstrap iptables curl maven
 node-deps:
@@ -49,7 +57,7 @@ images: node-deps
 # What the tests need, built side by side: the Go builds are bound by the CPU,
 # the venv and the images mostly by downloads and the disk.
 test-deps:
-	$(MAKE) --no-print-directory -j4 install k8s-binaries s3-server images
+	$(MAKE) --no-print-directory -j4 install k8s-binaries s3-server gcs-server azure-server images
 
 # Phase 1 (no cluster) on parallel workers, then the cluster tests one at a time: tests/run.sh.
 test: test-deps

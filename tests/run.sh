@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test suite as `make test` runs it, in two phases:
 #
-#   1. tests that share nothing (tests/unit, tests/s3, tests/gpu: each test makes
-#      its own folders, ports and S3 server) in parallel with pytest-xdist,
+#   1. tests that share nothing (tests/unit, tests/s3, tests/objstore, tests/gpu: each
+#      test makes its own folders, ports and object-store servers) in parallel with pytest-xdist,
 #      GPUBATCH_TEST_WORKERS processes (default: the number of CPUs, at most 4);
 #      a module's tests stay on one worker (--dist loadscope), so a module-scoped
 #      fixture (a trained model, a Spark session) is built once.
@@ -50,8 +50,8 @@ for phase in $phases; do
   t0=$SECONDS
   case $phase in
     parallel)
-      echo "== tests, phase 1: tests/unit tests/s3 tests/gpu on $workers workers"
-      "$py" -m pytest -n "$workers" --dist loadscope "$@" tests/unit tests/s3 tests/gpu
+      echo "== tests, phase 1: tests/unit tests/s3 tests/objstore tests/gpu on $workers workers"
+      "$py" -m pytest -n "$workers" --dist loadscope "$@" tests/unit tests/s3 tests/objstore tests/gpu
       ;;
     serial)
       if [[ -n $cluster_pid ]]; then

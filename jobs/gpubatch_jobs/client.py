@@ -524,7 +524,7 @@ def read_stored_logs(job: ClusterJob, ref: str) -> dict[str, str]:
     """{pod: text} of the logs under `ref` (oldest first)."""
     from gpubatch_jobs import storage
 
-    if storage.is_s3(ref):
+    if storage.object_store(ref) is not None:
         infos = sorted(storage.list_objects(ref), key=lambda i: (getattr(i, "mtime_ns", 0) or 0, i.key))
         return {info.key.rsplit("/", 1)[-1].removesuffix(".log"): storage.read_bytes(
             storage.join(ref, info.key)).decode(errors="replace")

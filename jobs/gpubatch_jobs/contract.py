@@ -239,3 +239,36 @@ def log_folder(output_path: str) -> str:
 
 def log_file_name(pod_name: str) -> str:
     return f"{pod_name}.log"
+
+# --- object storage credentials ---
+
+# What crosses from the Secret named by spec.storage.secretName (in the job's own namespace) into
+# the job container, per URL scheme of the job's paths: the operator maps these keys, under the
+# same names, as secretKeyRef env entries (builders/pod.py storage_env); the drivers under
+# gpubatch_jobs/storage/ read them. Nothing else of the Secret, and no token, is mapped.
+AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
+AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
+AWS_SESSION_TOKEN = "AWS_SESSION_TOKEN"
+AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
+AWS_REGION = "AWS_REGION"
+GOOGLE_APPLICATION_CREDENTIALS = "GOOGLE_APPLICATION_CREDENTIALS"
+STORAGE_EMULATOR_HOST = "STORAGE_EMULATOR_HOST"
+AZURE_STORAGE_CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
+AZURE_STORAGE_ACCOUNT_NAME = "AZURE_STORAGE_ACCOUNT_NAME"
+AZURE_STORAGE_ACCOUNT_KEY = "AZURE_STORAGE_ACCOUNT_KEY"
+AZURE_STORAGE_SAS_TOKEN = "AZURE_STORAGE_SAS_TOKEN"
+
+# gs://: the service-account JSON is the Secret's key GCS_CREDENTIALS_KEY, mounted read-only as a
+# file under GCS_CREDENTIALS_DIR, and GOOGLE_APPLICATION_CREDENTIALS names that file.
+GCS_CREDENTIALS_KEY = "service-account.json"
+GCS_CREDENTIALS_DIR = "/var/run/secrets/gpubatch/gcs"
+
+# scheme -> ((Secret key, optional), ...): env entries. A required key missing from the Secret
+# stops the pod at CreateContainerConfigError, which names it.
+STORAGE_SECRET_ENV: dict[str, tuple[tuple[str, bool], ...]] = {
+    "s3": ((AWS_ACCESS_KEY_ID, False), (AWS_SECRET_ACCESS_KEY, False), (AWS_SESSION_TOKEN, True),
+           (AWS_ENDPOINT_URL, True), (AWS_REGION, True)),
+    "gs": ((STORAGE_EMULATOR_HOST, True),),
+    "az": ((AZURE_STORAGE_CONNECTION_STRING, True), (AZURE_STORAGE_ACCOUNT_NAME, True),
+           (AZURE_STORAGE_ACCOUNT_KEY, True), (AZURE_STORAGE_SAS_TOKEN, True)),
+}

@@ -146,17 +146,17 @@ def _run(kind_word: str) -> int:
         return EXIT_BAD_INPUT
     index = os.environ.get(contract.ENV_COMPLETION_INDEX)
     pvc_root = Path(os.environ.get(contract.ENV_PVC_ROOT, contract.POD_PVC_ROOT))
-    from gpubatch_jobs import podlog
+    from gpubatch_jobs import podlog, storage
 
     keeper = podlog.current()
     # Confined like the job itself: a log is kept only on a claim or in a bucket, never at a local path.
-    if keeper is not None and str(spec.output.path).startswith(("pvc://", "s3://")):
+    if keeper is not None and storage.is_url(str(spec.output.path)):
         keeper.keep_beside(str(spec.output.path), pvc_root=pvc_root, base_dir=Path.cwd())
     ctx = RunContext(
         name=os.environ.get(contract.ENV_NAME, kind.lower()),
         base_dir=Path.cwd(),
         pvc_root=pvc_root,
-        confined=True,  # only pvc:// (under its claim, symlinks followed) and s3:// paths
+        confined=True,  # only pvc:// (under its claim, symlinks followed) and object-store paths
         instruction=instruction,
         shard_index=int(index) if index is not None else None,
     )

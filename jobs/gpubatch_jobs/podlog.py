@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from gpubatch_jobs.contract import ENV_POD_NAME, LOG_LIMIT, log_file_name, log_folder
-from gpubatch_jobs.storage import is_s3, join, split_pvc
+from gpubatch_jobs.storage import join, object_store, split_pvc
 
 log = logging.getLogger("gpubatch")
 
@@ -113,11 +113,11 @@ class PodLog:
         self.dirty = True
 
     def place(self) -> str | Path | None:
-        """The log file: an s3:// URL or a local path (pvc:// resolved under the mount root)."""
+        """The log file: an object-store URL or a local path (pvc:// resolved under the mount root)."""
         if self.target is None:
             return None
         name = log_file_name(self.pod_name)
-        if is_s3(self.target):
+        if object_store(self.target) is not None:
             return join(self.target, name)
         pvc = split_pvc(self.target)
         if pvc is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from gpubatch_jobs.contract import ContractError, DeviceInstruction
 from gpubatch_jobs.errors import BadInput, excerpt
-from gpubatch_jobs.storage import PVC_PREFIX, Place, is_s3, split_pvc
+from gpubatch_jobs.storage import PVC_PREFIX, Place, object_store, split_pvc, url_forms
 
 log = logging.getLogger("gpubatch")
 
@@ -37,7 +37,7 @@ class RunContext:
     base_dir: Path = field(default_factory=Path.cwd)
     mounts: dict[str, Path] = field(default_factory=dict)
     pvc_root: Path | None = None
-    # In a job pod (gpubatch-job): only pvc:// and s3:// paths, and a pvc:// path must really
+    # In a job pod (gpubatch-job): only pvc:// and object-store paths, and a pvc:// path must really
     # lead (symlinks followed) to a place under its claim's mount. See `resolve`.
     confined: bool = False
     # The device instruction: the operator's (a pod), or `gpubatch run`'s, made from --device or
@@ -63,13 +63,15 @@ class RunContext:
         the claim's mount: `pvc://data/link` where `link` points at
         /var/run/secrets/... is refused here, just before the file is opened.
         """
-        if is_s3(path):
-            raise BadInput(f"{path}: s3:// is not accepted here; use a local or pvc:// path", field=field_name)
+        store = object_store(path)
+        if store is not None:
+            raise BadInput(f"{path}: {store.prefix} is not accepted here; use a local or pvc:// path",
+                           field=field_name)
         pvc = split_pvc(path)
         if pvc is None:
             if self.confined:
-                raise BadInput(f"{excerpt(path)}: a job pod reads and writes only pvc://CLAIM/sub/path and "
-                               "s3://BUCKET/KEY paths; put the data on a claim or in a bucket", field=field_name)
+                raise BadInput(f"{excerpt(path)}: a job pod reads and writes only {url_forms()} paths; put the "
+                               "data on a claim or in a bucket", field=field_name)
             local = Path(path).expanduser()
             return _normal(local if local.is_absolute() else self.base_dir / local)
         claim, sub = pvc
@@ -84,22 +86,22 @@ class RunContext:
             field=field_name,
         )
 
-    # Paths that may be s3:// (gpubatch_jobs.storage is the one place that handles them).
+    # Paths that may be object-store URLs (gpubatch_jobs.storage's drivers are the one place that handles them).
 
     def input_file(self, path: str, *, field_name: str = "path") -> Path:
-        """A local file holding the input at `path` (an s3:// object is downloaded to scratch)."""
-        if is_s3(path):
+        """A local file holding the input at `path` (an object-store URL is downloaded to scratch)."""
+        if object_store(path) is not None:
             from gpubatch_jobs import storage
 
             return storage.local_input(path, field_name=field_name)
         return self.resolve(path, field_name=field_name)
 
     def input_dir(self, path: str, *, field_name: str = "path") -> Path:
-        """A local folder holding the input folder at `path` (an s3:// prefix is downloaded).
+        """A local folder holding the input folder at `path` (an object-store prefix is downloaded).
 
         Confined, every entry of a pvc:// folder must lead under the claim too (a
         model folder's `model.keras` may not be a symlink to a file elsewhere)."""
-        if is_s3(path):
+        if object_store(path) is not None:
             from gpubatch_jobs import storage
 
             return storage.local_input_dir(path.rstrip("/"), field_name=field_name)
@@ -114,7 +116,7 @@ class RunContext:
 
     def output_file(self, path: str, *, field_name: str = "path") -> tuple[Place, str]:
         """(place, name): write `place.path(name)`, then `place.push(name)` publishes it."""
-        if is_s3(path):
+        if object_store(path) is not None:
             from gpubatch_jobs import storage
 
             place, name = storage.output_file(path)
@@ -124,8 +126,8 @@ class RunContext:
         return Place(final.parent), final.name
 
     def output_folder(self, path: str, *, field_name: str = "path") -> Place:
-        """The output folder at `path`; an s3:// prefix is mirrored in local scratch."""
-        if is_s3(path):
+        """The output folder at `path`; an object-store prefix is mirrored in local scratch."""
+        if object_store(path) is not None:
             from gpubatch_jobs import storage
 
             place = storage.output_folder(path.rstrip("/"))

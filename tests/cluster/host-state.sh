@@ -9,7 +9,8 @@
 # Covered: the kernel sysctls the kubelet sets, network namespaces, links
 # (bridges, veths), routes, iptables rules of the host, mounts, kubepods
 # and docker cgroups, Docker's folders and files, and processes of the cluster (containerd, kubelet, kube-proxy,
-# shims, provisioner, CoreDNS, control plane, kwok, dockerd).
+# shims, provisioner, CoreDNS, control plane, kwok, dockerd), and the object-store test servers
+# (SeaweedFS, fake-gcs-server, Azurite) with their temporary data folders.
 set -euo pipefail
 
 state() {
@@ -33,9 +34,11 @@ state() {
   done
   echo "## cgroups"
   for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/docker; do [[ ! -d $d ]] || echo "$d"; done
+  echo "## object-store test servers' data folders"
+  ls -d "${TMPDIR:-/tmp}"/gpubatch-s3-* "${TMPDIR:-/tmp}"/gpubatch-gcs-* "${TMPDIR:-/tmp}"/gpubatch-azurite-* 2>/dev/null | sort || true
   echo "## processes"
   # Zombies (`<defunct>`: exited, not yet reaped by their parent) hold nothing to tear down.
-  { pgrep -a -f 'containerd|kubelet|kube-proxy|kube-apiserver|kube-controller|kube-scheduler|etcd|kwok|local-path-provisioner|coredns|dockerd|pause' || true; } |
+  { pgrep -a -f 'containerd|kubelet|kube-proxy|kube-apiserver|kube-controller|kube-scheduler|etcd|kwok|local-path-provisioner|coredns|dockerd|pause|fake-gcs-server|azurite|weed server' || true; } |
     { grep -v -e pgrep -e host-state.sh -e '<defunct>' -e 'diff -u' || true; } | awk '{ $1 = ""; print }' | sort
 }
 

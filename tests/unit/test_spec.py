@@ -108,7 +108,7 @@ BAD_MANIFESTS = [
     (RENDER, "spec.shards", 0, "spec.shards", "must be >= 1"),
     (RENDER, "spec.input", DELETE, "spec.input", "required"),
     (RENDER, "spec.input.path", "", "spec.input.path", "must not be empty"),
-    (RENDER, "spec.input.path", "gs://bucket/x", "spec.input.path", "s3://BUCKET/KEY"),
+    (RENDER, "spec.input.path", "ftp://bucket/x", "spec.input.path", "gs://BUCKET/OBJECT"),
     (RENDER, "spec.input.format", "xlsx", "spec.input.format", "hdf5"),
     (RENDER, "spec.output.path", "pvc://Bad_Claim/x", "spec.output.path", "pvc://CLAIM"),
     (RENDER, "spec.queueName", "Team A", "spec.queueName", "DNS label"),

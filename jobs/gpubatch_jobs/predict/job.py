@@ -4,7 +4,7 @@ Order matters for "no partial output" and for failing fast: the output
 target, the artifact's files (preprocessing.json and the model's config, read
 without any framework) and the settings are checked before TensorFlow is
 imported (several seconds); the result is published by rename only when
-complete (an s3:// result is then uploaded whole; storage.Place).
+complete (an object-store result is then uploaded whole; storage.Place).
 
 The whole input is read and checked while a warm-up thread imports the
 framework, loads the model and compiles it for the first batch size (`Warmup`):
@@ -51,7 +51,7 @@ def run_predict_job(spec: PredictJobSpec, ctx: RunContext) -> dict[str, Any]:
     place, name = ctx.output_file(spec.output.path, field_name="spec.output.path")
     output = place.path(name)
     if place.is_remote:
-        # s3://: the result is written in scratch and uploaded whole at the end (both engines).
+        # object store: the result is written in scratch and uploaded whole at the end (both engines).
         check_target_url(place, name, spec.output.overwrite)
         output.unlink(missing_ok=True)
     else:

@@ -4,7 +4,7 @@
     .<output name>.chunks/chunk-000003.npy  the probabilities of chunk 3's rows (grouped order)
 
 The local engine works in chunks of whole documents (predict/local.py). Each
-finished chunk is written here (a temporary name, then renamed; an s3://
+finished chunk is written here (a temporary name, then renamed; an object-store
 output also uploads it), so a pod preempted, evicted or deleted mid-run keeps
 every chunk it finished: on SIGTERM (gpubatch_jobs.preempt) it stops after the
 batch in flight and exits 143, and the next run with the same spec, input and
@@ -89,7 +89,7 @@ class ChunkStore:
         self.place.push(f"{self.sub}/{name}")
 
     def save(self, index: int, probabilities: np.ndarray) -> None:
-        """Keep chunk `index`'s probabilities (atomically; uploaded for an s3:// output)."""
+        """Keep chunk `index`'s probabilities (atomically; uploaded for an object-store output)."""
         final = self.folder / self._name(index)
         tmp = self.folder / f".{self._name(index)}{PARTIAL_MARK}-{os.getpid()}"
         with open(tmp, "wb") as handle:

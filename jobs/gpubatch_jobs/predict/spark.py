@@ -31,7 +31,7 @@ from gpubatch_jobs.predict.model import inspect_artifact
 from gpubatch_jobs.predict.output import remove, write_predictions
 from gpubatch_jobs.predict.settings import PredictSettings, resolve_settings
 from gpubatch_jobs.predict.spark_k8s import delete_executors, kubernetes_conf
-from gpubatch_jobs.predict.spark_s3 import read_parts, remove_parts, s3a_url
+from gpubatch_jobs.predict.spark_s3 import is_s3, read_parts, remove_parts, s3a_url
 from gpubatch_jobs.predict.spark_session import spark_conf, start_session
 from gpubatch_jobs.predict.spark_worker import BAD_INPUT_MARKER, WorkerConfig, predict_partition
 from gpubatch_jobs.predict.table import (
@@ -43,7 +43,7 @@ from gpubatch_jobs.predict.table import (
 )
 from gpubatch_jobs.runtime import RunContext, atomic_target
 from gpubatch_jobs.spec.kinds import PredictJobSpec, SparkSpec
-from gpubatch_jobs.storage import Place, is_s3
+from gpubatch_jobs.storage import Place
 
 DOCS_PER_PARTITION = 64
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gpubatch_jobs.errors import BadInput
-from gpubatch_jobs.storage import is_s3, split_s3
+from gpubatch_jobs.storage import object_store, scheme_of, store_of
 
 log = logging.getLogger("gpubatch.predict")
 ENV_SPARK_JARS = "GPUBATCH_SPARK_JARS"
@@ -39,11 +39,16 @@ S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AW
 ENV_CREDENTIALS = "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
 
 
+
+def is_s3(url: str) -> bool:
+    """Spark reads object storage through Hadoop's s3a connector: s3:// is the one scheme it maps."""
+    return scheme_of(str(url)) == "s3"
+
 def s3a_url(url: str) -> str:
     """s3://BUCKET/KEY as Hadoop's s3a://BUCKET/KEY (anything else is returned as it is)."""
     if not is_s3(url):
         return url
-    bucket, key = split_s3(url)
+    bucket, key = store_of(url).parse(url)
     return f"s3a://{bucket}/{key}" if key else f"s3a://{bucket}/"
 
 
@@ -90,6 +95,13 @@ def classpath_conf(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
 
 def check_executor_access(paths: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> None:
     """Executor pods read s3:// with the Secret's keys: refuse at once what they could not read."""
+    for field, path in paths.items():
+        store = object_store(path)
+        if store is not None and not is_s3(path):
+            raise BadInput(f"{path}: {store.prefix} paths work with engine spark on the pod's own Spark (no "
+                           "executors, master local) but not with executor pods, which read object storage through "
+                           "Hadoop's s3a connector (s3:// only); use an s3:// or pvc:// path, or run Spark in the "
+                           "pod (unset spark.executors and spark.master)", field=field)
     fields = [field for field, path in paths.items() if is_s3(path)]
     if not fields:
         return
@@ -112,10 +124,9 @@ def read_parts(location: str | Path) -> Any:
 
     if not is_s3(str(location)):
         return pq.read_table(location)
-    from gpubatch_jobs import storage
-
-    bucket, key = split_s3(str(location))
-    return pq.read_table(f"{bucket}/{key.rstrip('/')}", filesystem=storage.filesystem())
+    store = store_of(str(location))
+    bucket, key = store.parse(str(location))
+    return pq.read_table(f"{bucket}/{key.rstrip('/')}", filesystem=store.filesystem())  # type: ignore[attr-defined]
 
 
 def remove_parts(location: str) -> None:

@@ -79,7 +79,8 @@ def _model_folder(location: str) -> Any:
     """The model folder; an s3:// one (executor pods) is downloaded to this pod's scratch once."""
     from pathlib import Path
 
-    from gpubatch_jobs.storage import is_s3, local_input_dir
+    from gpubatch_jobs.predict.spark_s3 import is_s3
+    from gpubatch_jobs.storage import local_input_dir
 
     return local_input_dir(location.rstrip("/"), field_name="spec.model") if is_s3(location) else Path(location)
 

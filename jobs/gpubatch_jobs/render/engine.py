@@ -13,13 +13,13 @@
    is written), committing progress to the resumable writer after each batch.
 5. Publish: os.replace to the final name; with shards, the virtual dataset
    once all parts exist; the preview PNG when this run rendered the first images.
-   With an s3:// output all of this happens in local scratch (storage.Place)
+   With an object-store output all of this happens in local scratch (storage.Place)
    and each finished file (part, output, preview) is uploaded whole as soon as
    it is complete; a re-run pulls what is published and skips finished parts.
 
 SIGTERM (preemption, eviction, deletion; gpubatch_jobs.preempt) stops the run
 after the batch in flight is written and committed: the partial file then
-holds every image finished so far (an s3:// output uploads it under its
+holds every image finished so far (an object-store output uploads it under its
 `.partial` name), the run exits 143, and the next run continues at the next image.
 """
 
@@ -290,7 +290,7 @@ def _run(spec: Any, ctx: Any, params: RenderParams, final: Path, shards: int, in
             except preempt.Terminated:
                 writer.close()
                 if partial_path(path).exists():
-                    place.push(partial_path(path).name)  # s3://: the next pod, anywhere, resumes from it
+                    place.push(partial_path(path).name)  # object store: the next pod, anywhere, resumes from it
                 checkpoint = {"done": done_images, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "place": place.show(partial_path(path))}
                 ctx.progress(done_images, total_images, stage="preempted: finished images saved", force=True,
@@ -298,7 +298,7 @@ def _run(spec: Any, ctx: Any, params: RenderParams, final: Path, shards: int, in
                 raise preempt.stop(checkpoint) from None
             finally:
                 writer.close()
-            place.push(path.name)  # s3://: the part (or output) becomes an object only now, whole
+            place.push(path.name)  # object store: the part (or output) becomes an object only now, whole
             place.delete(partial_path(path).name)
     finally:
         if device is not None:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from gpubatch_jobs.errors import BadInput, excerpt, excerpts
-from gpubatch_jobs.storage import is_s3
+from gpubatch_jobs.storage import object_store
 
 SCAN_BLOCK = 65_536
 _SUFFIXES = {".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5", ".npy": "npy", ".npz": "npz",
@@ -139,9 +139,9 @@ def open_source(spec: Any, ctx: Any) -> Source:
         raise BadInput(f"input file {path} does not exist", field="spec.input.path")
     fmt = detect_format(path, str(spec.input.format))
     stat = os.stat(path)
-    # An s3:// input's local copy keeps the object's time, and the URL stands for the path, so the
+    # An object-store input's local copy keeps the object's time, and the URL stands for the path, so the
     # fingerprint (what makes a re-run skip finished parts) is the same from any scratch folder.
-    identity = {"path": spec.input.path if is_s3(spec.input.path) else str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+    identity = {"path": spec.input.path if object_store(spec.input.path) is not None else str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                 "input": spec.input.wire(), "format": fmt}
     loader = {"hdf5": _open_hdf5, "npy": _open_npy, "npz": _open_npz, "csv": _open_table,
               "parquet": _open_table}[fmt]

@@ -14,7 +14,7 @@ harmless); a run that renders every shard in-process assembles it at the end.
 Sources are stored by file name only, so the folder can be moved or mounted
 elsewhere: HDF5 looks for them next to the virtual file.
 
-On object storage (`s3://`) a virtual file could not reach its sources, so the
+On object storage (`s3://`, `gs://`, `az://`) a virtual file could not reach its sources, so the
 output object is a real HDF5 file holding a copy of every part
 (`assemble(..., virtual=False)`), built in scratch and uploaded whole; the
 parts stay as objects of their own.

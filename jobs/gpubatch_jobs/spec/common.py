@@ -24,10 +24,14 @@ QUANTITY_PATTERN = (
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-# A path is a local path, pvc://CLAIM/sub/path (CLAIM is a DNS label) or s3://BUCKET/KEY
-# (BUCKET an S3 bucket name: 3-63 lowercase letters, digits, '.' and '-').
+# A path is a local path, pvc://CLAIM/sub/path (CLAIM is a DNS label), s3://BUCKET/KEY (an S3
+# bucket name: 3-63 lowercase letters, digits, '.' and '-'), gs://BUCKET/OBJECT (a GCS bucket
+# name: 3-222 lowercase letters, digits, '.', '_' and '-', starting and ending with a letter or
+# digit) or az://CONTAINER/BLOB (an Azure container name: 3-63 lowercase letters, digits and '-').
 PATH_PATTERN = (r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?"
+                r"|gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?|az://[a-z0-9][a-z0-9-]{1,61}[a-z0-9](/.*)?"
                 r"|[^:]+)$")
+URL_SCHEME_RE = r"^[a-z0-9]+://"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 # Fields whose default the operator supplies from its settings (Helm values), so the
@@ -95,7 +99,7 @@ Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 Quantity = Annotated[Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=QUANTITY_PATTERN)], Field()]
 
 # A `..` segment could climb out of a claim's mount (pvc://data/../../var/run/secrets/...):
-# the API server refuses it in any path (CEL), the model in every pvc:// and s3:// URL. A
+# the API server refuses it in any path (CEL), the model in every URL (pvc://, s3://, gs://, az://). A
 # local path with `..` stays valid for `gpubatch run` on a laptop (the user's own files);
 # a job pod accepts no local path at all, and checks where a pvc:// path really leads
 # (symlinks followed) when it opens the file (runtime.RunContext.confined).
@@ -107,7 +111,7 @@ NO_PARENT_SEGMENT = {
 
 
 def _no_parent_segment(value: str) -> str:
-    if value.startswith(("pvc://", "s3://")) and re.search(PARENT_SEGMENT_RE, value):
+    if re.match(URL_SCHEME_RE, value) and re.search(PARENT_SEGMENT_RE, value):
         raise ValueError(NO_PARENT_SEGMENT["message"])
     return value
 
@@ -182,7 +186,8 @@ class ImageSpec(ApiModel):
 class InputSpec(ApiModel):
     """Where the data comes from: a local path or pvc://CLAIM/sub/path."""
 
-    path: DataPath = Field(..., description="File to read: local path, pvc://CLAIM/sub/path or s3://BUCKET/KEY.")
+    path: DataPath = Field(..., description="File to read: local path, pvc://CLAIM/sub/path, s3://BUCKET/KEY, gs://BUCKET/OBJECT "
+                                            "or az://CONTAINER/BLOB.")
     format: InputFormat = Field(InputFormat.auto, description="auto: from the file extension.")
     dataset: str | None = Field(
         None, min_length=1, max_length=1024, description="HDF5 dataset holding the data."
@@ -209,7 +214,8 @@ class InputSpec(ApiModel):
 
 class OutputSpec(ApiModel):
     path: DataPath = Field(
-        ..., description="Where results go: local path, pvc://CLAIM/sub/path or s3://BUCKET/KEY."
+        ..., description="Where results go: local path, pvc://CLAIM/sub/path, s3://BUCKET/KEY, gs://BUCKET/OBJECT or "
+                         "az://CONTAINER/BLOB."
     )
     format: Literal["auto", "hdf5", "parquet"] = Field(
         "auto", description="PredictJob: parquet (default) or hdf5. Others: their native format."
@@ -220,16 +226,19 @@ class OutputSpec(ApiModel):
 
 
 class StorageSpec(ApiModel):
-    """Object storage (s3:// paths): where the job pod's credentials and endpoint come from."""
+    """Object storage (s3://, gs://, az:// paths): where the job pod's credentials and endpoint come from."""
 
     secret_name: str | None = Field(
         None,
         max_length=253,
         pattern=DNS_SUBDOMAIN_PATTERN,
         description=(
-            "Secret in the job's namespace whose keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and "
-            "(optional) AWS_ENDPOINT_URL, AWS_REGION, AWS_SESSION_TOKEN become the job container's "
-            "environment. Unset: nothing is injected (workload identity through the job "
+            "Secret in the job's namespace whose keys, for the schemes the paths use, become the job "
+            "container's environment: s3:// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and (optional) "
+            "AWS_ENDPOINT_URL, AWS_REGION, AWS_SESSION_TOKEN; gs:// service-account.json (mounted "
+            "read-only, named by GOOGLE_APPLICATION_CREDENTIALS) and (optional) STORAGE_EMULATOR_HOST; "
+            "az:// (optional) AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT_NAME, "
+            "AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_TOKEN. Unset: nothing is injected (workload identity through the job "
             "ServiceAccount's annotations, Helm jobServiceAccount.annotations)."
         ),
     )
@@ -274,7 +283,7 @@ class CommonSpec(ApiModel):
         description=("Kueue WorkloadPriorityClass of the Job (its kueue.x-k8s.io/priority-class label): "
                      "with queueName, a higher one may preempt lower ones in the ClusterQueue."),
     )
-    storage: StorageSpec | None = Field(None, description="Credentials for s3:// paths (a Secret).")
+    storage: StorageSpec | None = Field(None, description="Credentials for s3://, gs:// and az:// paths (a Secret).")
     input: InputSpec
     output: OutputSpec = Field(
         ...,

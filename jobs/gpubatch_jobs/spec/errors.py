@@ -22,7 +22,8 @@ _PATTERN_HINTS = {
     DURATION_PATTERN: "must be a duration such as 30s, 5m or 1h30m",
     QUANTITY_PATTERN: "must be a Kubernetes quantity such as 500m, 2 or 8Gi",
     DNS_LABEL_PATTERN: "must be a DNS label: lowercase letters, digits and '-'",
-    PATH_PATTERN: "must be a local path, pvc://CLAIM/sub/path or s3://BUCKET/KEY",
+    PATH_PATTERN: "must be a local path, pvc://CLAIM/sub/path, s3://BUCKET/KEY, gs://BUCKET/OBJECT or az://CONTAINER/BLOB "
+                  "(CONTAINER: 3-63 lowercase letters, digits and '-')",
     DNS_SUBDOMAIN_PATTERN: "must be a Kubernetes object name: lowercase letters, digits, '-' and '.'",
 }
 

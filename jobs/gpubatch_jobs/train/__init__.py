@@ -7,7 +7,7 @@ fast with nothing written and no framework loaded. Then the Keras backend is
 fixed (KERAS_BACKEND, before keras is imported) and the device layer picks
 and sets up the device. Training resumes from the last checkpoint in the
 output folder when there is one. The artifact (see gpubatch_jobs.artifacts)
-is published at the end, the model last. An s3:// output is a prefix mirrored
+is published at the end, the model last. An object-store output is a prefix mirrored
 in local scratch (gpubatch_jobs.storage.Place): pulled at the start (so a pod
 on another node, or the CPU re-run, resumes from the last epoch), each
 checkpoint pushed when written, the artifact pushed model last.
@@ -54,7 +54,7 @@ def spec_fingerprints(spec: Any) -> tuple[str, str]:
 def run(spec: Any, ctx: RunContext) -> dict[str, Any]:
     started = time.monotonic()
     place = ctx.output_folder(spec.output.path, field_name="spec.output.path")
-    if place.is_remote:  # s3://: the published artifact and checkpoints, mirrored into scratch
+    if place.is_remote:  # object store: the published artifact and checkpoints, mirrored into scratch
         place.pull_all()
     output = place.local_dir
     run_print, checkpoint_print = spec_fingerprints(spec)

@@ -240,7 +240,7 @@ class CheckpointStore:
         for old in self.folder.iterdir():
             if old.is_dir() and old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
-        # s3://: the same commit protocol with objects: the epoch's arrays, then latest.json, then
+        # object store: the same commit protocol with objects: the epoch's arrays, then latest.json, then
         # the older epochs go. A kill at any point leaves latest.json naming complete objects.
         self.place.push_tree(f"{CHECKPOINT_DIR}/{name}")
         self.place.push(f"{CHECKPOINT_DIR}/{LATEST}")

@@ -86,6 +86,6 @@ def publish(place: Place, *, model: Any, prep: Preprocessing, metrics: dict[str,
     staged = _partial(folder, MODEL_FILE)
     model.save(staged)
     os.replace(staged, folder / MODEL_FILE)
-    # s3://: the same order, one whole object each, the model last.
+    # object store: the same order, one whole object each, the model last.
     for name in (METRICS_FILE, CURVES_FILE, PREPROCESSING_FILE, SUMMARY_FILE, MODEL_FILE):
         place.push(name)

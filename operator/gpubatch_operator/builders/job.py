@@ -39,6 +39,7 @@ from gpubatch_operator.builders.pod import (
     pvc_volumes,
     resources,
     storage_env,
+    storage_volumes,
     tolerations,
 )
 from gpubatch_operator.naming import (
@@ -194,12 +195,14 @@ def build_job(request: JobRequest, settings: Settings) -> dict[str, Any]:
         job_labels[KUEUE_PRIORITY_LABEL] = spec.priority_class
     test_hooks = test_annotations(request.test_hooks, request.device) if settings.test_hooks else {}
     image, pull_policy = image_for(request, settings)
-    volumes, mounts = pvc_volumes(request.plugin.data_paths(spec))
+    paths = request.plugin.data_paths(spec)
+    volumes, mounts = pvc_volumes(paths)
+    key_volumes, key_mounts = storage_volumes(spec, paths)  # gs://: the Secret's service-account.json
     # The root filesystem is read-only: /tmp is the pod's scratch space.
-    volumes, mounts = [SCRATCH_VOLUME, *volumes], [SCRATCH_MOUNT, *mounts]
+    volumes, mounts = [SCRATCH_VOLUME, *volumes, *key_volumes], [SCRATCH_MOUNT, *mounts, *key_mounts]
     spark_driver = request.plugin.is_spark_driver(spec)
     env = container_env(spec.model_dump(by_alias=True, mode="json", exclude_unset=True), request.instruction, request.name)
-    env += storage_env(spec)  # spec.storage.secretName: the Secret's AWS_* keys
+    env += storage_env(spec, paths)  # spec.storage.secretName: its keys for the paths' schemes
     if spark_driver:
         # Spark executors reach the driver (this pod) by its IP: the cluster may have no DNS.
         env.append({"name": ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})

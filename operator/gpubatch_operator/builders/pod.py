@@ -76,25 +76,51 @@ def container_env(spec_json: dict[str, Any], instruction: DeviceInstruction, nam
     return env
 
 
-# spec.storage.secretName: the Secret's keys, under the standard AWS names, become the container's
-# environment (s3:// paths; gpubatch_jobs/storage.py reads them). The key pair is required, so a
-# missing Secret or key stops the pod at CreateContainerConfigError naming it; the rest is optional.
-STORAGE_SECRET_KEYS: tuple[tuple[str, bool], ...] = (
-    ("AWS_ACCESS_KEY_ID", False),
-    ("AWS_SECRET_ACCESS_KEY", False),
-    ("AWS_SESSION_TOKEN", True),
-    ("AWS_ENDPOINT_URL", True),
-    ("AWS_REGION", True),
-)
+# spec.storage.secretName: the Secret's keys, under their clouds' standard names, become the
+# container's environment, for the URL schemes the job's paths use (gpubatch_jobs/storage/ reads
+# them): AWS_* for s3://, AZURE_STORAGE_* for az://, and for gs:// the key service-account.json
+# mounted read-only as a file that GOOGLE_APPLICATION_CREDENTIALS names. Only that Secret of the
+# job's own namespace, only these keys (contract.STORAGE_SECRET_ENV), and no token cross.
+GCS_CREDENTIALS_VOLUME = "gpubatch-gcs-credentials"
 
 
-def storage_env(spec: CommonSpec) -> list[dict[str, Any]]:
+def storage_schemes(spec: CommonSpec, paths: list[str] | None = None) -> list[str]:
+    """The object-store schemes among the job's paths (all of them when `paths` is None: the input and output)."""
+    listed = paths if paths is not None else [str(spec.input.path), str(spec.output.path)]
+    found = {str(path).partition("://")[0] for path in listed if "://" in str(path)}
+    return [scheme for scheme in contract.STORAGE_SECRET_ENV if scheme in found]
+
+
+def _secret_name(spec: CommonSpec) -> str | None:
+    return spec.storage.secret_name if spec.storage is not None else None
+
+
+def storage_env(spec: CommonSpec, paths: list[str] | None = None) -> list[dict[str, Any]]:
     """Env entries from spec.storage.secretName; none without it (workload identity via the ServiceAccount)."""
-    secret = spec.storage.secret_name if spec.storage is not None else None
+    secret = _secret_name(spec)
     if not secret:
         return []
-    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}}}
-            for key, optional in STORAGE_SECRET_KEYS]
+    env: list[dict[str, Any]] = []
+    for scheme in storage_schemes(spec, paths):
+        env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}}}
+                for key, optional in contract.STORAGE_SECRET_ENV[scheme]]
+        if scheme == "gs":
+            env.append({"name": contract.GOOGLE_APPLICATION_CREDENTIALS,
+                        "value": f"{contract.GCS_CREDENTIALS_DIR}/{contract.GCS_CREDENTIALS_KEY}"})
+    return env
+
+
+def storage_volumes(spec: CommonSpec, paths: list[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, volumeMounts): the gs:// service-account key of spec.storage.secretName as a read-only
+    file (the key is required: a Secret without it keeps the pod in ContainerCreating, FailedMount)."""
+    secret = _secret_name(spec)
+    if not secret or "gs" not in storage_schemes(spec, paths):
+        return [], []
+    volume = {"name": GCS_CREDENTIALS_VOLUME, "secret": {
+        "secretName": secret, "defaultMode": 0o440,
+        "items": [{"key": contract.GCS_CREDENTIALS_KEY, "path": contract.GCS_CREDENTIALS_KEY}]}}
+    mount = {"name": GCS_CREDENTIALS_VOLUME, "mountPath": contract.GCS_CREDENTIALS_DIR, "readOnly": True}
+    return [volume], [mount]
 
 
 def resources(spec: CommonSpec, device: str, gpu_resource: str) -> dict[str, Any]:
