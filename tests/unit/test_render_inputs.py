@@ -70,7 +70,7 @@ def test_every_format_yields_the_same_sequences(folder: Path, path: str, fields:
                                                  expected: np.ndarray, labels: list[int] | None) -> None:
     source = open_source(spec_for(path, **fields), RunContext(base_dir=folder))
     try:
-        assert source.kind == kind
+        assert source.layout == kind
         assert source.count == len(expected)
         np.testing.assert_allclose(source.gather(np.arange(source.count)), expected.astype(np.float32))
         if labels is None:

@@ -228,7 +228,7 @@ def _run(spec: Any, ctx: Any, params: RenderParams, final: Path, shards: int, in
     overwrite = bool(spec.output.overwrite)
     attrs = {"stride": spec.stride, "shards": shards,
              "input": json.dumps(spec.input.wire(), sort_keys=True), "source": source.description,
-             "indexMeaning": "input row" if source.kind == "rows" else "first point of the window in the series"}
+             "indexMeaning": "input row" if source.layout == "rows" else "first point of the window in the series"}
 
     results: list[PartResult] = []
     work: list[tuple[int, Path, Any]] = []

@@ -47,7 +47,7 @@ class Scan:
 class Source:
     """Candidates 0..count-1, each a sequence of `seq_len` float32 values."""
 
-    kind: str  # rows | windows
+    layout: str  # rows (one candidate a row) | windows (cut from one series)
     data: Any  # 2-D (rows) or 1-D (windows) array-like: numpy, memmap or h5py dataset
     seq_len: int
     stride: int
@@ -59,17 +59,17 @@ class Source:
 
     @property
     def count(self) -> int:
-        if self.kind == "rows":
+        if self.layout == "rows":
             return int(self.data.shape[0])
         return (int(self.data.shape[0]) - self.seq_len) // self.stride + 1
 
     def positions(self, candidates: np.ndarray) -> np.ndarray:
         """The index dataset: input row, or the window's first point in the series."""
-        return candidates if self.kind == "rows" else candidates * self.stride
+        return candidates if self.layout == "rows" else candidates * self.stride
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         """Candidates [lo, hi) as float32 (hi - lo, seq_len); may hold non-finite values."""
-        if self.kind == "rows":
+        if self.layout == "rows":
             return np.asarray(self.data[lo:hi, : self.seq_len], dtype=np.float32)
         start, stop = lo * self.stride, (hi - 1) * self.stride + self.seq_len
         series = np.asarray(self.data[start:stop], dtype=np.float32)
@@ -268,9 +268,9 @@ def _open_table(spec: Any, ctx: Any, path: Path, fmt: str) -> Source:
 def _finish(source: Source, spec: Any, where: str) -> None:
     """Shape checks shared by every format, and labels aligned to candidates."""
     length = int(source.data.shape[0])
-    if length == 0 or (source.kind == "rows" and source.data.shape[1] == 0):
+    if length == 0 or (source.layout == "rows" and source.data.shape[1] == 0):
         raise BadInput(f"{source.description}: the input is empty", path=where)
-    if source.kind == "rows":
+    if source.layout == "rows":
         width = int(source.data.shape[1])
         if width < spec.seq_len:
             raise BadInput(f"rows have {width} values, fewer than seqLen {spec.seq_len}; "
@@ -283,9 +283,9 @@ def _finish(source: Source, spec: Any, where: str) -> None:
     if source.labels is None:
         return
     labels, count = source.labels, source.count
-    if source.kind == "rows" and len(labels) != count:
+    if source.layout == "rows" and len(labels) != count:
         raise BadInput(f"{len(labels)} labels for {count} rows; they must match", field="spec.input.labels")
-    if source.kind == "windows":
+    if source.layout == "windows":
         if len(labels) == length:  # one per point: a window gets its last point's label
             last = np.arange(count, dtype=np.int64) * source.stride + source.seq_len - 1
             source.labels = labels[last]
