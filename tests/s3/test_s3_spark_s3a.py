@@ -21,7 +21,7 @@ import pytest
 
 from gpubatch_jobs import storage
 from tests.s3.server import SeaweedS3
-from tests.s3.test_s3_jobs import _no_partials, _run
+from tests.objstore.test_jobs import _no_partials, _run
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 ROOT = Path(__file__).resolve().parents[2]
