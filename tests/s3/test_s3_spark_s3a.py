@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 
 from gpubatch_jobs import storage
-from tests.s3.server import SeaweedS3
 from tests.objstore.test_jobs import _no_partials, _run
+from tests.s3.server import SeaweedS3
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 ROOT = Path(__file__).resolve().parents[2]
