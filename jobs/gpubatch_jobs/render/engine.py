@@ -5,10 +5,11 @@
 1. Open the input (inputs.py) and check the output can be written there.
 2. Decide what this run renders: every shard (ctx.shard_index None) or one.
    A part (or whole output) already complete for this very spec is skipped.
-3. Pick the device: select_device(policy, framework="cupy"). On the GPU the
-   batch size is sized from free memory unless given; out-of-memory halves it
-   (OomBackoff) and rendering goes on; any other GPU error finishes the job on
-   the CPU when `fallbackOnError` (recorded in `fallbacks`), else exits 75.
+3. Pick the device: select_device(ctx.device_instruction(), framework="cupy").
+   On the GPU the batch size is sized from free memory unless given;
+   out-of-memory halves it (OomBackoff) and rendering goes on; any other GPU
+   error finishes the job on the CPU when the instruction says so (recorded in
+   `fallbacks`), else exits 75.
 4. Render in order through a two-deep pipeline (render batch k+1 while batch k
    is written), committing progress to the resumable writer after each batch.
 5. Publish: os.replace to the final name; with shards, the virtual dataset
