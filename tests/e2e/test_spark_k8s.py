@@ -24,8 +24,8 @@ import pytest
 
 from tests.cluster import harness
 from tests.e2e.conftest import CPU_IMAGE, claim_dir, diagnose, get, make_claims
+from tests.e2e.test_objstore_pods import HOST_ADDRESS
 from tests.e2e.test_real_pods import SMOKE, make_data, wait_final
-from tests.e2e.test_s3_pods import _secret
 from tests.s3.server import ADMIN, SeaweedS3, running_server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -188,6 +188,13 @@ def test_only_the_driver_identity_may_make_pods(
     role = json.loads(k8s_cluster.kubectl("get", "clusterrole", binding["roleRef"]["name"], "-o", "json",
                                           check=True).stdout)
     assert {r["resources"][0] for r in role["rules"]} == {"pods", "configmaps"}
+
+
+def _secret(name: str, server: SeaweedS3, secret_key: str) -> dict[str, Any]:
+    """The S3 Secret the job and its executor pods read (the server as the real node's pods reach it)."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "Opaque",
+            "stringData": {"AWS_ACCESS_KEY_ID": ADMIN[0], "AWS_SECRET_ACCESS_KEY": secret_key,
+                           "AWS_ENDPOINT_URL": f"http://{HOST_ADDRESS}:{server.port}", "AWS_REGION": "us-east-1"}}
 
 
 @pytest.fixture(scope="module")
