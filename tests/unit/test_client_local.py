@@ -21,6 +21,18 @@ MANIFEST = {"apiVersion": "gpubatch.dev/v1alpha1", "kind": "RenderJob", "metadat
                      "width": 16, "height": 16, "previewImages": 0, "device": {"policy": "cpu"}}}
 
 
+@pytest.fixture(autouse=True)
+def _local_jobs_in_the_tests_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local job keeps its log and manifest in a temporary folder that outlives it (so the log
+    can be read after): here that folder is under the test's own, which pytest removes."""
+    import tempfile
+
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    monkeypatch.setenv("TMPDIR", str(folder))
+
+
 @pytest.fixture()
 def manifest(tmp_path: Path) -> Path:
     (tmp_path / "data").mkdir()
