@@ -11,9 +11,7 @@ data folder; `stop()` kills it and removes the folder.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -26,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.s3.server import ADMIN, SeaweedS3, build_weed
+from tests.s3.server import ADMIN, SeaweedS3, build_weed, stop_group
 
 HERE = Path(__file__).resolve().parent
 SCHEMES = ("s3", "gs", "az")
@@ -152,13 +150,7 @@ class _Process:
         raise RuntimeError(f"server not ready in {timeout:.0f}s ({last}):\n{self.log_tail()}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
+        stop_group(self.proc)
         self.proc = None
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -169,7 +161,22 @@ class _Process:
             return ""
 
 
-class FakeGcsServer(ObjectServer):
+class _ProcessServer(ObjectServer):
+    """A test server run as a process of ours (`self.process`), buckets made through its filesystem."""
+
+    process: _Process
+
+    def create_bucket(self, name: str) -> None:
+        self.filesystem().create_dir(name)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def log_tail(self) -> str:
+        return self.process.log_tail()
+
+
+class FakeGcsServer(_ProcessServer):
     """fake-gcs-server on a free port; `public_host` is the address its upload URLs name (pods
     must be able to reach it)."""
 
@@ -202,17 +209,8 @@ class FakeGcsServer(ObjectServer):
         return pafs.GcsFileSystem(anonymous=True, scheme="http", endpoint_override=f"127.0.0.1:{self.process.port}",
                                   project_id="gpubatch-tests")
 
-    def create_bucket(self, name: str) -> None:
-        self.filesystem().create_dir(name)
 
-    def stop(self) -> None:
-        self.process.stop()
-
-    def log_tail(self) -> str:
-        return self.process.log_tail()
-
-
-class AzuriteServer(ObjectServer):
+class AzuriteServer(_ProcessServer):
     """Azurite's blob service on a free port, with its development account (shared-key checked)."""
 
     scheme = "az"
@@ -244,15 +242,6 @@ class AzuriteServer(ObjectServer):
         return pafs.AzureFileSystem(AZURITE_ACCOUNT, account_key=AZURITE_KEY, blob_storage_authority=authority,
                                     dfs_storage_authority=authority, blob_storage_scheme="http",
                                     dfs_storage_scheme="http")
-
-    def create_bucket(self, name: str) -> None:
-        self.filesystem().create_dir(name)
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def log_tail(self) -> str:
-        return self.process.log_tail()
 
 
 STARTERS = {"s3": S3Server, "gs": FakeGcsServer, "az": AzuriteServer}

@@ -42,6 +42,17 @@ def build_weed() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def stop_group(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server started in its own session: SIGTERM to its group, SIGKILL after 10 s."""
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
 def _free_port() -> int:
     """A port p with p and p + 10000 free (SeaweedFS puts each gRPC port at port + 10000)."""
     for _ in range(200):
@@ -163,13 +174,7 @@ class SeaweedS3:
         return {i.path[len(bucket) + 1:]: i.size for i in infos if i.type == pafs.FileType.File}
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
+        stop_group(self.proc)
         self.proc = None
 
     def restart(self, down_s: float = 0.0) -> None:

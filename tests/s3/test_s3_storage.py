@@ -3,8 +3,6 @@ mid-upload retried. What every scheme shares (round trip, errors, killed uploads
 
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
 import time
 from pathlib import Path
@@ -13,28 +11,10 @@ import pytest
 
 from gpubatch_jobs import storage
 from gpubatch_jobs.errors import BadInput
+from tests.objstore.test_storage import big_file, sha
 from tests.s3.server import READER, SeaweedS3
 
 pytestmark = pytest.mark.slow
-
-
-def _big_file(path: Path, mb: int) -> str:
-    digest = hashlib.sha256()
-    block = os.urandom(1 << 20)
-    with open(path, "wb") as out:
-        for i in range(mb):
-            chunk = i.to_bytes(8, "little") + block[8:]
-            out.write(chunk)
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def test_wrong_secret_missing_bucket_and_denied_are_bad_input(
@@ -69,7 +49,7 @@ def test_wrong_secret_missing_bucket_and_denied_are_bad_input(
 def test_server_restart_mid_upload_is_retried_and_never_partial(
         s3_server: SeaweedS3, s3_env: dict[str, str], bucket: str, tmp_path: Path) -> None:
     src = tmp_path / "big.bin"
-    want = _big_file(src, 384)
+    want = big_file(src, 384)
     url = f"s3://{bucket}/out/big.bin"
     errors: list[BaseException] = []
 
@@ -91,4 +71,4 @@ def test_server_restart_mid_upload_is_retried_and_never_partial(
     assert s3_server.keys(bucket) == {"out/big.bin": 384 << 20}
     back = tmp_path / "back.bin"
     storage.download(url, back)
-    assert _sha(back) == want
+    assert sha(back) == want

@@ -25,6 +25,7 @@ import random
 import threading
 import time
 import uuid
+from abc import abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -77,12 +78,13 @@ class ArrowStore(ObjectStore):
 
     # --- the filesystem ----------------------------------------------------------------------------
 
+    @abstractmethod
     def make_filesystem(self) -> Any:
-        raise NotImplementedError
+        """The scheme's pyarrow filesystem, from its cloud's usual environment."""
 
+    @abstractmethod
     def endpoint(self) -> str:
         """Where requests go, for messages."""
-        raise NotImplementedError
 
     def filesystem(self) -> Any:
         settings = tuple(os.environ.get(key) for key in self.settings_env)
