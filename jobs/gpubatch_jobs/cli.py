@@ -92,8 +92,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         # The group's supervisor: N worker processes of this same command (gpubatch_jobs/workers.py).
         from gpubatch_jobs.workers import run_group
 
-        argv = [args.file, *(f"--mount={claim}={folder}" for claim, folder in (args.mount or []))]
-        return run_group(kind, argv, spec, plugin.group_size(spec), args.device, args.quiet)
+        argv = [args.file, *(f"--mount={claim}={folder}" for claim, folder in (args.mount or [])),
+                *(["--base-dir", args.base_dir] if args.base_dir else [])]
+        return run_group(kind, argv, spec, plugin.group_size(spec), args.device, args.quiet, args.progress_file)
     ctx = RunContext(
         name=resource.metadata.name,
         base_dir=Path(args.base_dir).resolve() if args.base_dir else Path(args.file).resolve().parent,

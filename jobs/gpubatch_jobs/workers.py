@@ -95,7 +95,7 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run_attempt(argv: list[str], workers: int, device: str, logs: Path, quiet: bool,
-                attempt: int) -> GroupResult:
+                attempt: int, progress_file: str | None = None) -> GroupResult:
     """Start the N workers of one attempt and wait for all of them, or for the first failure."""
     hosts = ",".join(f"127.0.0.1:{port}" for port in free_ports(workers))
     procs: list[subprocess.Popen[bytes]] = []
@@ -106,6 +106,8 @@ def run_attempt(argv: list[str], workers: int, device: str, logs: Path, quiet: b
                    "--workers", str(workers)]
         if index or quiet:
             command.append("--quiet")
+        if index == 0 and progress_file:
+            command += ["--progress-file", progress_file]  # the group's progress is worker 0's
         out = logs / f"attempt-{attempt}-worker-{index}.out"
         err = logs / f"attempt-{attempt}-worker-{index}.log"
         outputs.append(out)
@@ -136,7 +138,8 @@ def run_attempt(argv: list[str], workers: int, device: str, logs: Path, quiet: b
     return GroupResult(code if code >= 0 else 128 - code, failed_summary or summary, failed, tail)
 
 
-def run_group(kind: str, argv: list[str], spec: Any, workers: int, device_override: str | None, quiet: bool) -> int:
+def run_group(kind: str, argv: list[str], spec: Any, workers: int, device_override: str | None, quiet: bool,
+              progress_file: str | None = None) -> int:
     """Run the group until it succeeds or gives up; print the summary last; return the exit code."""
     from gpubatch_jobs.devices import cuda
 
@@ -151,7 +154,7 @@ def run_group(kind: str, argv: list[str], spec: Any, workers: int, device_overri
         logs = Path(tmp)
         while True:
             attempt += 1
-            result = run_attempt(argv, workers, device, logs, quiet, attempt)
+            result = run_attempt(argv, workers, device, logs, quiet, attempt, progress_file)
             history.append({"attempt": attempt, "device": device, "exitCode": result.code,
                             "failedWorker": result.failed_worker})
             if result.code == EXIT_OK:

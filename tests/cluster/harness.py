@@ -124,12 +124,13 @@ def wait_until(
     *,
     timeout: float = 60,
     interval: float = 0.5,
-    what: str = "condition",
+    what: str | Callable[[], str] = "condition",
 ) -> T:
     """Call `probe` until it returns something truthy and return that.
 
     On timeout the error names `what` and the last value seen, which is
-    usually what a failing test needs to say why.
+    usually what a failing test needs to say why. A callable `what` is called
+    only then (a diagnosis of the cluster as it is at the timeout, not before the wait).
     """
     deadline = time.monotonic() + timeout
     last: T | None = None
@@ -138,8 +139,9 @@ def wait_until(
         if last:
             return last
         if time.monotonic() >= deadline:
+            described = what() if callable(what) else what
             raise TimeoutError(
-                f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}"
+                f"timed out after {timeout:.0f}s waiting for {described}; last seen: {last!r}"
             )
         time.sleep(interval)
 

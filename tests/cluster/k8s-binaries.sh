@@ -82,7 +82,10 @@ flock 9
 if all_built; then echo "$bin"; exit 0; fi
 
 export CGO_ENABLED=0
-export GOFLAGS="-trimpath -buildvcs=false"
+# No DWARF from the compiler (the links strip it anyway: -ldflags -s -w): 6% less compile CPU, measured
+# on k8s.io/client-go with an empty GOCACHE (126 s user without the flag, 118 s with). The same flags
+# in tests/s3/seaweedfs.sh and tests/objstore/fake-gcs-server.sh let the three share compiled packages.
+export GOFLAGS="-trimpath -buildvcs=false -gcflags=all=-dwarf=false"
 jobs=${GPUBATCH_BUILD_JOBS:-$(nproc)}
 work=$(mktemp -d "$dest/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT

@@ -24,7 +24,6 @@ IMAGE_TAG = os.environ.get("GPUBATCH_IMAGE_TAG", "dev")
 CPU_IMAGE = f"gpubatch/gpubatch-cpu:{IMAGE_TAG}"
 GPU_IMAGE = f"gpubatch/gpubatch-gpu:{IMAGE_TAG}"
 OPERATOR_IMAGE = f"gpubatch/gpubatch-operator:{IMAGE_TAG}"
-RELEASE = "gpubatch"
 
 
 def _in_ci() -> bool:
@@ -61,7 +60,12 @@ def e2e_namespace(k8s_cluster: harness.Cluster, real_node: str) -> Iterator[str]
 
 @pytest.fixture(scope="module")
 def operator_release(k8s_cluster: harness.Cluster, e2e_namespace: str) -> Iterator[str]:
-    """`helm install` of the chart in the e2e namespace, the operator a real pod on the operator image."""
+    """`helm install` of the chart in the e2e namespace, the operator a real pod on the operator image.
+
+    Each module has its own release name ("gpubatch-<hex>", also the chart's full name): the release's
+    cluster-wide objects (ClusterRoles, admission policies) carry it, so that modules can run side by
+    side on the one cluster (tests/run.sh)."""
+    release = harness.unique_name("gpubatch")
     # helm installs a chart's crds/ only when they are missing and never
     # upgrades them: apply this checkout's CRDs, so the schema the tests use
     # is the one in the tree (fields missing from an older CRD would be pruned).
@@ -70,7 +74,7 @@ def operator_release(k8s_cluster: harness.Cluster, e2e_namespace: str) -> Iterat
         k8s_cluster.kubectl("wait", "--for=condition=Established", f"crd/{plural}.gpubatch.dev",
                             "--timeout=60s", check=True)
     result = k8s_cluster.helm(
-        "install", RELEASE, str(CHART), "-n", e2e_namespace, "--wait", "--timeout", "5m",
+        "install", release, str(CHART), "-n", e2e_namespace, "--wait", "--timeout", "5m",
         "--set", f"watchNamespaces={{{e2e_namespace}}}",
         "--set", f"image.tag={IMAGE_TAG}", "--set", "image.pullPolicy=Never",
         "--set", f"jobImages.gpu.tag={IMAGE_TAG}", "--set", f"jobImages.cpu.tag={IMAGE_TAG}",
@@ -84,11 +88,11 @@ def operator_release(k8s_cluster: harness.Cluster, e2e_namespace: str) -> Iterat
     try:
         if result.returncode != 0:
             raise AssertionError(f"helm install failed:\n{result.stderr}\n{diagnose(k8s_cluster, e2e_namespace)}")
-        yield RELEASE
+        yield release
     finally:
         # Also after a failed install: the release's cluster-wide RBAC would
         # otherwise block the next install.
-        k8s_cluster.helm("uninstall", RELEASE, "-n", e2e_namespace, "--wait", "--timeout", "2m", timeout=180)
+        k8s_cluster.helm("uninstall", release, "-n", e2e_namespace, "--wait", "--timeout", "2m", timeout=180)
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ def kueue(k8s_cluster: harness.Cluster, e2e_namespace: str, operator_release: st
         harness.wait_until(lambda: k8s_cluster.kubectl("apply", "-n", e2e_namespace, "-f", str(QUEUES)).returncode == 0,
                            timeout=60, what=f"kubectl apply -f {QUEUES}")
         harness.wait_until(lambda: _active(k8s_cluster, e2e_namespace), timeout=60,
-                           what=f"LocalQueue {QUEUE} active:\n{manager.log()}")
+                           what=lambda: f"LocalQueue {QUEUE} active:\n{manager.log()}")
         yield manager
     finally:
         k8s_cluster.kubectl("-n", e2e_namespace, "delete", "trainjobs,renderjobs,predictjobs,jobs", "--all", "--wait=true",
@@ -111,7 +111,7 @@ def status(cluster: harness.Cluster, ns: str, kind: str, name: str) -> dict[str,
 
 def wait_final(cluster: harness.Cluster, ns: str, kind: str, name: str, timeout: float = 900) -> dict[str, Any]:
     return harness.wait_until(lambda: (s := status(cluster, ns, kind, name)).get("phase") in FINAL and s,
-                              timeout=timeout, interval=1.0, what=f"{kind} {name} final:\n{diagnose(cluster, ns)}")
+                              timeout=timeout, interval=1.0, what=lambda: f"{kind} {name} final:\n{diagnose(cluster, ns)}")
 
 
 def running_pod(cluster: harness.Cluster, ns: str, job: str) -> dict[str, Any] | None:
@@ -140,12 +140,12 @@ def test_trainjob_preempted_by_kueue_and_evicted_resumes_to_the_step(
     cluster.apply(train_job("low", "batch-low"), namespace=ns)
     # Mid-epoch 2: the epoch-1 checkpoint is in status, and a few more steps are done.
     harness.wait_until(lambda: (status(cluster, ns, "trainjob", "low").get("checkpoint") or {}).get("epoch", 0) >= 1,
-                       timeout=600, interval=0.5, what=f"the first epoch checkpoint:\n{diagnose(cluster, ns)}")
+                       timeout=600, interval=0.5, what=lambda: f"the first epoch checkpoint:\n{diagnose(cluster, ns)}")
     time.sleep(1)
     cluster.apply(render_job("urgent", "batch-high", seqLen=16, width=32, height=32), namespace=ns)
     preempted = harness.wait_until(
         lambda: (s := status(cluster, ns, "trainjob", "low")).get("preemptions", 0) >= 1 and s, timeout=300,
-        what=f"Kueue to preempt the low-priority TrainJob:\n{kueue.log()}\n{diagnose(cluster, ns)}")
+        what=lambda: f"Kueue to preempt the low-priority TrainJob:\n{kueue.log()}\n{diagnose(cluster, ns)}")
     first = preempted["checkpoint"]
     assert first["epoch"] >= 1 and first["step"] > 0, preempted  # a step-level checkpoint, not an epoch's
     assert wait_final(cluster, ns, "renderjob", "urgent")["phase"] == "Succeeded"
@@ -159,7 +159,7 @@ def test_trainjob_preempted_by_kueue_and_evicted_resumes_to_the_step(
     evict(cluster, ns, pod["metadata"]["name"])
     evicted = harness.wait_until(
         lambda: (s := status(cluster, ns, "trainjob", "low")).get("preemptions", 0) >= 2 and s, timeout=300,
-        what=f"the evicted pod to save a checkpoint:\n{diagnose(cluster, ns)}")
+        what=lambda: f"the evicted pod to save a checkpoint:\n{diagnose(cluster, ns)}")
     assert evicted["checkpoint"]["step"] > 0, evicted
 
     done = wait_final(cluster, ns, "trainjob", "low")
@@ -190,11 +190,11 @@ def test_renderjob_preempted_by_kueue_keeps_its_images(
     cluster.apply(render_job("charts-low", "batch-low", batchSize=1), namespace=ns)
     harness.wait_until(lambda: int((status(cluster, ns, "renderjob", "charts-low").get("progress") or "0%")
                                    .rstrip("%")) >= 10,
-                       timeout=600, interval=0.5, what=f"10% of the images:\n{diagnose(cluster, ns)}")
+                       timeout=600, interval=0.5, what=lambda: f"10% of the images:\n{diagnose(cluster, ns)}")
     cluster.apply(train_job("urgent-train", "batch-high", epochs=1), namespace=ns)
     preempted = harness.wait_until(
         lambda: (s := status(cluster, ns, "renderjob", "charts-low")).get("preemptions", 0) >= 1 and s, timeout=300,
-        what=f"Kueue to preempt the low-priority RenderJob:\n{kueue.log()}\n{diagnose(cluster, ns)}")
+        what=lambda: f"Kueue to preempt the low-priority RenderJob:\n{kueue.log()}\n{diagnose(cluster, ns)}")
     kept = preempted["checkpoint"]["done"]
     assert kept > 0, preempted
     assert wait_final(cluster, ns, "trainjob", "urgent-train")["phase"] == "Succeeded"
@@ -235,11 +235,11 @@ def test_predictjob_preempted_by_kueue_keeps_its_chunks(
     cluster.apply(predict_job("labels-low", "batch-low"), namespace=ns)
     harness.wait_until(lambda: (status(cluster, ns, "predictjob", "labels-low").get("checkpoint") or {}).get("done")
                        or (status(cluster, ns, "predictjob", "labels-low").get("phase") in FINAL),
-                       timeout=600, interval=0.5, what=f"a first chunk kept:\n{diagnose(cluster, ns)}")
+                       timeout=600, interval=0.5, what=lambda: f"a first chunk kept:\n{diagnose(cluster, ns)}")
     cluster.apply(render_job("urgent-render", "batch-high", seqLen=16, width=32, height=32), namespace=ns)
     preempted = harness.wait_until(
         lambda: (s := status(cluster, ns, "predictjob", "labels-low")).get("preemptions", 0) >= 1 and s, timeout=300,
-        what=f"Kueue to preempt the low-priority PredictJob:\n{kueue.log()}\n{diagnose(cluster, ns)}")
+        what=lambda: f"Kueue to preempt the low-priority PredictJob:\n{kueue.log()}\n{diagnose(cluster, ns)}")
     kept = preempted["checkpoint"]["done"]
     assert kept > 0 and kept % 6000 == 0, preempted
     assert wait_final(cluster, ns, "renderjob", "urgent-render")["phase"] == "Succeeded"

@@ -60,7 +60,7 @@ rm -rf "$src"
 cp -r "$moddir" "$src"
 chmod -R u+w "$src"
 log "building fake-gcs-server $FAKE_GCS_VERSION in $src"
-(cd "$src" && CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false" \
+(cd "$src" && CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false -gcflags=all=-dwarf=false" \
   go build -p "${GPUBATCH_BUILD_JOBS:-$(nproc)}" -ldflags "-s -w" -o "$binary.tmp" .)
 mv "$binary.tmp" "$binary"
 rm -rf "$src"

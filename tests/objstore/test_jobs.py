@@ -27,6 +27,7 @@ import pytest
 from gpubatch_jobs import storage
 from gpubatch_jobs.errors import BadInput
 from tests.objstore.servers import ObjectServer
+from tests.progress import steps_into_epoch
 
 pytestmark = pytest.mark.slow
 
@@ -281,15 +282,17 @@ def test_train_sigterm_mid_epoch_resumes_to_the_step_from_s3(
     storage.upload(tmp_path / "rows.parquet", f"{store.url(bucket)}/data/rows.parquet")
     manifest = _train_manifest(tmp_path, store.url(bucket))
 
-    victim = subprocess.Popen([sys.executable, "-m", "gpubatch_jobs.cli", "run", "-q", str(manifest)],
+    progress = tmp_path / "progress.json"
+    victim = subprocess.Popen([sys.executable, "-m", "gpubatch_jobs.cli", "run", "-q", str(manifest),
+                               "--progress-file", str(progress)],
                               env={**os.environ, **store_env, "GPUBATCH_SCRATCH": str(tmp_path / "scratch-1")},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
-    while int(_latest(store.url(bucket)).get("epoch", 0)) < 1:
+    # SIGTERM once epoch 2 has begun (its first step reported), with epoch 1's checkpoint in the bucket.
+    while steps_into_epoch(progress, 2, TRAIN_EPOCHS) < 1 or int(_latest(store.url(bucket)).get("epoch", 0)) < 1:
         assert victim.poll() is None, victim.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "no checkpoint of epoch 1 within 10 minutes"
-        time.sleep(0.2)
-    time.sleep(0.3 * _latest(store.url(bucket))["history"]["seconds"][-1])
+        assert time.monotonic() < deadline, "epoch 2 did not begin within 10 minutes"
+        time.sleep(0.05)
     victim.send_signal(signal.SIGTERM)
     stdout, stderr = victim.communicate(timeout=300)
     assert victim.returncode == 143, stderr[-3000:]

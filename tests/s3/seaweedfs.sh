@@ -63,7 +63,7 @@ rm -rf "$src"
 cp -r "$moddir" "$src"
 chmod -R u+w "$src"
 log "building weed $SEAWEEDFS_VERSION in $src"
-(cd "$src" && CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false" \
+(cd "$src" && CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false -gcflags=all=-dwarf=false" \
   go build -p "${GPUBATCH_BUILD_JOBS:-$(nproc)}" -ldflags "-s -w" -o "$weed.tmp" ./weed)
 mv "$weed.tmp" "$weed"
 rm -rf "$src"

@@ -173,6 +173,16 @@ class SeaweedS3:
         infos = self.filesystem().get_file_info(pafs.FileSelector(bucket, recursive=True, allow_not_found=True))
         return {i.path[len(bucket) + 1:]: i.size for i in infos if i.type == pafs.FileType.File}
 
+    def stored_bytes(self) -> int:
+        """Bytes the volume servers have written to disk (grows while an upload is in flight)."""
+        total = 0
+        for path in (self.root / "data").rglob("*.dat"):
+            try:
+                total += path.stat().st_blocks * 512
+            except FileNotFoundError:
+                pass
+        return total
+
     def kill(self) -> None:
         stop_group(self.proc)
         self.proc = None

@@ -60,10 +60,15 @@ def test_server_restart_mid_upload_is_retried_and_never_partial(
             errors.append(err)
 
     thread = threading.Thread(target=upload)
+    before = s3_server.stored_bytes()
     thread.start()
-    time.sleep(1.0)
-    assert thread.is_alive(), "the upload finished before the restart; make the file bigger"
-    assert "out/big.bin" not in s3_server.keys(bucket), "an object appeared before its upload completed"
+    # Restart once 32 MiB of it are on the server's disk: mid-upload however fast the machine is
+    # (a fixed sleep restarted after the upload had ended on a fast run, before it began on a slow one).
+    deadline = time.monotonic() + 300
+    while thread.is_alive() and s3_server.stored_bytes() - before < 32 << 20 and time.monotonic() < deadline:
+        time.sleep(0.002)
+    sent = s3_server.stored_bytes() - before
+    assert thread.is_alive() and sent < 384 << 20, f"the upload ended before the restart ({sent} bytes stored)"
     s3_server.restart(down_s=2.0)  # connections drop; the server is away for 2 s
     thread.join(timeout=600)
     assert not thread.is_alive()

@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 from gpubatch_jobs.artifacts import CHECKPOINT_DIR, METRICS_FILE, MODEL_FILE, load_artifact
+from tests.progress import steps_into_epoch
 
 EPOCHS = 4
 MANIFEST = f"""\
@@ -80,15 +81,16 @@ def _summary(stdout: str) -> dict:
 
 
 def _sigterm_mid_epoch(manifest: Path, out: Path, after_epoch: int) -> tuple[dict, float]:
-    """Start a run, SIGTERM it about 30% into the epoch after `after_epoch`; (summary, seconds to exit)."""
-    victim = subprocess.Popen(_command(manifest), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """Start a run, SIGTERM it 300 steps (20%) into the epoch after `after_epoch` (as its progress
+    file reports); (summary, seconds to exit)."""
+    progress = out.parent / f"progress-{after_epoch}.json"
+    victim = subprocess.Popen([*_command(manifest), "--progress-file", str(progress)], env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while int(_latest(out).get("epoch", 0)) < after_epoch or int(_latest(out).get("step", 0)) != 0:
+    while steps_into_epoch(progress, after_epoch + 1, EPOCHS) < 300:
         assert victim.poll() is None, victim.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "no epoch checkpoint within 4 minutes"
+        assert time.monotonic() < deadline, f"not 300 steps into epoch {after_epoch + 1} within 4 minutes"
         time.sleep(0.02)
-    seconds = _latest(out)["history"]["seconds"][-1]
-    time.sleep(0.3 * seconds)
     victim.send_signal(signal.SIGTERM)
     sent = time.monotonic()
     stdout, stderr = victim.communicate(timeout=120)
