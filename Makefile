@@ -55,9 +55,10 @@ images: node-deps
 	bash images/build.sh
 
 # What the tests need, built side by side: the Go builds are bound by the CPU,
-# the venv and the images mostly by downloads and the disk.
+# the venv and the images mostly by downloads and the disk. All six start at
+# once (the images first: the longest chain that is not the Go builds').
 test-deps:
-	$(MAKE) --no-print-directory -j4 install k8s-binaries s3-server gcs-server azure-server images
+	$(MAKE) --no-print-directory -j6 images install k8s-binaries s3-server gcs-server azure-server
 
 # Phase 1 (no cluster) on parallel workers, then the cluster tests one at a time: tests/run.sh.
 test: test-deps

@@ -9,7 +9,8 @@
 # own on an empty data root), nor the test cluster; a /run/docker left by an
 # earlier engine is moved aside meanwhile, as on a host where Docker never ran.
 #
-#   .ci/fresh.sh [--keep]     --keep: leave the folder (caches, clone, log) for a look
+#   .ci/fresh.sh [--keep]     --keep: leave the folder (caches, clone, log) for a look;
+#                             without it the folder is removed, passed or failed (the log stays)
 #
 # Environment: GPUBATCH_FRESH_DIR, the parent of the new folder (default /var/tmp).
 set -euo pipefail
@@ -79,5 +80,6 @@ summary="ci-fresh: .ci/run exited $rc after $((elapsed / 60)) min $((elapsed % 6
 echo "$summary" | tee -a "$log"
 grep -E '^ci: ' "$log" >&2 || true
 cp "$log" "$parent/gpubatch-fresh-last.log" && say "log copied to $parent/gpubatch-fresh-last.log"
-((rc == 0)) || keep=true # a failed rehearsal keeps its folder for a look
+# A failed rehearsal keeps only its log: the folder holds some 40 GB (the images twice, the Go
+# caches), and a machine left with it has failed the next CI run for want of disk. --keep keeps it.
 exit "$rc"

@@ -17,8 +17,9 @@
 #   files of the build context, the base); an image whose label matches is not
 #   rebuilt. Docker keeps the images (and its layer cache) outside the repo;
 #   the Debian base root is kept as a tarball in $GPUBATCH_CACHE/images.
-# - When the test cluster's real node runs (tests/cluster/node.sh), the images
-#   are then loaded into its containerd.
+# - Then the images are loaded into the test cluster's real node
+#   (tests/cluster/node.sh load-images): into its containerd when it runs, else
+#   into its image store, so that starting it later does not wait for the load.
 #
 # Tags: gpubatch/gpubatch-{operator,cpu,gpu}:$GPUBATCH_IMAGE_TAG (default dev).
 set -euo pipefail
@@ -140,7 +141,18 @@ done
 # Dangling layers of superseded builds would fill the disk over many runs.
 docker image prune -f >/dev/null 2>&1 || true
 
+# Into the test node's containerd: the running node's, or, when none runs, its image store
+# through a containerd of its own (so the first `cluster.sh up` does not wait for the load;
+# `make test-deps` does it while the Go binaries compile). GPUBATCH_NODE_PRELOAD=0: only into
+# a running node.
 if bash "$root/tests/cluster/node.sh" status >/dev/null 2>&1; then
   bash "$root/tests/cluster/node.sh" load-images
+elif [[ ${GPUBATCH_NODE_PRELOAD:-1} == 1 ]]; then
+  t0=$SECONDS
+  if bash "$root/tests/cluster/node.sh" load-images; then
+    log "loaded into the test node's image store in $((SECONDS - t0)) s"
+  else
+    log "not loaded into the test node's image store; cluster.sh up loads them"
+  fi
 fi
 log "done"

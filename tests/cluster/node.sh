@@ -6,7 +6,10 @@
 #                         the images (GPUBATCH_NODE_BUILD_IMAGES=0: load only those built)
 #   node.sh down          stop it and undo everything `up` did
 #   node.sh status        exit 0 when the node's kubelet answers, 1 otherwise
-#   node.sh load-images   load the images `make images` built into the node's containerd
+#   node.sh load-images   load the images `make images` built into the node's containerd; when the
+#                         node is not running, into its image store through a containerd of
+#                         its own (no CRI, private mounts), stopped again: `make images` does
+#                         this while the Go builds go on, so `up` finds the images loaded
 #   node.sh data-dir      print the host folder under which provisioned volumes live
 #
 # What runs, all built or installed here (nothing is pulled):
@@ -339,6 +342,8 @@ EOF
   for d in "${PRIVATE_DIRS[@]}"; do
     [[ -d $d ]] || { mkdir -p "$d"; echo "$d" >>"$node/dirs.created"; }
   done
+  # A preload of the images (preload_images) holds the store until it is done.
+  (flock 9) 9>"$croot/.gpubatch-lock"
   # setsid: its own session, so the shell that ran `up` can go.
   setsid nsenter --net="/run/netns/$NETNS" unshare --mount --propagation slave \
     bash "$node/run-node.sh" >"$node/run-node.log" 2>&1 </dev/null &
@@ -426,10 +431,31 @@ wait_ready() {
 }
 
 # --- images -------------------------------------------------------------------------------------
+# Once unpacked, an image's layer blobs are dead weight: containerd runs
+# containers from the unpacked snapshots, and kubelet (pull policy Never here)
+# asks only for the image's manifest and config. Removing the blobs halves the
+# node's store (the layers arrive uncompressed: 12 GB with the GPU image).
+# Kept: the manifest, the config, and every blob of an image not fully unpacked.
+discard_layer_blobs() { # IMAGE_REF
+  local target layers
+  target=$(ctr_ images ls | awk -v r="$1" '$1 == r { print $3 }')
+  [[ -n $target ]] || return 0
+  layers=$(ctr_ content get "$target" | python3 -c '
+import json, sys
+doc = json.load(sys.stdin)
+print("\n".join(layer["digest"] for layer in doc.get("layers", [])))')
+  [[ -n $layers ]] || return 0
+  # Only when every layer is unpacked (its snapshot exists, named by its chain ID).
+  # (`ctr images check`: REF TYPE DIGEST STATUS SIZE UNPACKED.)
+  ctr_ images check "name==$1" 2>/dev/null | tail -n +2 | grep -q 'true$' || return 0
+  # shellcheck disable=SC2086
+  ctr_ content rm $layers >/dev/null 2>&1 || true
+}
+
 # Load every image `images/build.sh --list` names into containerd, unless the
 # same image (same ID) was loaded before.
 load_images() {
-  [[ -S $SOCK ]] || die "containerd is not running (node.sh up first)"
+  [[ -S $SOCK ]] || { preload_images; return; }
   mkdir -p "$croot/.gpubatch-loaded"
   local name image id stamp ref loaded=0 t0
   while read -r name image; do
@@ -446,11 +472,55 @@ load_images() {
     # every layer the registry lacks and the pull unzips it again, on the CPU:
     # 9 min for a cold node against 279 s this way, measured.)
     docker save "$image" | ctr_ images import - >/dev/null
+    discard_layer_blobs "$ref"
     log "loaded $image with docker save | ctr import in $((SECONDS - t0)) s"
     echo "$id" >"$stamp"
     loaded=$((loaded + 1))
   done < <(bash "$repo/images/build.sh" --list)
   log "images loaded ($loaded new)"
+}
+
+# The node is not running: load into its image store ($croot) with a containerd
+# of our own (CRI off, state and sockets in a temporary folder, mounts in a
+# private mount namespace that goes with it), then stop it. `up` waits on the
+# same lock before its containerd opens the store.
+preload_images() {
+  [[ $(id -u) == 0 ]] || die "loading the node's images needs root (containerd)"
+  [[ -z $(node_pids) ]] || die "the node is starting or stopping; load the images when it is up (node.sh load-images)"
+  mkdir -p "$croot"
+  exec 7>"$croot/.gpubatch-lock"
+  flock 7
+  local tmp pid rc=0
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/gpubatch-node-preload.XXXXXX")
+  cat >"$tmp/containerd.toml" <<EOF
+version = 2
+root = "$croot"
+state = "$tmp/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = "$tmp/containerd.sock"
+[ttrpc]
+  address = "$tmp/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$tmp/opt"
+EOF
+  setsid unshare --mount --propagation private containerd --config "$tmp/containerd.toml" \
+    >"$tmp/containerd.log" 2>&1 </dev/null 7>&- &
+  pid=$!
+  for _ in $(seq 120); do [[ -S $tmp/containerd.sock ]] && break; sleep 0.25; done
+  if [[ -S $tmp/containerd.sock ]]; then
+    log "the node is not running: loading the images into its store ($croot)"
+    SOCK=$tmp/containerd.sock load_images || rc=$?
+  else
+    log "containerd (for loading the images) did not start:"; tail -20 "$tmp/containerd.log" >&2; rc=1
+  fi
+  kill_wait "$pid"
+  rm -rf "$tmp"
+  flock -u 7
+  exec 7>&-
+  return $rc
 }
 
 ensure_images() {
