@@ -17,7 +17,10 @@
 # removes each of them that did not exist before dockerd_up, so a host on which
 # Docker never ran is left as it was (tests/cluster/host-state.sh checks that).
 
-DOCKERD_OWN_PATHS=(/run/docker /run/docker.sock /run/docker.pid /run/containerd /etc/docker /var/lib/docker)
+# /run/containerd/s on its own too: the test node makes an empty /run/containerd (its containerd's
+# mount point) while it runs, and a dockerd started meanwhile must not leave its shim sockets there.
+DOCKERD_OWN_PATHS=(/run/docker /run/docker.sock /run/docker.pid /run/containerd/s /run/containerd /etc/docker
+  /var/lib/docker)
 _dockerd_pid=
 _dockerd_state=
 _dockerd_run=

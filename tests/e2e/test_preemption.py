@@ -29,7 +29,9 @@ pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 API = "gpubatch.dev/v1alpha1"
 QUEUES = harness.REPO_ROOT / "docs" / "kueue" / "preemption.yaml"
 QUEUE = "team-p"
-EPOCHS = 6
+# Preempted in epoch 2, evicted in epoch 3 after the resumed pod's first checkpoint, then done.
+EPOCHS = 4
+TRAIN_BATCH = 8
 FINAL = {"Succeeded", "Failed"}
 ONE_CPU = {"requests": {"cpu": "1", "memory": "1Gi"}}
 
@@ -63,8 +65,10 @@ def claims(k8s_cluster: harness.Cluster, e2e_namespace: str, kueue: Kueue, data_
     data = claim_dir(data_dir, e2e_namespace, "data")
     claim_dir(data_dir, e2e_namespace, "out")
     rng = np.random.default_rng(11)
-    # 80,000 rows: epochs of some 7 s on one CPU, so that a preemption 1-3 s after an epoch's
-    # checkpoint lands mid-epoch (with 40,000 it came during the epoch's last steps).
+    # 80,000 rows in batches of 8 (TRAIN_BATCH): 10,000 steps, epochs of some 15 s on one idle CPU,
+    # so that a preemption a few seconds after an epoch's checkpoint lands mid-epoch. Kueue's
+    # preemption (evict the workload, suspend the Job, delete the pod) took more than the 6 s left
+    # of a 7 s epoch (batches of 16) on a loaded machine: the SIGTERM came at the epoch's end.
     x = rng.normal(size=(80_000, 12)).astype(np.float32)
     label = (x[:, 0] - 0.7 * x[:, 3] + 0.2 * rng.normal(size=len(x)) > 0).astype(int)
     pd.DataFrame({**{f"f{i}": x[:, i] for i in range(12)}, "label": label}).to_parquet(data / "rows.parquet")
@@ -80,7 +84,7 @@ def train_job(name: str, priority: str | None, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "device": {"policy": "cpu"},
         "model": {"type": "dnn", "hiddenUnits": [64, 64], "dropout": 0.1},
-        "epochs": EPOCHS, "batchSize": 16, "seed": 3,
+        "epochs": EPOCHS, "batchSize": TRAIN_BATCH, "seed": 3,
         "input": {"path": "pvc://data/rows.parquet"},
         "output": {"path": f"pvc://out/{name}"},
         "resources": ONE_CPU, "terminationGracePeriodSeconds": 60,
