@@ -23,22 +23,15 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-HOST_STATE = ROOT / "tests" / "cluster" / "host-state.sh"
-DOCKERD = ROOT / "images" / "dockerd.sh"
+from tests.cluster.test_dockerd_teardown import (
+    DOCKERD,
+    HOST_STATE,
+    ROOT,
+    _engine_answers,
+    _unavailable,
+)
+
 NODE = ROOT / "tests" / "cluster" / "node.sh"
-IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"CI=true but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def _engine_answers() -> bool:
-    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
-    return subprocess.run(["docker", "info"], capture_output=True, env=env).returncode == 0
 
 
 def _image_name(name: str) -> str:
