@@ -104,7 +104,7 @@ fi
 # --- the gpubatch images ----------------------------------------------------------------------------
 # The build context is what .dockerignore lets through: hash exactly those files.
 context_files() {
-  (cd "$root" && git ls-files -co --exclude-standard -- pyproject.toml README.md jobs operator images |
+  (cd "$root" && git ls-files -co --exclude-standard -- pyproject.toml jobs operator images |
     grep -Ev '(__pycache__/|\.pyc$)' | LC_ALL=C sort | while IFS= read -r f; do [[ -f $f ]] && echo "$f"; done)
 }
 # The s3a jars the job images COPY (fetched once, checked, cached: images/spark-jars.sh); their
@@ -142,9 +142,9 @@ done
 docker image prune -f >/dev/null 2>&1 || true
 
 # Into the test node's containerd: the running node's, or, when none runs, its image store
-# through a containerd of its own (so the first `cluster.sh up` does not wait for the load;
-# `make test-deps` does it while the Go binaries compile). GPUBATCH_NODE_PRELOAD=0: only into
-# a running node.
+# through a containerd of its own (so the first `cluster.sh up` does not wait for the load).
+# GPUBATCH_NODE_PRELOAD=0: only into a running node (`make test-deps`: the Go builds beside it
+# are CPU-bound, and the cluster's start beside the tests' phase 1 loads them instead).
 if bash "$root/tests/cluster/node.sh" status >/dev/null 2>&1; then
   bash "$root/tests/cluster/node.sh" load-images
 elif [[ ${GPUBATCH_NODE_PRELOAD:-1} == 1 ]]; then

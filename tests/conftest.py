@@ -84,3 +84,20 @@ def module_restricted_namespace(k8s_cluster: harness.Cluster) -> Iterator[str]:
     )
     yield name
     k8s_cluster.delete_namespace(name)
+
+
+# GPUBATCH_TEST_CPU_LOG=FILE appends a line per test: the CPU seconds it took in this process
+# and in the subprocesses it waited for (setup, call and teardown), then its id; for finding
+# where a run's CPU goes (sort -rn FILE | head). Pods' CPU is not counted: it is the node's.
+_CPU_LOG = os.environ.get("GPUBATCH_TEST_CPU_LOG")
+
+if _CPU_LOG:
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+        before = os.times()
+        yield
+        after = os.times()
+        cpu = sum(after[i] - before[i] for i in range(4))
+        with open(_CPU_LOG, "a", encoding="utf-8") as out:
+            out.write(f"{cpu:8.1f} {after.elapsed - before.elapsed:8.1f} {item.nodeid}\n")

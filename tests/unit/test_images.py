@@ -166,6 +166,28 @@ def test_s3a_jars_match_the_hadoop_pyspark_ships() -> None:
                 and not name.startswith("netty-nio-client-")]
 
 
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.gpu"])
+def test_image_inputs_are_what_the_images_copy_and_not_the_docs(dockerfile: str) -> None:
+    """images/build.sh rebuilds an image when a hashed input changes: each path a Dockerfile
+    COPYs from the context is let through .dockerignore and hashed, and README.md is neither
+    (a change to the docs rebuilding the 8.5 GB GPU image and reloading it cost a warm CI run
+    some 6 min)."""
+    build = (IMAGES / "build.sh").read_text()
+    hashed = re.search(r"git ls-files -co --exclude-standard -- ([^|]+)\|", build)
+    assert hashed, "images/build.sh: context_files' git ls-files line not found"
+    inputs = set(hashed.group(1).split())
+    allowed = {line[1:].strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.startswith("!")}
+    copied = set()
+    for line in (ROOT / dockerfile).read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from=") for w in words):
+            copied.update(w.rstrip("*").split("/")[0] for w in words[1:-1] if not w.startswith("--"))
+    assert copied and copied <= inputs, f"{dockerfile} copies {sorted(copied - inputs)}, which build.sh does not hash"
+    assert copied <= allowed, f"{dockerfile} copies {sorted(copied - allowed)}, which .dockerignore keeps out"
+    assert "README.md" not in inputs | allowed | copied
+
+
 def test_the_operator_target_is_slim() -> None:
     stages = dockerfile_stages(ROOT / "Dockerfile.cpu")
     operator = stages["operator"]
