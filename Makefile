@@ -56,12 +56,9 @@ images: node-deps
 
 # What the tests need, built side by side: the Go builds are bound by the CPU,
 # the venv and the images mostly by downloads and the disk. All six start at
-# once (the images first: the longest chain that is not the Go builds'). The
-# images go into the test node's store when the cluster starts (beside the
-# tests' phase 1), not here: loaded beside the Go builds they slowed them by
-# some 600 s on 2 cores (README: CI on a new machine).
+# once (the images first: the longest chain that is not the Go builds').
 test-deps:
-	GPUBATCH_NODE_PRELOAD=0 $(MAKE) --no-print-directory -j6 images install k8s-binaries s3-server gcs-server azure-server
+	$(MAKE) --no-print-directory -j6 images install k8s-binaries s3-server gcs-server azure-server
 
 # Phase 1 (no cluster) on parallel workers, then the cluster tests one at a time: tests/run.sh.
 test: test-deps

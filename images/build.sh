@@ -142,9 +142,9 @@ done
 docker image prune -f >/dev/null 2>&1 || true
 
 # Into the test node's containerd: the running node's, or, when none runs, its image store
-# through a containerd of its own (so the first `cluster.sh up` does not wait for the load).
-# GPUBATCH_NODE_PRELOAD=0: only into a running node (`make test-deps`: the Go builds beside it
-# are CPU-bound, and the cluster's start beside the tests' phase 1 loads them instead).
+# through a containerd of its own (so the first `cluster.sh up` does not wait for the load;
+# `make test-deps` does it while the Go binaries compile). GPUBATCH_NODE_PRELOAD=0: only into
+# a running node.
 if bash "$root/tests/cluster/node.sh" status >/dev/null 2>&1; then
   bash "$root/tests/cluster/node.sh" load-images
 elif [[ ${GPUBATCH_NODE_PRELOAD:-1} == 1 ]]; then
